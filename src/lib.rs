@@ -1,0 +1,45 @@
+//! # tower-redlock
+//!
+//! [Redlock](https://redis.io/docs/latest/develop/use/patterns/distributed-locks/) distributed
+//! locking for Tower and Axum services.
+//!
+//! - [`Redlock`]: a standalone engine. It takes a **quorum lease** (`N/2 + 1` of `N`
+//!   independent Redis masters), keeps it alive with a watchdog, tells you when it is lost,
+//!   and releases it — usable from any async code.
+//! - [`RedlockLayer`](layer::RedlockLayer): Tower middleware that derives a lock key from each
+//!   request, holds the lease while the inner service runs and answers `423 Locked` / `503`
+//!   with `Retry-After` when it cannot.
+//! - With the `axum` feature: [`HeldLock`] and [`Locked`](extract::Locked) extractors.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tower_redlock::Redlock;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let redlock = Redlock::builder()
+//!     .nodes(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])
+//!     .ttl(Duration::from_secs(10))
+//!     .build()
+//!     .await?;
+//!
+//! let total = redlock
+//!     .with_lock("invoice:42", async |lock| {
+//!         // Only one holder at a time, on every instance of the service.
+//!         lock.fencing_token()
+//!     })
+//!     .await?;
+//! # let _ = total;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs, unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod redlock;
+
+pub use redlock::{
+    ConfigError, HeldLock, LockError, LockOptions, NodeUrl, Redlock, RedlockBuilder,
+    ReleaseOutcome, RetryPolicy,
+};
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

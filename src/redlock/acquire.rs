@@ -1,0 +1,267 @@
+//! Acquisition: one attempt on every node at once, decided at quorum, retried per policy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::client::Shared;
+use super::error::LockError;
+use super::fanout::{Fanout, Reply};
+use super::keys::LockKeys;
+use super::lease::{self, Claim, HeldLock};
+use super::node::{NodeError, int_pair};
+use super::options::Resolved;
+use super::scripts::{ACQUIRE, FENCE_SYNC};
+use super::validity;
+
+/// Suggested wait after [`LockError::Unavailable`].
+pub(crate) const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What one node said to an acquire request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Vote {
+    /// Every key was free and is now ours; the node's fencing counter (0 without fencing).
+    Yes { fence: u64 },
+    /// A key is held by someone else, who has `pttl` ms left (negative: no expiry).
+    Held { pttl: i64 },
+}
+
+/// Acquires with retries, per the resolved options.
+pub(crate) async fn acquire(
+    shared: &Arc<Shared>,
+    keys: Arc<LockKeys>,
+    options: Resolved,
+) -> Result<HeldLock, LockError> {
+    let first = Instant::now();
+    let mut finished = 0u32;
+    loop {
+        let error = match attempt(shared, &keys, &options).await {
+            Ok(lock) => return Ok(lock),
+            Err(error) => error,
+        };
+        finished = finished.saturating_add(1);
+        let hint = match &error {
+            LockError::Contended { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        let unit = rand::rng().random::<f64>();
+        match options
+            .retry
+            .next_sleep(finished, first.elapsed(), unit, hint)
+        {
+            Some(sleep) => tokio::time::sleep(sleep).await,
+            None => return Err(error),
+        }
+    }
+}
+
+/// The per-node acquire call.
+async fn acquire_on(
+    shared: Arc<Shared>,
+    claim: Arc<Claim>,
+    ttl_ms: u64,
+    fencing: bool,
+    index: usize,
+) -> Reply<Vote> {
+    let keys = &claim.keys;
+    let reply = shared.nodes[index]
+        .eval(&ACQUIRE, keys.lock_and_fence.len(), |cmd| {
+            cmd.arg(&*keys.lock_and_fence)
+                .arg(claim.token.as_bytes())
+                .arg(ttl_ms)
+                .arg(keys.len())
+                .arg(if fencing { "1" } else { "0" });
+        })
+        .await
+        .and_then(|value| {
+            let (ok, n) = int_pair(&value)?;
+            Ok(if ok == 1 {
+                Vote::Yes {
+                    fence: u64::try_from(n).unwrap_or(0),
+                }
+            } else {
+                Vote::Held { pttl: n }
+            })
+        });
+    (index, reply)
+}
+
+/// An attempt in progress. Until it is committed to a lease, dropping it (failure, or the
+/// caller's future being dropped) releases every node that said yes and keeps reading the
+/// outstanding replies in the background to release late yeses too.
+struct Pending<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> {
+    shared: Arc<Shared>,
+    claim: Arc<Claim>,
+    fanout: Option<Fanout<F>>,
+    yes: Vec<usize>,
+}
+
+impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pending<F> {
+    fn drop(&mut self) {
+        let Some(fanout) = self.fanout.take() else {
+            return; // committed
+        };
+        for &index in &self.yes {
+            lease::spawn_release_on(&self.shared, &self.claim, index, None);
+        }
+        let (shared, claim) = (self.shared.clone(), self.claim.clone());
+        fanout.drain(move |(index, reply)| {
+            // A late yes, or a timeout that may have landed: release that node too.
+            if matches!(reply, Ok(Vote::Yes { .. }) | Err(NodeError::Timeout(_))) {
+                lease::spawn_release_on(&shared, &claim, index, None);
+            }
+        });
+    }
+}
+
+/// One attempt: returns as soon as a quorum said yes or can no longer say yes.
+async fn attempt(
+    shared: &Arc<Shared>,
+    keys: &Arc<LockKeys>,
+    options: &Resolved,
+) -> Result<HeldLock, LockError> {
+    let claim = Arc::new(Claim::new(keys.clone()));
+    let total = shared.total();
+    let quorum = shared.quorum;
+    let ttl_ms = validity::millis_ceil(options.ttl);
+    // The clock starts before the first request is sent.
+    let start = Instant::now();
+    let fanout = Fanout::new(total, |index| {
+        acquire_on(shared.clone(), claim.clone(), ttl_ms, options.fencing, index)
+    });
+    let mut pending = Pending {
+        shared: shared.clone(),
+        claim: claim.clone(),
+        fanout: Some(fanout),
+        yes: Vec::with_capacity(total),
+    };
+    let (mut held, mut failed, mut fence, mut holder_pttl) = (0usize, 0usize, 0u64, None);
+    while let Some((index, reply)) = next(&mut pending.fanout).await {
+        match reply {
+            Ok(Vote::Yes { fence: f }) => {
+                pending.yes.push(index);
+                fence = fence.max(f);
+            }
+            Ok(Vote::Held { pttl }) => {
+                held += 1;
+                if pttl > 0 {
+                    holder_pttl = holder_pttl.max(Some(pttl.unsigned_abs()));
+                }
+            }
+            Err(error) => {
+                failed += 1;
+                warn_node(shared, index, "acquire", &error);
+            }
+        }
+        if pending.yes.len() >= quorum || held + failed > total - quorum {
+            break;
+        }
+    }
+    let yes = pending.yes.len();
+    if yes < quorum {
+        let outstanding = pending.fanout.as_ref().map_or(0, Fanout::pending);
+        let reachable = yes + held + outstanding;
+        return Err(if held > 0 && reachable >= quorum {
+            LockError::Contended {
+                retry_after: holder_pttl
+                    .map_or(options.ttl, Duration::from_millis)
+                    .max(Duration::from_millis(1)),
+            }
+        } else {
+            LockError::Unavailable {
+                reachable: yes + held,
+                total,
+                required: quorum,
+                retry_after: UNAVAILABLE_RETRY_AFTER,
+            }
+        });
+    }
+    let fencing_token = if options.fencing {
+        sync_fence(shared, keys, fence).await?;
+        Some(fence)
+    } else {
+        None
+    };
+    let Some(validity) = validity::validity(options.ttl, start.elapsed(), options.drift) else {
+        return Err(LockError::Expired);
+    };
+    let stragglers = pending.fanout.take();
+    let lock = lease::HeldLock::start(
+        shared.clone(),
+        claim,
+        options,
+        fencing_token,
+        start,
+        Instant::now() + validity,
+    );
+    if let Some(stragglers) = stragglers {
+        lock.watch_late_replies(stragglers);
+    }
+    tracing::debug!(nodes = yes, validity_ms = validity.as_millis() as u64, "lock acquired");
+    Ok(lock)
+}
+
+async fn next<F>(fanout: &mut Option<Fanout<F>>) -> Option<Reply<Vote>>
+where
+    F: std::future::Future<Output = Reply<Vote>> + Send + 'static,
+{
+    fanout.as_mut()?.next().await
+}
+
+/// Raises the fencing counters of every node to `token` and waits until a quorum confirmed.
+///
+/// Each later holder's quorum then overlaps a quorum whose counters are ≥ `token`, so its
+/// `INCR` yields more — as long as those nodes keep their data.
+async fn sync_fence(shared: &Arc<Shared>, keys: &Arc<LockKeys>, token: u64) -> Result<(), LockError> {
+    let total = shared.total();
+    let mut fanout = Fanout::new(total, |index| {
+        let (shared, keys) = (shared.clone(), keys.clone());
+        async move {
+            let reply = shared.nodes[index]
+                .eval(&FENCE_SYNC, keys.len(), |cmd| {
+                    cmd.arg(keys.fence_keys()).arg(token);
+                })
+                .await
+                .map(drop);
+            (index, reply)
+        }
+    });
+    let (mut ok, mut failed) = (0, 0);
+    while let Some((index, reply)) = fanout.next().await {
+        match reply {
+            Ok(()) => ok += 1,
+            Err(error) => {
+                failed += 1;
+                warn_node(shared, index, "fence sync", &error);
+            }
+        }
+        if ok >= shared.quorum {
+            // The rest still get the write, in the background.
+            fanout.drain(|_| {});
+            return Ok(());
+        }
+        if failed > total - shared.quorum {
+            break;
+        }
+    }
+    Err(LockError::Unavailable {
+        reachable: ok,
+        total,
+        required: shared.quorum,
+        retry_after: UNAVAILABLE_RETRY_AFTER,
+    })
+}
+
+/// Logs a node failure with the node's index and redacted URL.
+pub(crate) fn warn_node(shared: &Shared, index: usize, op: &'static str, error: &NodeError) {
+    tracing::warn!(
+        node = index,
+        url = %shared.nodes[index].url,
+        op,
+        %error,
+        "Redlock node did not answer"
+    );
+}
+

@@ -1,0 +1,309 @@
+//! [`RedlockBuilder`]: configuration, checked before anything connects.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::client::{Config, Redlock, Shared};
+use super::error::ConfigError;
+use super::node::Node;
+use super::node_url::{NodeUrl, redact};
+use super::retry::RetryPolicy;
+use super::validity;
+
+const MAX_PREFIX_LEN: usize = 256;
+
+/// Configures a [`Redlock`]. Every setting has a default except the nodes.
+///
+/// | setting | default |
+/// |---|---|
+/// | `ttl` | 10 s |
+/// | `retry` | [`RetryPolicy::default`] (up to 10 s) |
+/// | `drift_factor` | 0.01 (plus 2 ms) |
+/// | `node_timeout` | 100 ms |
+/// | `key_prefix` | `"redlock:"` |
+/// | `fencing` | off |
+/// | `pool_size` | 4 connections per node |
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_redlock::{Redlock, RetryPolicy};
+///
+/// # async fn demo() -> Result<(), tower_redlock::ConfigError> {
+/// let redlock = Redlock::builder()
+///     .nodes(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"])
+///     .ttl(Duration::from_secs(30))
+///     .node_timeout(Duration::from_millis(50))
+///     .retry(RetryPolicy::until(Duration::from_secs(5)))
+///     .fencing(true)
+///     .build()
+///     .await?;
+/// # let _ = redlock; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedlockBuilder {
+    nodes: Vec<String>,
+    ttl: Duration,
+    retry: RetryPolicy,
+    drift_factor: f64,
+    node_timeout: Duration,
+    key_prefix: String,
+    fencing: bool,
+    pool_size: u32,
+    max_hold: Option<Duration>,
+}
+
+impl Default for RedlockBuilder {
+    fn default() -> Self {
+        RedlockBuilder {
+            nodes: Vec::new(),
+            ttl: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            drift_factor: 0.01,
+            node_timeout: Duration::from_millis(100),
+            key_prefix: "redlock:".to_owned(),
+            fencing: false,
+            pool_size: 4,
+            max_hold: None,
+        }
+    }
+}
+
+impl fmt::Debug for RedlockBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|u| redact(u)).collect();
+        f.debug_struct("RedlockBuilder")
+            .field("nodes", &nodes)
+            .field("ttl", &self.ttl)
+            .field("retry", &self.retry)
+            .field("drift_factor", &self.drift_factor)
+            .field("node_timeout", &self.node_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .field("fencing", &self.fencing)
+            .field("pool_size", &self.pool_size)
+            .field("max_hold", &self.max_hold)
+            .finish()
+    }
+}
+
+impl RedlockBuilder {
+    /// The node URLs (replacing any given before). Use 3, 5 or 7 independent masters.
+    pub fn nodes<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.nodes = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds one node URL.
+    pub fn node(mut self, url: impl Into<String>) -> Self {
+        self.nodes.push(url.into());
+        self
+    }
+
+    /// Default lease time to live.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Default retry policy of [`Redlock::acquire`].
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Clock drift allowance as a fraction of the ttl (plus a fixed 2 ms).
+    pub fn drift_factor(mut self, factor: f64) -> Self {
+        self.drift_factor = factor;
+        self
+    }
+
+    /// Bound on every call to one node, connection checkout included.
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.node_timeout = timeout;
+        self
+    }
+
+    /// Prefix of every Redis key and channel the engine uses.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Issue fencing tokens (see [`HeldLock::fencing_token`](crate::HeldLock::fencing_token)).
+    pub fn fencing(mut self, on: bool) -> Self {
+        self.fencing = on;
+        self
+    }
+
+    /// Connections kept per node (they are multiplexed, so a few suffice).
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// Default maximum hold time: the watchdog stops extending after this long.
+    pub fn max_hold(mut self, limit: Duration) -> Self {
+        self.max_hold = Some(limit);
+        self
+    }
+
+    /// Reads `REDLOCK_NODES`, `REDLOCK_TTL_MS`, `REDLOCK_NODE_TIMEOUT_MS` and
+    /// `REDLOCK_KEY_PREFIX` over the current settings (unset variables change nothing).
+    pub fn with_env(self) -> Result<Self, ConfigError> {
+        self.with_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`with_env`](Self::with_env), reading variables through `get`.
+    pub fn with_vars(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        match get("REDLOCK_NODES") {
+            Some(list) => {
+                self.nodes = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if self.nodes.is_empty() {
+                    return Err(ConfigError::InvalidEnv {
+                        var: "REDLOCK_NODES",
+                        reason: "no node URL in the list".to_owned(),
+                    });
+                }
+            }
+            None if self.nodes.is_empty() => {
+                return Err(ConfigError::InvalidEnv {
+                    var: "REDLOCK_NODES",
+                    reason: "not set; give comma-separated redis:// URLs".to_owned(),
+                });
+            }
+            None => {}
+        }
+        if let Some(ms) = get("REDLOCK_TTL_MS") {
+            self.ttl = millis("REDLOCK_TTL_MS", &ms)?;
+        }
+        if let Some(ms) = get("REDLOCK_NODE_TIMEOUT_MS") {
+            self.node_timeout = millis("REDLOCK_NODE_TIMEOUT_MS", &ms)?;
+        }
+        if let Some(prefix) = get("REDLOCK_KEY_PREFIX") {
+            self.key_prefix = prefix;
+        }
+        Ok(self)
+    }
+
+    /// Checks the configuration and creates the node pools. Does not fail when nodes are
+    /// down: connections are made on first use, each bounded by the node timeout.
+    pub async fn build(self) -> Result<Redlock, ConfigError> {
+        let RedlockBuilder {
+            nodes,
+            ttl,
+            retry,
+            drift_factor,
+            node_timeout,
+            key_prefix,
+            fencing,
+            pool_size,
+            max_hold,
+        } = self;
+        if nodes.is_empty() {
+            return Err(ConfigError::NoNodes);
+        }
+        if !drift_factor.is_finite() || !(0.0..0.5).contains(&drift_factor) {
+            return Err(ConfigError::InvalidDriftFactor(drift_factor));
+        }
+        validity::check_ttl(ttl, drift_factor)
+            .map_err(|reason| ConfigError::InvalidTtl { ttl, reason })?;
+        if node_timeout.is_zero() {
+            return Err(ConfigError::InvalidNodeTimeout {
+                timeout: node_timeout,
+                reason: "must be larger than zero".to_owned(),
+            });
+        }
+        if node_timeout >= ttl {
+            return Err(ConfigError::InvalidNodeTimeout {
+                timeout: node_timeout,
+                reason: format!("must be smaller than the ttl of {ttl:?}"),
+            });
+        }
+        if key_prefix.len() > MAX_PREFIX_LEN {
+            return Err(ConfigError::InvalidKeyPrefix(format!(
+                "{} bytes long; at most {MAX_PREFIX_LEN} allowed",
+                key_prefix.len()
+            )));
+        }
+        if key_prefix.chars().any(char::is_control) {
+            return Err(ConfigError::InvalidKeyPrefix(
+                "contains control characters".to_owned(),
+            ));
+        }
+        retry.validate()?;
+
+        let mut seen = HashSet::new();
+        let mut parsed = Vec::with_capacity(nodes.len());
+        for (index, raw) in nodes.iter().enumerate() {
+            let url = NodeUrl::parse_at(index, raw)?;
+            if !seen.insert(url.identity()) {
+                return Err(ConfigError::DuplicateNode {
+                    index,
+                    url: url.redacted().to_owned(),
+                });
+            }
+            parsed.push(url);
+        }
+        let total = parsed.len();
+        let quorum = total / 2 + 1;
+        if total % 2 == 0 {
+            tracing::warn!(
+                nodes = total,
+                quorum,
+                "an even number of Redlock nodes tolerates no more failures than {} nodes \
+                 would: the quorum is {quorum} of {total}; use an odd count",
+                total - 1
+            );
+        }
+        let nodes = parsed
+            .into_iter()
+            .enumerate()
+            .map(|(index, url)| {
+                let redacted = url.redacted().to_owned();
+                Node::new(url, node_timeout, pool_size).map_err(|_| {
+                    ConfigError::InvalidNodeUrl {
+                        index,
+                        url: redacted,
+                        reason: "the Redis client rejected it".to_owned(),
+                    }
+                })
+            })
+            .collect::<Result<Box<[Node]>, _>>()?;
+        Ok(Redlock {
+            shared: Arc::new(Shared {
+                nodes,
+                quorum,
+                config: Config {
+                    ttl,
+                    drift_factor,
+                    retry,
+                    node_timeout,
+                    key_prefix,
+                    fencing,
+                    max_hold,
+                },
+            }),
+        })
+    }
+}
+
+fn millis(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| ConfigError::InvalidEnv {
+            var,
+            reason: "expected a whole number of milliseconds".to_owned(),
+        })
+}

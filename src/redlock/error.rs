@@ -1,0 +1,137 @@
+//! Errors of the engine: [`LockError`] for lock operations, [`ConfigError`] for setup.
+
+use std::time::Duration;
+
+/// Why a lock operation did not succeed.
+///
+/// Messages never contain lock keys, tokens or node passwords, so they are safe to log and
+/// to show to clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Someone else holds the lock (on enough nodes that no quorum is possible for us).
+    #[error("the lock is held by someone else; retry after {} ms", retry_after.as_millis())]
+    Contended {
+        /// When it makes sense to try again: the holder's remaining time to live as
+        /// reported by the nodes (rounded up, never zero).
+        retry_after: Duration,
+    },
+    /// Too few nodes answered to ever form a quorum (nodes down, timed out, or the circuit
+    /// breaker is open).
+    #[error("lock quorum unavailable: {reachable} of {total} nodes reachable, {required} required")]
+    Unavailable {
+        /// Nodes that answered (or might still have answered) when the outcome was decided.
+        reachable: usize,
+        /// Nodes configured.
+        total: usize,
+        /// Nodes needed for a quorum (`total / 2 + 1`).
+        required: usize,
+        /// A suggested wait before trying again.
+        retry_after: Duration,
+    },
+    /// A quorum agreed, but acquiring took so long that no validity time was left.
+    #[error("the lock validity was used up during acquisition")]
+    Expired,
+    /// The lease can no longer be guaranteed: it expired, was released, or a quorum of nodes
+    /// no longer holds our token.
+    #[error("the lock lease was lost")]
+    Lost,
+    /// The key is empty or too long.
+    #[error("invalid lock key: {reason}")]
+    InvalidKey {
+        /// What is wrong with the key (never the key itself).
+        reason: String,
+    },
+    /// The per-call options are unusable (e.g. a ttl too small for the clock drift).
+    #[error("invalid lock options: {reason}")]
+    InvalidOptions {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl LockError {
+    /// `true` for [`LockError::Contended`]: someone else holds the lock.
+    pub fn is_contended(&self) -> bool {
+        matches!(self, LockError::Contended { .. })
+    }
+
+    /// `true` for [`LockError::Unavailable`]: the quorum could not be reached.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, LockError::Unavailable { .. })
+    }
+
+    /// A suggested wait before retrying, for the errors where retrying makes sense.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LockError::Contended { retry_after } | LockError::Unavailable { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            LockError::Expired => Some(Duration::from_millis(1)),
+            _ => None,
+        }
+    }
+}
+
+/// A configuration mistake found by [`RedlockBuilder::build`](crate::RedlockBuilder::build)
+/// or [`Redlock::from_env`](crate::Redlock::from_env).
+///
+/// Node URLs are shown with their password replaced by `***`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No node URL was given.
+    #[error("no Redis nodes configured: give at least one node URL (3 or 5 independent masters recommended)")]
+    NoNodes,
+    /// A node URL could not be parsed.
+    #[error("node {index} URL `{url}` is invalid: {reason}")]
+    InvalidNodeUrl {
+        /// Position of the URL in the list (0-based).
+        index: usize,
+        /// The URL with any password redacted.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The same node was given twice; Redlock needs independent nodes.
+    #[error("node {index} URL `{url}` repeats an earlier node; Redlock needs independent nodes")]
+    DuplicateNode {
+        /// Position of the repeated URL.
+        index: usize,
+        /// The URL with any password redacted.
+        url: String,
+    },
+    /// The ttl is too small (or too large) to leave any validity after the drift allowance.
+    #[error("ttl of {ttl:?} is unusable: {reason}")]
+    InvalidTtl {
+        /// The ttl given.
+        ttl: Duration,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The clock drift factor is not a finite number in `[0, 0.5)`.
+    #[error("drift factor {0} must be a finite number in [0, 0.5)")]
+    InvalidDriftFactor(f64),
+    /// The per-node timeout is zero or not smaller than the ttl.
+    #[error("node timeout of {timeout:?} is unusable: {reason}")]
+    InvalidNodeTimeout {
+        /// The timeout given.
+        timeout: Duration,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The key prefix is too long or contains characters that make keys ambiguous.
+    #[error("key prefix is invalid: {0}")]
+    InvalidKeyPrefix(String),
+    /// An environment variable could not be used.
+    #[error("environment variable {var} is invalid: {reason}")]
+    InvalidEnv {
+        /// The variable's name.
+        var: &'static str,
+        /// What is wrong (never the variable's raw value when it may hold a password).
+        reason: String,
+    },
+    /// The retry policy is unusable.
+    #[error("retry policy is invalid: {0}")]
+    InvalidRetry(String),
+}

@@ -1,0 +1,452 @@
+//! [`HeldLock`]: a held lease, shared by its clones, extended by a watchdog, released once.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::acquire::{UNAVAILABLE_RETRY_AFTER, Vote, warn_node};
+use super::client::Shared;
+use super::error::LockError;
+use super::fanout::{Fanout, Reply};
+use super::keys::LockKeys;
+use super::node::{NodeError, int};
+use super::options::Resolved;
+use super::scripts::{EXTEND, RELEASE};
+use super::token::Token;
+use super::validity;
+use super::watchdog;
+
+/// The keys and the token of one acquisition attempt.
+pub(crate) struct Claim {
+    pub(crate) keys: Arc<LockKeys>,
+    pub(crate) token: Token,
+}
+
+impl Claim {
+    pub(crate) fn new(keys: Arc<LockKeys>) -> Claim {
+        Claim {
+            keys,
+            token: Token::generate(),
+        }
+    }
+}
+
+/// Where a lease stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseState {
+    Held,
+    Lost,
+    Released,
+}
+
+/// How a [`HeldLock::release`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReleaseOutcome {
+    /// Our token was deleted from the nodes.
+    Released,
+    /// The keys had already expired: nothing was held any more.
+    AlreadyExpired,
+    /// The keys are held by someone else (ours expired and another client took them).
+    OwnedByOther,
+    /// Another clone of this [`HeldLock`] released it before.
+    AlreadyReleased,
+}
+
+/// State shared by the clones of a [`HeldLock`] and its watchdog.
+pub(crate) struct LeaseCore {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) claim: Arc<Claim>,
+    pub(crate) ttl: Duration,
+    pub(crate) drift_factor: f64,
+    pub(crate) auto_extend: bool,
+    pub(crate) max_hold: Option<Duration>,
+    pub(crate) fencing_token: Option<u64>,
+    pub(crate) acquired_at: Instant,
+    /// `valid_until` as nanoseconds after `acquired_at`.
+    valid_until: AtomicU64,
+    state: watch::Sender<LeaseState>,
+    pub(crate) runtime: Handle,
+}
+
+impl LeaseCore {
+    pub(crate) fn valid_until(&self) -> Instant {
+        self.acquired_at + Duration::from_nanos(self.valid_until.load(Ordering::Acquire))
+    }
+
+    fn set_valid_until(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(self.acquired_at).as_nanos();
+        self.valid_until
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    pub(crate) fn state(&self) -> LeaseState {
+        *self.state.borrow()
+    }
+
+    /// Held → Lost. Returns whether this call made the change.
+    pub(crate) fn mark_lost(&self) -> bool {
+        let changed = self.state.send_if_modified(|s| {
+            let held = *s == LeaseState::Held;
+            if held {
+                *s = LeaseState::Lost;
+            }
+            held
+        });
+        if changed {
+            tracing::warn!(keys = self.claim.keys.len(), "Redlock lease lost");
+        }
+        changed
+    }
+
+    /// Held or Lost → Released. Returns whether this call made the change.
+    fn mark_released(&self) -> bool {
+        self.state.send_if_modified(|s| {
+            let open = *s != LeaseState::Released;
+            if open {
+                *s = LeaseState::Released;
+            }
+            open
+        })
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<LeaseState> {
+        self.state.subscribe()
+    }
+
+    /// Extends every key to `ttl` from now, if a quorum still holds our token.
+    ///
+    /// Validity counts from the start of this call. Compare-only: never re-creates an
+    /// expired key; refuses once the local validity has lapsed; a failure deletes nothing.
+    pub(crate) async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
+        let start = Instant::now();
+        if self.state() != LeaseState::Held {
+            return Err(LockError::Lost);
+        }
+        if start >= self.valid_until() {
+            self.mark_lost();
+            return Err(LockError::Lost);
+        }
+        let drift = validity::drift(ttl, self.drift_factor);
+        let ttl_ms = validity::millis_ceil(ttl);
+        let (shared, claim) = (&self.shared, &self.claim);
+        let total = shared.total();
+        let mut fanout = Fanout::new(total, |index| {
+            let (shared, claim) = (shared.clone(), claim.clone());
+            async move {
+                let keys = &claim.keys;
+                let reply = shared.nodes[index]
+                    .eval(&EXTEND, keys.len(), |cmd| {
+                        cmd.arg(keys.lock_keys())
+                            .arg(claim.token.as_bytes())
+                            .arg(ttl_ms)
+                            .arg(keys.len());
+                    })
+                    .await
+                    .and_then(|v| int(&v));
+                (index, reply)
+            }
+        });
+        let (mut ok, mut refused, mut failed) = (0, 0, 0);
+        while let Some((index, reply)) = fanout.next().await {
+            match reply {
+                Ok(1) => ok += 1,
+                Ok(_) => refused += 1,
+                Err(error) => {
+                    failed += 1;
+                    warn_node(shared, index, "extend", &error);
+                }
+            }
+            if ok >= shared.quorum || refused + failed > total - shared.quorum {
+                break;
+            }
+        }
+        fanout.drain(|_| {});
+        if ok >= shared.quorum {
+            let Some(validity) = validity::validity(ttl, Duration::ZERO, drift) else {
+                return Err(LockError::Expired);
+            };
+            if self.state() != LeaseState::Held {
+                return Err(LockError::Lost);
+            }
+            self.set_valid_until(start + validity);
+            return Ok(());
+        }
+        if refused > total - shared.quorum {
+            // A quorum no longer has our token: the lock is gone for good.
+            self.mark_lost();
+            return Err(LockError::Lost);
+        }
+        Err(LockError::Unavailable {
+            reachable: ok + refused,
+            total,
+            required: shared.quorum,
+            retry_after: UNAVAILABLE_RETRY_AFTER,
+        })
+    }
+
+    /// Deletes our token from every node; decides once a quorum has released.
+    async fn release_nodes(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
+        let total = self.shared.total();
+        let quorum = self.shared.quorum;
+        let mut fanout = Fanout::new(total, |index| {
+            release_on(self.shared.clone(), self.claim.clone(), index)
+        });
+        let (mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0);
+        while let Some((index, reply)) = fanout.next().await {
+            match reply {
+                Ok(1) => released += 1,
+                Ok(0) => expired += 1,
+                Ok(_) => foreign += 1,
+                Err(error) => {
+                    failed += 1;
+                    warn_node(&self.shared, index, "release", &error);
+                }
+            }
+            if released >= quorum {
+                break;
+            }
+        }
+        // Stragglers still get their delete, without the caller waiting for them.
+        fanout.drain(|_| {});
+        if released > 0 {
+            Ok(ReleaseOutcome::Released)
+        } else if foreign > 0 {
+            Ok(ReleaseOutcome::OwnedByOther)
+        } else if expired > 0 {
+            Ok(ReleaseOutcome::AlreadyExpired)
+        } else {
+            Err(LockError::Unavailable {
+                reachable: total - failed,
+                total,
+                required: quorum,
+                retry_after: UNAVAILABLE_RETRY_AFTER,
+            })
+        }
+    }
+}
+
+/// The per-node release call.
+async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Reply<i64> {
+    let keys = &claim.keys;
+    let reply = shared.nodes[index]
+        .eval(&RELEASE, keys.lock_and_channel.len(), |cmd| {
+            cmd.arg(&*keys.lock_and_channel)
+                .arg(claim.token.as_bytes())
+                .arg(keys.len());
+        })
+        .await
+        .and_then(|v| int(&v));
+    (index, reply)
+}
+
+/// Releases one node in the background (cleanup of a partial or late acquisition).
+pub(crate) fn spawn_release_on(
+    shared: &Arc<Shared>,
+    claim: &Arc<Claim>,
+    index: usize,
+    handle: Option<&Handle>,
+) {
+    let task = release_on(shared.clone(), claim.clone(), index);
+    if let Some(handle) = handle.cloned().or_else(|| Handle::try_current().ok()) {
+        handle.spawn(task);
+    }
+}
+
+/// Owns the watchdog; releases the lease in the background when the last clone drops.
+struct LeaseHandle {
+    core: Arc<LeaseCore>,
+    watchdog: AbortHandle,
+}
+
+impl Drop for LeaseHandle {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+        if self.core.mark_released() {
+            let core = self.core.clone();
+            // Never block in Drop: the release runs on the runtime the lease was made on.
+            self.core.runtime.spawn(async move {
+                let _ = core.release_nodes().await;
+            });
+        }
+    }
+}
+
+/// A held lock: a quorum lease on one or more keys.
+///
+/// Clones share one lease. While any clone lives, a watchdog extends the lease every
+/// ~ttl/3; when extension cannot reach a quorum before the validity ends, the lease is
+/// lost: [`lost`](HeldLock::lost) resolves and [`is_held`](HeldLock::is_held) turns false.
+/// [`release`](HeldLock::release) deletes it at once; dropping the last clone releases it in
+/// the background.
+///
+/// The token never leaves the process: it is not in `Debug` output, not in responses, not
+/// in logs.
+#[derive(Clone)]
+pub struct HeldLock {
+    inner: Arc<LeaseHandle>,
+}
+
+impl fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldLock")
+            .field("keys", &self.keys())
+            .field("fencing_token", &self.fencing_token())
+            .field("remaining", &self.remaining())
+            .field("held", &self.is_held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeldLock {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        claim: Arc<Claim>,
+        options: &Resolved,
+        fencing_token: Option<u64>,
+        acquired_at: Instant,
+        valid_until: Instant,
+    ) -> HeldLock {
+        let drift_factor = shared.config.drift_factor;
+        let core = Arc::new(LeaseCore {
+            shared,
+            claim,
+            ttl: options.ttl,
+            drift_factor,
+            auto_extend: options.auto_extend,
+            max_hold: options.max_hold,
+            fencing_token,
+            acquired_at,
+            valid_until: AtomicU64::new(0),
+            state: watch::Sender::new(LeaseState::Held),
+            runtime: Handle::current(),
+        });
+        core.set_valid_until(valid_until);
+        let watchdog = watchdog::spawn(core.clone());
+        HeldLock {
+            inner: Arc::new(LeaseHandle { core, watchdog }),
+        }
+    }
+
+    fn core(&self) -> &Arc<LeaseCore> {
+        &self.inner.core
+    }
+
+    /// Keeps reading the acquire replies that had not landed when the attempt was decided:
+    /// a late yes after the lease ended is released on that node.
+    pub(crate) fn watch_late_replies<F>(&self, stragglers: Fanout<F>)
+    where
+        F: Future<Output = Reply<Vote>> + Send + 'static,
+    {
+        let core: Weak<LeaseCore> = Arc::downgrade(self.core());
+        let (shared, claim) = (self.core().shared.clone(), self.core().claim.clone());
+        stragglers.drain(move |(index, reply)| {
+            let ended = core
+                .upgrade()
+                .is_none_or(|core| core.state() == LeaseState::Released);
+            if ended && matches!(reply, Ok(Vote::Yes { .. }) | Err(NodeError::Timeout(_))) {
+                spawn_release_on(&shared, &claim, index, None);
+            }
+        });
+    }
+
+    /// The (first) key this lease holds, as given by the caller (without the prefix).
+    pub fn key(&self) -> &str {
+        &self.core().claim.keys.user[0]
+    }
+
+    /// Every key this lease holds, sorted.
+    pub fn keys(&self) -> &[String] {
+        &self.core().claim.keys.user
+    }
+
+    /// The fencing token, when fencing is on: it strictly increases across successive
+    /// holders of a key (see the crate docs for the assumptions). Pass it to the resource
+    /// you protect so that it can refuse writes from a holder whose lease ran out.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.core().fencing_token
+    }
+
+    /// When the lease's validity ends (monotonic clock), unless extended.
+    pub fn valid_until(&self) -> Instant {
+        self.core().valid_until()
+    }
+
+    /// Validity left; zero once lost, released or expired.
+    pub fn remaining(&self) -> Duration {
+        if self.core().state() != LeaseState::Held {
+            return Duration::ZERO;
+        }
+        self.valid_until().saturating_duration_since(Instant::now())
+    }
+
+    /// `true` while the lease is held and its validity has not run out.
+    pub fn is_held(&self) -> bool {
+        self.core().state() == LeaseState::Held && Instant::now() < self.valid_until()
+    }
+
+    /// Resolves once the lease can no longer be guaranteed: lost (expired, or a quorum
+    /// unreachable or no longer holding our token) or released.
+    ///
+    /// The future does not borrow the lock, so it can be raced against work:
+    ///
+    /// ```no_run
+    /// # async fn demo(lock: tower_redlock::HeldLock) {
+    /// tokio::select! {
+    ///     _ = lock.lost() => eprintln!("lease lost: stop writing"),
+    ///     _ = async { /* long job */ } => {}
+    /// }
+    /// # }
+    /// ```
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut state = self.core().subscribe();
+        async move {
+            let _ = state.wait_for(|s| *s != LeaseState::Held).await;
+        }
+    }
+
+    /// Resolves once the lease is lost (not when it is released).
+    pub(crate) fn lost_only(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut state = self.core().subscribe();
+        async move {
+            if state.wait_for(|s| *s == LeaseState::Lost).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// `true` once any clone called [`release`](HeldLock::release).
+    pub fn is_released(&self) -> bool {
+        self.core().state() == LeaseState::Released
+    }
+
+    /// Extends the lease so that it is valid for `ttl` from the start of this call (minus
+    /// the drift allowance). Fails with [`LockError::Lost`] once the validity has lapsed or a
+    /// quorum no longer holds our token; a failed extension never deletes the lock.
+    pub async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
+        validity::check_ttl(ttl, self.core().drift_factor).map_err(|reason| {
+            LockError::InvalidOptions {
+                reason: format!("ttl of {ttl:?} {reason}"),
+            }
+        })?;
+        self.core().extend(ttl).await
+    }
+
+    /// Releases the lease on every node (for all clones). Returns once a quorum confirmed;
+    /// the remaining nodes are released in the background.
+    pub async fn release(self) -> Result<ReleaseOutcome, LockError> {
+        let core = self.core().clone();
+        if !core.mark_released() {
+            return Ok(ReleaseOutcome::AlreadyReleased);
+        }
+        self.inner.watchdog.abort();
+        core.release_nodes().await
+    }
+}

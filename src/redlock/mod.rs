@@ -1,0 +1,33 @@
+//! The Redlock engine: quorum leases on independent Redis masters. Knows nothing of HTTP.
+//!
+//! - [`Redlock`] acquires, and [`HeldLock`] is the lease: it is extended by a watchdog while
+//!   held, tells when it is [lost](HeldLock::lost), and is released on
+//!   [`release`](HeldLock::release) or, in the background, when its last clone is dropped.
+//! - Every node call is bounded by the node timeout; an error or a timeout is a "no" vote.
+//! - Acquisition returns as soon as its outcome is decided and cleans up every node that
+//!   said, or may still say, yes.
+
+mod acquire;
+mod builder;
+mod client;
+mod error;
+mod fanout;
+mod keys;
+mod lease;
+mod node;
+mod node_url;
+mod options;
+mod retry;
+mod scripts;
+mod token;
+mod validity;
+mod watchdog;
+
+pub use builder::RedlockBuilder;
+pub use client::Redlock;
+pub use error::{ConfigError, LockError};
+pub use keys::{MAX_KEY_LEN, MAX_KEYS_PER_LOCK};
+pub use lease::{HeldLock, ReleaseOutcome};
+pub use node_url::NodeUrl;
+pub use options::LockOptions;
+pub use retry::RetryPolicy;

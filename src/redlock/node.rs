@@ -1,0 +1,182 @@
+//! One Redis node: a small bb8 pool over our own connection manager, and timed script calls.
+//!
+//! `bb8-redis`'s manager has no timeouts and never reports a connection broken, so a node
+//! restart would leave dead connections in the pool and a down node could cost bb8's 30 s
+//! default. [`NodeManager`] sets connect and response timeouts, and marks a connection broken
+//! after an I/O error so that the pool replaces it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bb8_redis::bb8;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+
+use super::node_url::NodeUrl;
+use super::scripts::Script;
+
+/// Why a node did not answer usefully. Counts as a "no" vote.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NodeError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Redis(#[from] RedisError),
+    #[error("connection pool: {0}")]
+    Pool(String),
+    #[error("unexpected reply: {0}")]
+    Reply(&'static str),
+}
+
+/// A multiplexed connection plus a flag the pool reads in `has_broken`.
+pub(crate) struct NodeConnection {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+/// bb8 connection manager over `redis::Client` with timeouts and broken-connection detection.
+pub(crate) struct NodeManager {
+    client: Client,
+    timeout: Duration,
+}
+
+impl bb8::ManageConnection for NodeManager {
+    type Connection = NodeConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<NodeConnection, RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(NodeConnection {
+            conn,
+            broken: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut NodeConnection) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut NodeConnection) -> bool {
+        conn.broken.load(Ordering::Relaxed)
+    }
+}
+
+/// One node of the quorum.
+pub(crate) struct Node {
+    pub(crate) url: NodeUrl,
+    pool: bb8::Pool<NodeManager>,
+    timeout: Duration,
+}
+
+impl Node {
+    /// Creates the node's pool without connecting (connections are made on first use, so a
+    /// node that is down at start-up does not stop the service from starting).
+    pub(crate) fn new(
+        url: NodeUrl,
+        timeout: Duration,
+        pool_size: u32,
+    ) -> Result<Node, RedisError> {
+        let client = Client::open(url.connection_info().clone())?;
+        let pool = bb8::Pool::builder()
+            .max_size(pool_size.max(1))
+            .connection_timeout(timeout)
+            .retry_connection(false)
+            .test_on_check_out(false)
+            .build_unchecked(NodeManager { client, timeout });
+        Ok(Node {
+            url,
+            pool,
+            timeout,
+        })
+    }
+
+    /// A multiplexed connection: checked out, cloned and handed back at once, so that many
+    /// concurrent calls pipeline over few sockets and checkout costs no round trip.
+    async fn connection(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), NodeError> {
+        // A broken connection goes back to the pool, which drops it; then try once more.
+        for _ in 0..2 {
+            let pooled = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| NodeError::Pool(e.to_string()))?;
+            if !pooled.broken.load(Ordering::Relaxed) {
+                return Ok((pooled.conn.clone(), pooled.broken.clone()));
+            }
+        }
+        Err(NodeError::Pool("no healthy connection".to_owned()))
+    }
+
+    /// Runs a command, bounded by the node timeout (checkout included).
+    #[allow(dead_code)] // used by health checks
+    pub(crate) async fn query(&self, cmd: &Cmd) -> Result<Value, NodeError> {
+        let run = async {
+            let (mut conn, broken) = self.connection().await?;
+            cmd.query_async::<Value>(&mut conn)
+                .await
+                .map_err(|e| mark_if_broken(e, &broken))
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| NodeError::Timeout(self.timeout))?
+    }
+
+    /// Runs a script by SHA, loading it with `EVAL` when the node does not know it (after a
+    /// restart or `SCRIPT FLUSH`). `args` appends keys and arguments after the key count.
+    pub(crate) async fn eval(
+        &self,
+        script: &Script,
+        key_count: usize,
+        args: impl Fn(&mut Cmd),
+    ) -> Result<Value, NodeError> {
+        let run = async {
+            let (mut conn, broken) = self.connection().await?;
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&script.sha).arg(key_count);
+            args(&mut cmd);
+            match cmd.query_async::<Value>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(script.body).arg(key_count);
+                    args(&mut cmd);
+                    cmd.query_async::<Value>(&mut conn).await
+                }
+                other => other,
+            }
+            .map_err(|e| mark_if_broken(e, &broken))
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| NodeError::Timeout(self.timeout))?
+    }
+}
+
+fn mark_if_broken(err: RedisError, broken: &AtomicBool) -> NodeError {
+    if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
+        broken.store(true, Ordering::Relaxed);
+    }
+    NodeError::Redis(err)
+}
+
+/// Reads an integer reply.
+pub(crate) fn int(value: &Value) -> Result<i64, NodeError> {
+    match value {
+        Value::Int(i) => Ok(*i),
+        _ => Err(NodeError::Reply("expected an integer")),
+    }
+}
+
+/// Reads a `{int, int}` reply.
+pub(crate) fn int_pair(value: &Value) -> Result<(i64, i64), NodeError> {
+    match value {
+        Value::Array(items) if items.len() == 2 => Ok((int(&items[0])?, int(&items[1])?)),
+        _ => Err(NodeError::Reply("expected a pair of integers")),
+    }
+}

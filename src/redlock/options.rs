@@ -1,0 +1,80 @@
+//! Per-call options.
+
+use std::time::Duration;
+
+use super::retry::RetryPolicy;
+
+/// Options for one acquisition, overriding the [`Redlock`](crate::Redlock)'s defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_redlock::{LockOptions, RetryPolicy};
+///
+/// let options = LockOptions::new()
+///     .ttl(Duration::from_secs(5))
+///     .retry(RetryPolicy::until(Duration::from_secs(2)))
+///     .max_hold(Duration::from_secs(60));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LockOptions {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) auto_extend: Option<bool>,
+    pub(crate) max_hold: Option<Duration>,
+    pub(crate) fencing: Option<bool>,
+}
+
+impl LockOptions {
+    /// Options that use every default of the [`Redlock`](crate::Redlock).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The lease's time to live on the nodes (and the watchdog's extension length).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// How to retry while the lock is contended or the quorum is unreachable.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// One attempt only (fail fast).
+    pub fn no_retry(self) -> Self {
+        self.retry(RetryPolicy::none())
+    }
+
+    /// Whether a watchdog keeps extending the lease while it is held (default: yes).
+    pub fn auto_extend(mut self, on: bool) -> Self {
+        self.auto_extend = Some(on);
+        self
+    }
+
+    /// Stop auto-extending after this long: a liveness bound for runaway holders. The lease
+    /// then runs out and [`HeldLock::lost`](crate::HeldLock::lost) resolves.
+    pub fn max_hold(mut self, limit: Duration) -> Self {
+        self.max_hold = Some(limit);
+        self
+    }
+
+    /// Whether to issue a fencing token (overrides the builder's setting).
+    pub fn fencing(mut self, on: bool) -> Self {
+        self.fencing = Some(on);
+        self
+    }
+}
+
+/// Options with every default filled in and checked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resolved {
+    pub(crate) ttl: Duration,
+    pub(crate) drift: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) auto_extend: bool,
+    pub(crate) max_hold: Option<Duration>,
+    pub(crate) fencing: bool,
+}

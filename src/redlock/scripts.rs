@@ -1,0 +1,98 @@
+//! Lua scripts, run by SHA (`EVALSHA`, falling back to `EVAL` on `NOSCRIPT`).
+//!
+//! Every script takes `n` lock keys first; scripts that touch fencing counters take the `n`
+//! counter keys after them. All are all-or-nothing per node.
+
+use std::sync::LazyLock;
+
+/// A script body with its SHA1, computed once.
+pub(crate) struct Script {
+    pub(crate) body: &'static str,
+    pub(crate) sha: String,
+}
+
+impl Script {
+    fn new(body: &'static str) -> Script {
+        Script {
+            body,
+            sha: redis::Script::new(body).get_hash().to_owned(),
+        }
+    }
+}
+
+/// Acquire: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` fencing counters;
+/// `ARGV = [token, ttl_ms, n, fencing]`.
+/// Returns `{1, fence}` when every key was free (and is now ours), else `{0, pttl}` of the
+/// first key held by someone else.
+pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local n = tonumber(ARGV[3])
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    return {0, redis.call('PTTL', KEYS[i])}
+  end
+end
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+local fence = 0
+if ARGV[4] == '1' then
+  for i = 1, n do
+    local c = redis.call('INCR', KEYS[n + i])
+    if c > fence then fence = c end
+  end
+end
+return {1, fence}",
+    )
+});
+
+/// Extend: `KEYS[1..n]` lock keys; `ARGV = [token, ttl_ms, n]`. Compare-only: sets a new
+/// expiry when every key still holds our token, never re-creates a key. Returns 1 or 0.
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local n = tonumber(ARGV[3])
+for i = 1, n do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+end
+for i = 1, n do
+  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+end
+return 1",
+    )
+});
+
+/// Release: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels; `ARGV = [token, n]`.
+/// Deletes the keys that hold our token and announces each release on its channel.
+/// Returns 1 (released something), 0 (nothing there: expired) or -1 (held by another token).
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local n = tonumber(ARGV[2])
+local released, foreign = 0, 0
+for i = 1, n do
+  local v = redis.call('GET', KEYS[i])
+  if v == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    redis.call('PUBLISH', KEYS[n + i], '1')
+    released = released + 1
+  elseif v then
+    foreign = foreign + 1
+  end
+end
+if released > 0 then return 1 end
+if foreign > 0 then return -1 end
+return 0",
+    )
+});
+
+/// Fencing write-back: `KEYS` fencing counters; `ARGV = [token]`. Raises each counter to at
+/// least `token` (never lowers one). Returns 1.
+pub(crate) static FENCE_SYNC: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local t = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local c = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if c < t then redis.call('SET', KEYS[i], ARGV[1]) end
+end
+return 1",
+    )
+});

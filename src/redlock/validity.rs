@@ -1,0 +1,88 @@
+//! Validity arithmetic: `validity = ttl − elapsed − drift`, all saturating.
+
+use std::time::Duration;
+
+/// Fixed part of the drift allowance (Redis expires keys with up to ~1 ms of granularity).
+pub(crate) const DRIFT_FLOOR: Duration = Duration::from_millis(2);
+
+/// Smallest ttl accepted.
+pub(crate) const MIN_TTL: Duration = Duration::from_millis(10);
+
+/// Largest ttl accepted (Redis `PX` and our millisecond arithmetic stay far from overflow).
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Clock drift allowance for a lease of `ttl`: `drift_factor · ttl + 2 ms`.
+pub(crate) fn drift(ttl: Duration, drift_factor: f64) -> Duration {
+    let scaled = Duration::try_from_secs_f64(ttl.as_secs_f64() * drift_factor)
+        .unwrap_or(Duration::MAX);
+    scaled.saturating_add(DRIFT_FLOOR)
+}
+
+/// Remaining validity after `elapsed`, or `None` when nothing is left.
+pub(crate) fn validity(ttl: Duration, elapsed: Duration, drift: Duration) -> Option<Duration> {
+    ttl.checked_sub(elapsed)
+        .and_then(|left| left.checked_sub(drift))
+        .filter(|v| !v.is_zero())
+}
+
+/// Checks that a ttl leaves validity after the drift allowance.
+pub(crate) fn check_ttl(ttl: Duration, drift_factor: f64) -> Result<(), String> {
+    if ttl < MIN_TTL {
+        return Err(format!("must be at least {} ms", MIN_TTL.as_millis()));
+    }
+    if ttl > MAX_TTL {
+        return Err("must be at most 365 days".to_owned());
+    }
+    let drift = drift(ttl, drift_factor);
+    if ttl <= drift.saturating_mul(2) {
+        return Err(format!(
+            "leaves too little validity after the clock drift allowance of {drift:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Milliseconds for Redis, rounded up so that a lease is never shorter on the node than
+/// locally assumed.
+pub(crate) fn millis_ceil(d: Duration) -> u64 {
+    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn drift_is_factor_plus_floor() {
+        assert_eq!(drift(10_000 * MS, 0.01), 102 * MS);
+        assert_eq!(drift(10_000 * MS, 0.0), 2 * MS);
+        assert_eq!(drift(Duration::MAX, 10.0), Duration::MAX);
+    }
+
+    #[test]
+    fn validity_saturates() {
+        assert_eq!(validity(1000 * MS, 100 * MS, 12 * MS), Some(888 * MS));
+        assert_eq!(validity(1000 * MS, 988 * MS, 12 * MS), None);
+        assert_eq!(validity(1000 * MS, 5000 * MS, 12 * MS), None);
+        assert_eq!(validity(1000 * MS, Duration::MAX, Duration::MAX), None);
+    }
+
+    #[test]
+    fn ttl_checks() {
+        assert!(check_ttl(Duration::ZERO, 0.01).is_err());
+        assert!(check_ttl(5 * MS, 0.01).is_err());
+        assert!(check_ttl(10 * MS, 0.01).is_ok());
+        assert!(check_ttl(100 * MS, 0.45).is_err());
+        assert!(check_ttl(Duration::MAX, 0.01).is_err());
+    }
+
+    #[test]
+    fn millis_round_up() {
+        assert_eq!(millis_ceil(Duration::from_micros(1500)), 2);
+        assert_eq!(millis_ceil(2 * MS), 2);
+        assert_eq!(millis_ceil(Duration::MAX), u64::MAX);
+    }
+}
