@@ -37,8 +37,8 @@
 pub mod redlock;
 
 pub use redlock::{
-    ConfigError, HeldLock, LockError, LockOptions, NodeUrl, Redlock, RedlockBuilder,
-    ReleaseOutcome, RetryPolicy,
+    ConfigError, HeldLock, LockError, LockOptions, MAX_KEY_LEN, MAX_KEYS_PER_LOCK, NodeUrl,
+    Redlock, RedlockBuilder, ReleaseOutcome, RetryPolicy,
 };
 
 #[cfg(feature = "testkit")]

@@ -21,7 +21,10 @@ const LONG: Duration = Duration::from_secs(5);
 async fn command(addr: SocketAddr, cmd: &str, timeout: Duration) -> Option<String> {
     tokio::time::timeout(timeout, async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
-        stream.write_all(format!("{cmd}\r\n").as_bytes()).await.ok()?;
+        stream
+            .write_all(format!("{cmd}\r\n").as_bytes())
+            .await
+            .ok()?;
         read_line(&mut stream).await
     })
     .await
@@ -76,9 +79,9 @@ async fn start_five_nodes_all_answer() {
     assert_eq!(cluster.len(), 5);
     let urls = cluster.urls();
     let mut pids = Vec::new();
-    for i in 0..5 {
-        assert_eq!(urls[i], format!("redis://127.0.0.1:{}", cluster.port(i)));
-        assert_eq!(cluster.url(i), urls[i]);
+    for (i, url) in urls.iter().enumerate() {
+        assert_eq!(*url, format!("redis://127.0.0.1:{}", cluster.port(i)));
+        assert_eq!(cluster.url(i), *url);
         assert_eq!(cluster.state(i), NodeState::Running);
         assert!(cluster.ping(i, LONG).await, "node {i} does not answer");
         pids.push(cluster.pid(i).unwrap());
@@ -101,7 +104,10 @@ async fn kill_and_restart_on_same_port_with_empty_data() {
     assert!(!alive(old_pid));
     assert!(!cluster.ping(0, SHORT).await);
     assert!(cluster.ping(1, LONG).await, "other nodes are unaffected");
-    assert!(matches!(cluster.pause(0), Err(TestkitError::NodeDown { index: 0 })));
+    assert!(matches!(
+        cluster.pause(0),
+        Err(TestkitError::NodeDown { index: 0 })
+    ));
     cluster.kill(0).await.unwrap(); // idempotent
 
     cluster.restart(0).await.unwrap();
@@ -123,7 +129,10 @@ async fn pause_and_resume() {
     cluster.pause(0).unwrap();
     assert_eq!(cluster.state(0), NodeState::Paused);
     cluster.pause(0).unwrap(); // idempotent
-    assert!(!cluster.ping(0, SHORT).await, "a paused node must not answer");
+    assert!(
+        !cluster.ping(0, SHORT).await,
+        "a paused node must not answer"
+    );
     assert!(cluster.ping(1, LONG).await);
 
     // A request sent while paused is answered after resume.
@@ -131,7 +140,9 @@ async fn pause_and_resume() {
     stream.write_all(b"PING\r\n").await.unwrap();
     cluster.resume(0).unwrap();
     assert_eq!(cluster.state(0), NodeState::Running);
-    let reply = tokio::time::timeout(LONG, read_line(&mut stream)).await.unwrap();
+    let reply = tokio::time::timeout(LONG, read_line(&mut stream))
+        .await
+        .unwrap();
     assert_eq!(reply.as_deref(), Some("+PONG"));
     assert!(cluster.ping(0, LONG).await);
 
@@ -214,7 +225,11 @@ async fn missing_binary_helper() {
     let err = LocalCluster::start(1).await.unwrap_err();
     assert!(matches!(err, TestkitError::RedisServerNotFound { .. }));
     let msg = err.to_string();
-    for hint in ["apt-get install redis-server", "brew install redis", "REDIS_SERVER="] {
+    for hint in [
+        "apt-get install redis-server",
+        "brew install redis",
+        "REDIS_SERVER=",
+    ] {
         assert!(msg.contains(hint), "{msg}");
     }
 }
@@ -249,7 +264,11 @@ async fn proxy_latency_adds_delay() {
     let started = Instant::now();
     assert!(ping(proxy.addr(), LONG).await);
     // Request and reply are each delayed by 100 ms.
-    assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
 
     proxy.set_latency(Duration::ZERO);
     proxy.set_jitter(Duration::from_millis(20));
@@ -266,7 +285,11 @@ async fn proxy_latency_adds_delay() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let value: String = redis::cmd("GET").arg("key").query_async(&mut conn).await.unwrap();
+    let value: String = redis::cmd("GET")
+        .arg("key")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(value, "value");
 }
 
@@ -280,16 +303,28 @@ async fn proxy_blackhole_then_heal() {
     assert_eq!(read_line(&mut existing).await.as_deref(), Some("+PONG"));
 
     proxy.blackhole();
-    assert!(!ping(proxy.addr(), SHORT).await, "blackholed proxy answered");
+    assert!(
+        !ping(proxy.addr(), SHORT).await,
+        "blackholed proxy answered"
+    );
     existing.write_all(b"PING\r\n").await.unwrap();
     assert!(
-        tokio::time::timeout(SHORT, read_line(&mut existing)).await.is_err(),
+        tokio::time::timeout(SHORT, read_line(&mut existing))
+            .await
+            .is_err(),
         "existing connection must hang, not close"
     );
 
     proxy.heal();
     assert!(eventually_pings(proxy.addr()).await, "heal did not restore");
     assert!(cluster.ping(0, LONG).await);
+    // The connection that lost a request stays dead rather than desynchronised.
+    existing.write_all(b"PING\r\n").await.unwrap();
+    assert!(
+        tokio::time::timeout(SHORT, read_line(&mut existing))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -304,8 +339,14 @@ async fn proxy_reset_closes_connections() {
     proxy.reset();
     let mut buf = [0u8; 16];
     let read = tokio::time::timeout(LONG, existing.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0) | Err(_))), "connection not closed: {read:?}");
-    assert!(!ping(proxy.addr(), LONG).await, "new connections must be reset");
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "connection not closed: {read:?}"
+    );
+    assert!(
+        !ping(proxy.addr(), LONG).await,
+        "new connections must be reset"
+    );
 
     proxy.heal();
     assert!(eventually_pings(proxy.addr()).await);
@@ -316,7 +357,10 @@ async fn proxy_reset_closes_connections() {
     assert_eq!(read_line(&mut existing).await.as_deref(), Some("+PONG"));
     proxy.disconnect_all();
     let read = tokio::time::timeout(LONG, existing.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0) | Err(_))), "connection not closed: {read:?}");
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "connection not closed: {read:?}"
+    );
     assert!(ping(proxy.addr(), LONG).await);
 }
 

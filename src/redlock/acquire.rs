@@ -95,6 +95,7 @@ struct Pending<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> {
     shared: Arc<Shared>,
     claim: Arc<Claim>,
     fanout: Option<Fanout<F>>,
+    /// Nodes that said yes, or failed (their `SET` may have run or may still land).
     yes: Vec<usize>,
 }
 
@@ -108,8 +109,8 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
         }
         let (shared, claim) = (self.shared.clone(), self.claim.clone());
         fanout.drain(move |(index, reply)| {
-            // A late yes, or a timeout that may have landed: release that node too.
-            if matches!(reply, Ok(Vote::Yes { .. }) | Err(NodeError::Timeout(_))) {
+            // A late yes, or a failure that may hide one: release that node too.
+            if !matches!(reply, Ok(Vote::Held { .. })) {
                 lease::spawn_release_on(&shared, &claim, index, None);
             }
         });
@@ -129,7 +130,13 @@ async fn attempt(
     // The clock starts before the first request is sent.
     let start = Instant::now();
     let fanout = Fanout::new(total, |index| {
-        acquire_on(shared.clone(), claim.clone(), ttl_ms, options.fencing, index)
+        acquire_on(
+            shared.clone(),
+            claim.clone(),
+            ttl_ms,
+            options.fencing,
+            index,
+        )
     });
     let mut pending = Pending {
         shared: shared.clone(),
@@ -138,6 +145,7 @@ async fn attempt(
         yes: Vec::with_capacity(total),
     };
     let (mut held, mut failed, mut fence, mut holder_pttl) = (0usize, 0usize, 0u64, None);
+    let mut maybe = Vec::new();
     while let Some((index, reply)) = next(&mut pending.fanout).await {
         match reply {
             Ok(Vote::Yes { fence: f }) => {
@@ -153,6 +161,8 @@ async fn attempt(
             Err(error) => {
                 failed += 1;
                 warn_node(shared, index, "acquire", &error);
+                // The SET may have run even though no reply came back.
+                maybe.push(index);
             }
         }
         if pending.yes.len() >= quorum || held + failed > total - quorum {
@@ -161,6 +171,8 @@ async fn attempt(
     }
     let yes = pending.yes.len();
     if yes < quorum {
+        // Timed-out nodes may have run the SET anyway: clean them up with the yeses.
+        pending.yes.append(&mut maybe);
         let outstanding = pending.fanout.as_ref().map_or(0, Fanout::pending);
         let reachable = yes + held + outstanding;
         return Err(if held > 0 && reachable >= quorum {
@@ -187,6 +199,8 @@ async fn attempt(
     let Some(validity) = validity::validity(options.ttl, start.elapsed(), options.drift) else {
         return Err(LockError::Expired);
     };
+    // Equal to `now + validity`, without the time spent since computing it.
+    let valid_until = start + options.ttl.saturating_sub(options.drift);
     let stragglers = pending.fanout.take();
     let lock = lease::HeldLock::start(
         shared.clone(),
@@ -194,12 +208,16 @@ async fn attempt(
         options,
         fencing_token,
         start,
-        Instant::now() + validity,
+        valid_until,
     );
     if let Some(stragglers) = stragglers {
         lock.watch_late_replies(stragglers);
     }
-    tracing::debug!(nodes = yes, validity_ms = validity.as_millis() as u64, "lock acquired");
+    tracing::debug!(
+        nodes = yes,
+        validity_ms = validity.as_millis() as u64,
+        "lock acquired"
+    );
     Ok(lock)
 }
 
@@ -214,7 +232,11 @@ where
 ///
 /// Each later holder's quorum then overlaps a quorum whose counters are ≥ `token`, so its
 /// `INCR` yields more — as long as those nodes keep their data.
-async fn sync_fence(shared: &Arc<Shared>, keys: &Arc<LockKeys>, token: u64) -> Result<(), LockError> {
+async fn sync_fence(
+    shared: &Arc<Shared>,
+    keys: &Arc<LockKeys>,
+    token: u64,
+) -> Result<(), LockError> {
     let total = shared.total();
     let mut fanout = Fanout::new(total, |index| {
         let (shared, keys) = (shared.clone(), keys.clone());
@@ -264,4 +286,3 @@ pub(crate) fn warn_node(shared: &Shared, index: usize, op: &'static str, error: 
         "Redlock node did not answer"
     );
 }
-

@@ -270,12 +270,10 @@ impl RedlockBuilder {
             .enumerate()
             .map(|(index, url)| {
                 let redacted = url.redacted().to_owned();
-                Node::new(url, node_timeout, pool_size).map_err(|_| {
-                    ConfigError::InvalidNodeUrl {
-                        index,
-                        url: redacted,
-                        reason: "the Redis client rejected it".to_owned(),
-                    }
+                Node::new(url, node_timeout, pool_size).map_err(|_| ConfigError::InvalidNodeUrl {
+                    index,
+                    url: redacted,
+                    reason: "the Redis client rejected it".to_owned(),
                 })
             })
             .collect::<Result<Box<[Node]>, _>>()?;

@@ -36,10 +36,9 @@ impl Shared {
     pub(crate) fn resolve(&self, options: &LockOptions) -> Result<Resolved, LockError> {
         let c = &self.config;
         let ttl = options.ttl.unwrap_or(c.ttl);
-        validity::check_ttl(ttl, c.drift_factor)
-            .map_err(|reason| LockError::InvalidOptions {
-                reason: format!("ttl of {ttl:?} {reason}"),
-            })?;
+        validity::check_ttl(ttl, c.drift_factor).map_err(|reason| LockError::InvalidOptions {
+            reason: format!("ttl of {ttl:?} {reason}"),
+        })?;
         if c.node_timeout >= ttl {
             return Err(LockError::InvalidOptions {
                 reason: format!(
@@ -206,7 +205,8 @@ impl Redlock {
         F: FnOnce(HeldLock) -> Fut,
         Fut: Future<Output = T>,
     {
-        self.with_lock_options(key, LockOptions::default(), work).await
+        self.with_lock_options(key, LockOptions::default(), work)
+            .await
     }
 
     /// [`with_lock`](Redlock::with_lock) with explicit options.

@@ -81,7 +81,9 @@ impl LockError {
 #[non_exhaustive]
 pub enum ConfigError {
     /// No node URL was given.
-    #[error("no Redis nodes configured: give at least one node URL (3 or 5 independent masters recommended)")]
+    #[error(
+        "no Redis nodes configured: give at least one node URL (3 or 5 independent masters recommended)"
+    )]
     NoNodes,
     /// A node URL could not be parsed.
     #[error("node {index} URL `{url}` is invalid: {reason}")]

@@ -104,7 +104,10 @@ mod tests {
         assert_eq!(&*keys.user, ["a", "b"]);
         assert_eq!(keys.lock_keys(), ["p:lock:a", "p:lock:b"]);
         assert_eq!(keys.fence_keys(), ["p:fence:a", "p:fence:b"]);
-        assert_eq!(&keys.lock_and_channel[2..], ["p:released:a", "p:released:b"]);
+        assert_eq!(
+            &keys.lock_and_channel[2..],
+            ["p:released:a", "p:released:b"]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::client::Shared;
 use super::error::LockError;
 use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
-use super::node::{NodeError, int};
+use super::node::int;
 use super::options::Resolved;
 use super::scripts::{EXTEND, RELEASE};
 use super::token::Token;
@@ -351,7 +351,7 @@ impl HeldLock {
             let ended = core
                 .upgrade()
                 .is_none_or(|core| core.state() == LeaseState::Released);
-            if ended && matches!(reply, Ok(Vote::Yes { .. }) | Err(NodeError::Timeout(_))) {
+            if ended && !matches!(reply, Ok(Vote::Held { .. })) {
                 spawn_release_on(&shared, &claim, index, None);
             }
         });

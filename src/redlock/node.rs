@@ -46,9 +46,12 @@ impl bb8::ManageConnection for NodeManager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<NodeConnection, RedisError> {
+        // Responses are bounded by the caller's own timeout: redis-rs reports its response
+        // timeout as an I/O error, which would needlessly throw the connection away and
+        // send the next command (e.g. a cleanup) down another socket, out of order.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
+            .set_response_timeout(None);
         let conn = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -78,11 +81,7 @@ pub(crate) struct Node {
 impl Node {
     /// Creates the node's pool without connecting (connections are made on first use, so a
     /// node that is down at start-up does not stop the service from starting).
-    pub(crate) fn new(
-        url: NodeUrl,
-        timeout: Duration,
-        pool_size: u32,
-    ) -> Result<Node, RedisError> {
+    pub(crate) fn new(url: NodeUrl, timeout: Duration, pool_size: u32) -> Result<Node, RedisError> {
         let client = Client::open(url.connection_info().clone())?;
         let pool = bb8::Pool::builder()
             .max_size(pool_size.max(1))
@@ -90,11 +89,7 @@ impl Node {
             .retry_connection(false)
             .test_on_check_out(false)
             .build_unchecked(NodeManager { client, timeout });
-        Ok(Node {
-            url,
-            pool,
-            timeout,
-        })
+        Ok(Node { url, pool, timeout })
     }
 
     /// A multiplexed connection: checked out, cloned and handed back at once, so that many

@@ -67,9 +67,9 @@ impl NodeUrl {
             return Err(invalid("the URL has no host"));
         }
         // redis-rs error messages may quote the URL; map them to our own words.
-        let info = url
-            .into_connection_info()
-            .map_err(|_| invalid("not a valid Redis URL (check host, port, database and percent-encoding)"))?;
+        let info = url.into_connection_info().map_err(|_| {
+            invalid("not a valid Redis URL (check host, port, database and percent-encoding)")
+        })?;
         Ok(NodeUrl { redacted, info })
     }
 

@@ -212,7 +212,10 @@ mod tests {
             .max_delay(Duration::ZERO)
             .attempts(3)
             .no_deadline();
-        assert_eq!(p.next_sleep(1, Duration::ZERO, 0.7, None), Some(Duration::ZERO));
+        assert_eq!(
+            p.next_sleep(1, Duration::ZERO, 0.7, None),
+            Some(Duration::ZERO)
+        );
         assert_eq!(p.next_sleep(3, Duration::ZERO, 0.7, None), None);
     }
 
@@ -228,16 +231,24 @@ mod tests {
         assert_eq!(p.next_sleep(3, Duration::ZERO, 0.0, None), None);
         assert_eq!(p.next_sleep(1, 95 * MS, 0.0, None), None);
         assert_eq!(p.next_sleep(1, 200 * MS, 0.0, None), None);
-        assert_eq!(p.next_sleep(1, 0 * MS, 0.0, Some(3 * MS)), Some(3 * MS));
-        assert_eq!(RetryPolicy::none().next_sleep(1, Duration::ZERO, 0.0, None), None);
+        assert_eq!(
+            p.next_sleep(1, Duration::ZERO, 0.0, Some(3 * MS)),
+            Some(3 * MS)
+        );
+        assert_eq!(
+            RetryPolicy::none().next_sleep(1, Duration::ZERO, 0.0, None),
+            None
+        );
     }
 
     #[test]
     fn validate_rejects_inverted_bounds() {
-        assert!(RetryPolicy::default()
-            .base_delay(MS * 10)
-            .max_delay(MS)
-            .validate()
-            .is_err());
+        assert!(
+            RetryPolicy::default()
+                .base_delay(MS * 10)
+                .max_delay(MS)
+                .validate()
+                .is_err()
+        );
     }
 }

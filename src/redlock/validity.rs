@@ -13,8 +13,8 @@ pub(crate) const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Clock drift allowance for a lease of `ttl`: `drift_factor · ttl + 2 ms`.
 pub(crate) fn drift(ttl: Duration, drift_factor: f64) -> Duration {
-    let scaled = Duration::try_from_secs_f64(ttl.as_secs_f64() * drift_factor)
-        .unwrap_or(Duration::MAX);
+    let scaled =
+        Duration::try_from_secs_f64(ttl.as_secs_f64() * drift_factor).unwrap_or(Duration::MAX);
     scaled.saturating_add(DRIFT_FLOOR)
 }
 
@@ -45,7 +45,7 @@ pub(crate) fn check_ttl(ttl: Duration, drift_factor: f64) -> Result<(), String> 
 /// Milliseconds for Redis, rounded up so that a lease is never shorter on the node than
 /// locally assumed.
 pub(crate) fn millis_ceil(d: Duration) -> u64 {
-    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 

@@ -27,7 +27,11 @@ async fn run(core: Arc<LeaseCore>) {
         let hold_limit = core.max_hold.map(|limit| core.acquired_at + limit);
         let next = renewed_at + core.ttl / 3;
         let extending = core.auto_extend && hold_limit.is_none_or(|limit| next < limit);
-        let wake = if extending { next.min(valid_until) } else { valid_until };
+        let wake = if extending {
+            next.min(valid_until)
+        } else {
+            valid_until
+        };
         tokio::select! {
             () = sleep_until(wake) => {}
             changed = state.changed() => {

@@ -13,12 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
-
-use super::proxy::FaultProxy;
+use super::{TestkitError, exchange, find_redis_server, first_line, ping, proxy::FaultProxy};
 
 /// How often a node is re-spawned on a fresh port when it exits during start-up.
 const START_ATTEMPTS: usize = 5;
@@ -30,69 +25,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Name of the combined stdout/stderr log inside each node directory.
 const LOG_FILE: &str = "redis.log";
-
-/// Errors from [`LocalCluster`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TestkitError {
-    /// No usable `redis-server` binary was found.
-    #[error(
-        "redis-server not found ({detail}); install it with `apt-get install redis-server` \
-         (Debian/Ubuntu) or `brew install redis` (macOS), or set REDIS_SERVER=/path/to/redis-server"
-    )]
-    RedisServerNotFound {
-        /// What was looked at.
-        detail: String,
-    },
-    /// Spawning `redis-server` failed.
-    #[error("failed to spawn redis-server: {0}")]
-    Spawn(#[source] io::Error),
-    /// A node did not answer `PING` in time.
-    #[error("redis-server on 127.0.0.1:{port} did not become ready within {waited:?}")]
-    NotReady {
-        /// The node's port.
-        port: u16,
-        /// How long we waited.
-        waited: Duration,
-    },
-    /// A node exited while starting (bad argument, port taken, ...).
-    #[error("redis-server on 127.0.0.1:{port} exited during start-up ({status}); log tail:\n{log}")]
-    Exited {
-        /// The node's port.
-        port: u16,
-        /// Its exit status.
-        status: String,
-        /// The last lines of its output.
-        log: String,
-    },
-    /// Other I/O failure (temporary directories, sockets, proxies).
-    #[error("test kit I/O error: {0}")]
-    Io(#[from] io::Error),
-    /// A node index was out of range.
-    #[error("node index {index} out of range for a cluster of {len} nodes")]
-    InvalidIndex {
-        /// The index asked for.
-        index: usize,
-        /// The number of nodes.
-        len: usize,
-    },
-    /// The node is killed; [`LocalCluster::restart`] it first.
-    #[error("node {index} is killed; restart it first")]
-    NodeDown {
-        /// The node's index.
-        index: usize,
-    },
-    /// Sending a signal with `kill` failed.
-    #[error("failed to send SIG{signal} to pid {pid}: {detail}")]
-    Signal {
-        /// Signal name without the `SIG` prefix.
-        signal: &'static str,
-        /// Target process.
-        pid: u32,
-        /// Why it failed.
-        detail: String,
-    },
-}
 
 /// Options for [`LocalCluster::start_with`].
 ///
@@ -212,7 +144,8 @@ impl LocalCluster {
     pub async fn start_with(n: usize, options: ClusterOptions) -> Result<Self, TestkitError> {
         let bin = find_redis_server()?;
         let root = TempDir::create()?;
-        let launches = (0..n).map(|i| launch_fresh(&bin, &options, root.0.join(format!("node-{i}"))));
+        let launches =
+            (0..n).map(|i| launch_fresh(&bin, &options, root.0.join(format!("node-{i}"))));
         let nodes = futures_util::future::try_join_all(launches).await?;
         tracing::debug!(n, dir = %root.0.display(), "local redis cluster started");
         Ok(Self {
@@ -420,36 +353,6 @@ impl Drop for LocalCluster {
     }
 }
 
-/// Sends `PING` over a fresh TCP connection and reports whether `+PONG`
-/// came back within `timeout`. Never panics; any error means `false`.
-pub async fn ping(addr: SocketAddr, timeout: Duration) -> bool {
-    request_line(addr, b"PING\r\n", timeout).await.as_deref() == Some("+PONG")
-}
-
-/// Writes `request` and returns the first reply line (without CRLF).
-async fn request_line(addr: SocketAddr, request: &[u8], timeout: Duration) -> Option<String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        stream.write_all(request).await.ok()?;
-        let mut buf = Vec::with_capacity(64);
-        let mut chunk = [0u8; 256];
-        loop {
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(pos) = buf.windows(2).position(|w| w == b"\r\n") {
-                return Some(String::from_utf8_lossy(&buf[..pos]).into_owned());
-            }
-            if buf.len() > 4096 {
-                return None;
-            }
-        }
-    };
-    tokio::time::timeout(timeout, exchange).await.ok().flatten()
-}
-
 /// Outcome of a readiness probe.
 enum Probe {
     /// `INFO server` answered with this `process_id`.
@@ -460,34 +363,18 @@ enum Probe {
 
 /// Asks `INFO server` so we can check that *our* process answers.
 async fn probe(addr: SocketAddr, timeout: Duration) -> Option<Probe> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        stream.write_all(b"INFO server\r\n").await.ok()?;
-        let mut buf = Vec::with_capacity(2048);
-        let mut chunk = [0u8; 2048];
-        loop {
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf);
-            if text.starts_with('-') {
-                if let Some(end) = text.find("\r\n") {
-                    return Some(Probe::Error(text[..end].to_owned()));
-                }
-            } else if let Some(start) = text.find("\r\nprocess_id:") {
-                let rest = &text[start + "\r\nprocess_id:".len()..];
-                if let Some(end) = rest.find("\r\n") {
-                    return rest[..end].trim().parse().ok().map(Probe::Pid);
-                }
-            }
-            if buf.len() > 64 * 1024 {
-                return None;
-            }
+    exchange(addr, b"INFO server\r\n", timeout, |buf| {
+        let line = first_line(buf)?;
+        if line.starts_with(b"-") {
+            return Some(Probe::Error(String::from_utf8_lossy(line).into_owned()));
         }
-    };
-    tokio::time::timeout(timeout, exchange).await.ok().flatten()
+        const KEY: &str = "\r\nprocess_id:";
+        let text = String::from_utf8_lossy(buf);
+        let rest = &text[text.find(KEY)? + KEY.len()..];
+        let pid = rest[..rest.find("\r\n")?].trim().parse().ok()?;
+        Some(Probe::Pid(pid))
+    })
+    .await
 }
 
 /// Polls until `proc` answers on `port`, it exits, or `timeout` passes.
@@ -670,49 +557,6 @@ fn wait_proc_stopped(pid: u32, stopped: bool) {
             return;
         }
         std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Resolves the `redis-server` binary from `REDIS_SERVER` or `PATH`.
-fn find_redis_server() -> Result<PathBuf, TestkitError> {
-    if let Some(value) = std::env::var_os("REDIS_SERVER").filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(&value);
-        let found = if path.components().count() == 1 && !path.is_file() {
-            search_path(&path)
-        } else {
-            Some(path).filter(|p| is_executable(p))
-        };
-        return found.ok_or_else(|| TestkitError::RedisServerNotFound {
-            detail: format!(
-                "REDIS_SERVER={} is not an executable file",
-                value.to_string_lossy()
-            ),
-        });
-    }
-    search_path(Path::new("redis-server")).ok_or_else(|| TestkitError::RedisServerNotFound {
-        detail: "`redis-server` is not on PATH".to_owned(),
-    })
-}
-
-fn search_path(name: &Path) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    let Ok(meta) = fs::metadata(path) else {
-        return false;
-    };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        meta.is_file() && meta.permissions().mode() & 0o111 != 0
-    }
-    #[cfg(not(unix))]
-    {
-        meta.is_file()
     }
 }
 

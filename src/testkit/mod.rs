@@ -48,5 +48,167 @@
 mod cluster;
 mod proxy;
 
-pub use cluster::{ClusterOptions, LocalCluster, NodeState, TestkitError, ping};
+use std::{
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+pub use cluster::{ClusterOptions, LocalCluster, NodeState};
 pub use proxy::FaultProxy;
+
+/// Errors from [`LocalCluster`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestkitError {
+    /// No usable `redis-server` binary was found.
+    #[error(
+        "redis-server not found ({detail}); install it with `apt-get install redis-server` \
+         (Debian/Ubuntu) or `brew install redis` (macOS), or set REDIS_SERVER=/path/to/redis-server"
+    )]
+    RedisServerNotFound {
+        /// What was looked at.
+        detail: String,
+    },
+    /// Spawning `redis-server` failed.
+    #[error("failed to spawn redis-server: {0}")]
+    Spawn(#[source] io::Error),
+    /// A node did not answer `PING` in time.
+    #[error("redis-server on 127.0.0.1:{port} did not become ready within {waited:?}")]
+    NotReady {
+        /// The node's port.
+        port: u16,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A node exited while starting (bad argument, port taken, ...).
+    #[error("redis-server on 127.0.0.1:{port} exited during start-up ({status}); log tail:\n{log}")]
+    Exited {
+        /// The node's port.
+        port: u16,
+        /// Its exit status.
+        status: String,
+        /// The last lines of its output.
+        log: String,
+    },
+    /// Other I/O failure (temporary directories, sockets, proxies).
+    #[error("test kit I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// A node index was out of range.
+    #[error("node index {index} out of range for a cluster of {len} nodes")]
+    InvalidIndex {
+        /// The index asked for.
+        index: usize,
+        /// The number of nodes.
+        len: usize,
+    },
+    /// The node is killed; [`LocalCluster::restart`] it first.
+    #[error("node {index} is killed; restart it first")]
+    NodeDown {
+        /// The node's index.
+        index: usize,
+    },
+    /// Sending a signal with `kill` failed.
+    #[error("failed to send SIG{signal} to pid {pid}: {detail}")]
+    Signal {
+        /// Signal name without the `SIG` prefix.
+        signal: &'static str,
+        /// Target process.
+        pid: u32,
+        /// Why it failed.
+        detail: String,
+    },
+}
+
+/// Sends `PING` over a fresh TCP connection and reports whether `+PONG`
+/// came back within `timeout`. Never panics; any error means `false`.
+pub async fn ping(addr: SocketAddr, timeout: Duration) -> bool {
+    let line = exchange(addr, b"PING\r\n", timeout, |buf| {
+        first_line(buf).map(<[u8]>::to_vec)
+    });
+    line.await.as_deref() == Some(b"+PONG".as_slice())
+}
+
+/// Writes `request` on a fresh connection, then reads until `parse` accepts
+/// the bytes received so far (64 KiB at most). `None` on any failure.
+async fn exchange<T>(
+    addr: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+    mut parse: impl FnMut(&[u8]) -> Option<T>,
+) -> Option<T> {
+    let run = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        stream.write_all(request).await.ok()?;
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        while buf.len() <= 64 * 1024 {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(parsed) = parse(&buf) {
+                return Some(parsed);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(timeout, run).await.ok().flatten()
+}
+
+/// The first CRLF-terminated line of `buf`, without the CRLF.
+fn first_line(buf: &[u8]) -> Option<&[u8]> {
+    buf.windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|end| &buf[..end])
+}
+
+/// Resolves the `redis-server` binary from `REDIS_SERVER` or `PATH`.
+fn find_redis_server() -> Result<PathBuf, TestkitError> {
+    if let Some(value) = std::env::var_os("REDIS_SERVER").filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(&value);
+        let found = if path.components().count() == 1 && !path.is_file() {
+            search_path(&path)
+        } else {
+            Some(path).filter(|p| is_executable(p))
+        };
+        return found.ok_or_else(|| TestkitError::RedisServerNotFound {
+            detail: format!(
+                "REDIS_SERVER={} is not an executable file",
+                value.to_string_lossy()
+            ),
+        });
+    }
+    search_path(Path::new("redis-server")).ok_or_else(|| TestkitError::RedisServerNotFound {
+        detail: "`redis-server` is not on PATH".to_owned(),
+    })
+}
+
+fn search_path(name: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        meta.is_file()
+    }
+}

@@ -83,10 +83,12 @@ impl Shared {
 ///   at once. [`disconnect_all`](Self::disconnect_all) is the one-shot form.
 /// * [`heal`](Self::heal): back to plain pass-through.
 ///
-/// A connection that lost data to a blackhole stays dead (silent) after
-/// [`heal`](Self::heal), like a TCP stream that can no longer make progress,
-/// so a client never reads a reply meant for another request; clients must
-/// time out and reconnect. Idle connections survive a blackhole.
+/// A connection that lost data to a blackhole, or was accepted during one,
+/// stays dead (silent) after [`heal`](Self::heal), like a TCP stream that can
+/// no longer make progress, so a client never reads a reply meant for
+/// another request; clients must time out and reconnect. Connections that
+/// stayed idle during the blackhole keep working. Latency applies to data
+/// only, not to connection setup.
 ///
 /// Dropping the proxy stops its listener and closes all its connections.
 /// It must be started inside a Tokio runtime.
@@ -182,7 +184,7 @@ impl FaultProxy {
 
     /// Clears every fault (latency, jitter, blackhole, reset): new
     /// connections pass through untouched. Connections that lost data to a
-    /// blackhole stay dead.
+    /// blackhole, or were accepted during one, stay dead.
     pub fn heal(&self) {
         self.shared.update(|f| *f = Faults::NONE);
     }

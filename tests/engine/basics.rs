@@ -1,0 +1,260 @@
+//! acquire / extend / release / try_acquire / with_lock, tokens, drop and Send-ness.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_redlock::{HeldLock, LockError, LockOptions, Redlock, ReleaseOutcome};
+
+use crate::support::*;
+
+fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+#[test]
+fn handles_are_send_sync_static() {
+    assert_send_sync::<Redlock>();
+    assert_send_sync::<HeldLock>();
+    assert_send_sync::<LockError>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_extend_release() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+
+    let before = Instant::now();
+    let lock = redlock.acquire("basic").await.unwrap();
+    let after = Instant::now();
+    assert!(lock.is_held());
+    assert_eq!(lock.key(), "basic");
+    assert_eq!(lock.fencing_token(), None);
+    // Validity is ttl − drift (50 ms + 2 ms), counted from a start within the call.
+    let span = Duration::from_millis(5000 - 52);
+    assert!(before + span <= lock.valid_until() && lock.valid_until() <= after + span);
+    assert!(lock.remaining() > Duration::from_secs(4));
+    assert_eq!(holders(&cluster, "basic").await, 5);
+
+    // The token is 128 random bits (32 hex digits), the same on every node.
+    let token = lock_value(&cluster, 0, "basic").await.unwrap();
+    assert_eq!(token.len(), 32);
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    for i in 1..5 {
+        assert_eq!(lock_value(&cluster, i, "basic").await.unwrap(), token);
+    }
+    // ...and never shown.
+    assert!(!format!("{lock:?}").contains(&token));
+
+    // Someone else is told who holds it and for how long.
+    let err = redlock.try_acquire("basic").await.unwrap_err();
+    match err {
+        LockError::Contended { retry_after } => {
+            assert!(retry_after > Duration::from_secs(3) && retry_after <= Duration::from_secs(5))
+        }
+        other => panic!("expected Contended, got {other:?}"),
+    }
+    assert!(err.is_contended() && !err.is_unavailable());
+
+    // Extend: validity counts from the start of the call.
+    let call = Instant::now();
+    lock.extend(Duration::from_secs(20)).await.unwrap();
+    assert!(lock.valid_until() <= call + Duration::from_secs(20));
+    assert!(lock.remaining() > Duration::from_secs(15));
+    let mut conn = raw(&cluster, 0).await;
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{PREFIX}lock:basic"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 15_000, "pttl {pttl}");
+
+    assert_eq!(
+        lock.clone().release().await.unwrap(),
+        ReleaseOutcome::Released
+    );
+    assert!(!lock.is_held());
+    assert!(lock.is_released());
+    assert_eq!(
+        lock.release().await.unwrap(),
+        ReleaseOutcome::AlreadyReleased
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            holders(&cluster, "basic").await == 0
+        })
+        .await
+    );
+
+    // A fresh token for every acquisition.
+    let again = redlock.try_acquire("basic").await.unwrap();
+    let token2 = lock_value(&cluster, 0, "basic").await.unwrap();
+    assert_ne!(token, token2);
+    again.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_lock_runs_and_always_releases() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+
+    let value = redlock
+        .with_lock("job", async |lock| {
+            assert!(lock.is_held());
+            assert!(redlock.try_acquire("job").await.unwrap_err().is_contended());
+            41 + 1
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, 42);
+    // Released before with_lock returned.
+    redlock
+        .try_acquire("job")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+
+    // Contention surfaces as an error, and the closure does not run.
+    let holder = redlock.try_acquire("job").await.unwrap();
+    let mut ran = false;
+    let err = redlock
+        .with_lock_options("job", LockOptions::new().no_retry(), async |_| ran = true)
+        .await
+        .unwrap_err();
+    assert!(err.is_contended());
+    assert!(!ran);
+    holder.release().await.unwrap();
+
+    // Spawnable: the future is Send.
+    let r2 = redlock.clone();
+    let joined = tokio::spawn(async move { r2.with_lock("spawned", async |_| 7).await })
+        .await
+        .unwrap();
+    assert_eq!(joined.unwrap(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_clone_releases_in_background() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    let other = redlock.clone();
+
+    let lock = redlock.acquire("dropped").await.unwrap();
+    let clone = lock.clone();
+    drop(lock);
+    // A clone keeps the lease.
+    assert!(clone.is_held());
+    assert!(
+        other
+            .try_acquire("dropped")
+            .await
+            .unwrap_err()
+            .is_contended()
+    );
+    drop(clone);
+
+    // ttl is 5 s; another client gets it long before.
+    let start = Instant::now();
+    let got = other
+        .acquire_with(
+            "dropped",
+            LockOptions::new().retry(tower_redlock::RetryPolicy::until(Duration::from_secs(3))),
+        )
+        .await
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(2));
+    got.release().await.unwrap();
+}
+
+#[test]
+fn drop_without_blocking_on_a_current_thread_runtime() {
+    // A single-threaded runtime deadlocks if Drop blocks on the release; it must not.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cluster = cluster().await;
+        let redlock = redlock(&cluster).await;
+        let lock = redlock.acquire("ct").await.unwrap();
+        drop(lock);
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                holders(&cluster, "ct").await == 0
+            })
+            .await
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_or_expired_lock_reports_it() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    let lock = redlock
+        .acquire_with(
+            "short",
+            LockOptions::new()
+                .ttl(Duration::from_millis(300))
+                .auto_extend(false),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), lock.lost())
+        .await
+        .expect("lost() resolves when the lease runs out");
+    assert!(!lock.is_held());
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            holders(&cluster, "short").await == 0
+        })
+        .await
+    );
+    assert_eq!(
+        lock.release().await.unwrap(),
+        ReleaseOutcome::AlreadyExpired
+    );
+
+    let mine = redlock
+        .acquire_with(
+            "taken",
+            LockOptions::new()
+                .ttl(Duration::from_millis(300))
+                .auto_extend(false),
+        )
+        .await
+        .unwrap();
+    mine.lost().await;
+    let theirs = redlock.acquire("taken").await.unwrap();
+    assert_eq!(mine.release().await.unwrap(), ReleaseOutcome::OwnedByOther);
+    assert!(theirs.is_held());
+    assert_eq!(holders(&cluster, "taken").await, 5);
+    theirs.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_key_locks_are_order_independent() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    let ab = redlock.acquire_many(["a", "b"]).await.unwrap();
+    assert_eq!(ab.keys(), ["a", "b"]);
+    // Overlapping sets exclude each other, in any order; disjoint sets do not.
+    assert!(
+        redlock
+            .acquire_many_with(["b", "a"], LockOptions::new().no_retry())
+            .await
+            .unwrap_err()
+            .is_contended()
+    );
+    assert!(
+        redlock
+            .acquire_many_with(["c", "b"], LockOptions::new().no_retry())
+            .await
+            .unwrap_err()
+            .is_contended()
+    );
+    // The failed attempt left nothing on "c".
+    assert_eq!(holders(&cluster, "c").await, 0);
+    let cd = redlock.acquire_many(["d", "c"]).await.unwrap();
+    ab.release().await.unwrap();
+    cd.release().await.unwrap();
+}

@@ -1,0 +1,207 @@
+//! Bad input gets a clear error, never a panic, and never echoes a password.
+
+use std::time::Duration;
+
+use tower_redlock::{ConfigError, LockError, LockOptions, MAX_KEY_LEN, Redlock};
+
+use crate::support::*;
+
+async fn build_err(builder: tower_redlock::RedlockBuilder) -> ConfigError {
+    builder
+        .build()
+        .await
+        .expect_err("configuration should be rejected")
+}
+
+#[tokio::test]
+async fn config_errors_name_the_problem() {
+    let url = "redis://127.0.0.1:1";
+    assert_eq!(build_err(Redlock::builder()).await, ConfigError::NoNodes);
+    assert!(matches!(
+        build_err(Redlock::builder().node(url).ttl(Duration::ZERO)).await,
+        ConfigError::InvalidTtl { .. }
+    ));
+    assert!(matches!(
+        build_err(Redlock::builder().node(url).ttl(Duration::from_millis(3))).await,
+        ConfigError::InvalidTtl { .. }
+    ));
+    assert!(matches!(
+        build_err(Redlock::builder().node(url).ttl(Duration::MAX)).await,
+        ConfigError::InvalidTtl { .. }
+    ));
+    for factor in [f64::NAN, -0.1, 0.5, f64::INFINITY] {
+        assert!(matches!(
+            build_err(Redlock::builder().node(url).drift_factor(factor)).await,
+            ConfigError::InvalidDriftFactor(_)
+        ));
+    }
+    assert!(matches!(
+        build_err(Redlock::builder().node(url).node_timeout(Duration::ZERO)).await,
+        ConfigError::InvalidNodeTimeout { .. }
+    ));
+    assert!(matches!(
+        build_err(
+            Redlock::builder()
+                .node(url)
+                .ttl(Duration::from_secs(1))
+                .node_timeout(Duration::from_secs(1))
+        )
+        .await,
+        ConfigError::InvalidNodeTimeout { .. }
+    ));
+    assert!(matches!(
+        build_err(Redlock::builder().node(url).key_prefix("x".repeat(300))).await,
+        ConfigError::InvalidKeyPrefix(_)
+    ));
+    assert!(matches!(
+        build_err(Redlock::builder().nodes([url, url])).await,
+        ConfigError::DuplicateNode { index: 1, .. }
+    ));
+}
+
+#[tokio::test]
+async fn malformed_urls_are_rejected_without_their_password() {
+    for bad in [
+        "",
+        "localhost:6379",
+        "http://127.0.0.1:6379",
+        "redis://",
+        "redis://admin:hunter2@127.0.0.1:99999",
+        "redis://admin:hunter2@127.0.0.1:6379/db",
+        "redis://admin:hunter2@[::1",
+    ] {
+        let err = build_err(Redlock::builder().nodes(["redis://127.0.0.1:1", bad])).await;
+        match &err {
+            ConfigError::InvalidNodeUrl { index, .. } => assert_eq!(*index, 1, "{bad}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn passwords_never_show_in_debug() {
+    let builder = Redlock::builder().nodes([
+        "redis://app:hunter2@127.0.0.1:1",
+        "redis://:hunter2@127.0.0.1:2",
+        "redis://app:hunter2@127.0.0.1:3",
+    ]);
+    assert!(!format!("{builder:?}").contains("hunter2"));
+    let redlock = builder.build().await.unwrap();
+    let shown = format!("{redlock:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("***"));
+}
+
+#[tokio::test]
+async fn even_node_count_is_allowed() {
+    let redlock = Redlock::builder()
+        .nodes([
+            "redis://127.0.0.1:1",
+            "redis://127.0.0.1:2",
+            "redis://127.0.0.1:3",
+            "redis://127.0.0.1:4",
+        ])
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(redlock.quorum(), 3);
+}
+
+#[tokio::test]
+async fn environment_is_parsed_strictly() {
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    let ok = Redlock::builder()
+        .with_vars(vars(&[
+            (
+                "REDLOCK_NODES",
+                "redis://127.0.0.1:1, redis://127.0.0.1:2/1 ,redis://u:p@127.0.0.1:3",
+            ),
+            ("REDLOCK_TTL_MS", "2500"),
+            ("REDLOCK_NODE_TIMEOUT_MS", "40"),
+            ("REDLOCK_KEY_PREFIX", "svc:"),
+        ]))
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(ok.node_count(), 3);
+    assert_eq!(ok.ttl(), Duration::from_millis(2500));
+    assert_eq!(ok.node_timeout(), Duration::from_millis(40));
+
+    for bad in [
+        &[][..],
+        &[("REDLOCK_NODES", " , ")][..],
+        &[
+            ("REDLOCK_NODES", "redis://127.0.0.1:1"),
+            ("REDLOCK_TTL_MS", "ten"),
+        ][..],
+        &[
+            ("REDLOCK_NODES", "redis://127.0.0.1:1"),
+            ("REDLOCK_NODE_TIMEOUT_MS", "-1"),
+        ][..],
+    ] {
+        let pairs: &'static [(&'static str, &'static str)] = bad;
+        assert!(matches!(
+            Redlock::builder().with_vars(vars(pairs)),
+            Err(ConfigError::InvalidEnv { .. })
+        ));
+    }
+    let err = Redlock::builder()
+        .with_vars(vars(&[(
+            "REDLOCK_NODES",
+            "redis://u:hunter2@h:1,garbage://u:hunter2@x",
+        )]))
+        .unwrap()
+        .build()
+        .await
+        .unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_keys_and_options_are_errors() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    assert!(matches!(
+        redlock.try_acquire("").await,
+        Err(LockError::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        redlock.try_acquire("k".repeat(MAX_KEY_LEN + 1)).await,
+        Err(LockError::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        redlock.acquire_many(Vec::<String>::new()).await,
+        Err(LockError::InvalidKey { .. })
+    ));
+    for ttl in [Duration::ZERO, Duration::from_millis(1), Duration::MAX] {
+        assert!(matches!(
+            redlock.acquire_with("k", LockOptions::new().ttl(ttl)).await,
+            Err(LockError::InvalidOptions { .. })
+        ));
+    }
+    let lock = redlock.try_acquire("k").await.unwrap();
+    assert!(matches!(
+        lock.extend(Duration::ZERO).await,
+        Err(LockError::InvalidOptions { .. })
+    ));
+    assert!(lock.is_held(), "a rejected extend must not touch the lease");
+    lock.release().await.unwrap();
+    // Unicode keys are fine.
+    redlock
+        .try_acquire("заказ/42 🔒")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+}

@@ -1,0 +1,65 @@
+//! Mutual exclusion under heavy contention: a non-atomic counter must come out exact.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::support::*;
+
+const CLIENTS: usize = 4;
+const TASKS_PER_CLIENT: usize = 8;
+const CYCLES: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_tasks_never_overlap() {
+    let cluster = cluster().await;
+    let counter = Arc::new(AtomicU64::new(0));
+    let inside = Arc::new(AtomicBool::new(false));
+    let overlaps = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        // Separate engines stand in for separate service instances.
+        let redlock = redlock(&cluster).await;
+        for _ in 0..TASKS_PER_CLIENT {
+            let (redlock, counter, inside, overlaps) = (
+                redlock.clone(),
+                counter.clone(),
+                inside.clone(),
+                overlaps.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0;
+                while done < CYCLES {
+                    assert!(
+                        Instant::now() < deadline,
+                        "exclusion test ran past its deadline"
+                    );
+                    let Ok(lock) = redlock.acquire("shared-counter").await else {
+                        continue;
+                    };
+                    if inside.swap(true, Ordering::SeqCst) {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Read, yield to the scheduler, write: a lost update if two run at once.
+                    let read = counter.load(Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    counter.store(read + 1, Ordering::SeqCst);
+                    inside.store(false, Ordering::SeqCst);
+                    lock.release().await.unwrap();
+                    done += 1;
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        (CLIENTS * TASKS_PER_CLIENT * CYCLES) as u64
+    );
+}

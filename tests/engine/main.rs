@@ -1,0 +1,13 @@
+//! Engine tests against real `redis-server` nodes started by the test kit.
+#![cfg(feature = "testkit")]
+
+mod support;
+
+mod basics;
+mod cancellation;
+mod config;
+mod exclusion;
+mod extend;
+mod faults;
+mod fencing;
+mod quorum;

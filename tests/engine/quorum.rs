@@ -1,0 +1,198 @@
+//! The quorum rule, node failures as "no" votes, and bounded waits on sick nodes.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tokio::time::Instant;
+use tower_redlock::{LockError, LockOptions};
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_matrix_over_every_subset() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    let mut conns = Vec::new();
+    for i in 0..5 {
+        conns.push(raw(&cluster, i).await);
+    }
+    for mask in 0u32..32 {
+        let key = format!("matrix-{mask}");
+        let lock_key = format!("{PREFIX}lock:{key}");
+        let occupied: Vec<usize> = (0..5).filter(|i| mask & (1 << i) != 0).collect();
+        for &i in &occupied {
+            let _: () = conns[i].set_ex(&lock_key, "foreign", 30).await.unwrap();
+        }
+        let free = 5 - occupied.len();
+        let result = redlock.try_acquire(&key).await;
+        if free >= 3 {
+            let lock = result.unwrap_or_else(|e| panic!("mask {mask:05b}: {e}"));
+            lock.release().await.unwrap();
+        } else {
+            match result {
+                Err(LockError::Contended { retry_after }) => {
+                    assert!(retry_after > Duration::from_secs(20), "mask {mask:05b}");
+                }
+                other => panic!("mask {mask:05b}: expected Contended, got {other:?}"),
+            }
+        }
+        // Foreign keys are untouched; our partial acquisitions are gone.
+        let all_clean = eventually(Duration::from_secs(2), || {
+            let conns = conns.clone();
+            let lock_key = lock_key.clone();
+            let occupied = occupied.clone();
+            async move {
+                for (i, mut conn) in conns.into_iter().enumerate() {
+                    let v: Option<String> = conn.get(&lock_key).await.unwrap();
+                    let expected = occupied.contains(&i).then(|| "foreign".to_owned());
+                    if v != expected {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await;
+        assert!(
+            all_clean,
+            "mask {mask:05b}: nodes not back to the foreign layout"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_down_still_acquires_three_down_is_unavailable() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    cluster.kill(0).await.unwrap();
+    cluster.kill(1).await.unwrap();
+    let lock = redlock.try_acquire("k").await.unwrap();
+    assert_eq!(holders(&cluster, "k").await, 3);
+    lock.release().await.unwrap();
+
+    cluster.kill(2).await.unwrap();
+    let start = Instant::now();
+    let err = redlock.try_acquire("k").await.unwrap_err();
+    // Bounded by the node timeout (200 ms) plus slack: no hang.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    match err {
+        LockError::Unavailable {
+            total, required, ..
+        } => assert_eq!((total, required), (5, 3)),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(err.is_unavailable());
+    assert_eq!(
+        holders(&cluster, "k").await,
+        0,
+        "partial acquisition released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_paused_nodes_cost_one_node_timeout() {
+    let cluster = cluster().await;
+    let redlock = builder(&cluster)
+        .node_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    // Warm the pools so that the timeouts below are request timeouts.
+    redlock
+        .try_acquire("warm")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        cluster.pause(i).unwrap();
+    }
+    let start = Instant::now();
+    let err = redlock.try_acquire("p").await.unwrap_err();
+    let took = start.elapsed();
+    for i in 0..3 {
+        cluster.resume(i).unwrap();
+    }
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The late yeses from the paused nodes are released once they wake up.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            holders(&cluster, "p").await == 0
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_paused_node_does_not_slow_acquire_or_release() {
+    let cluster = cluster().await;
+    // A long node timeout: waiting for the paused node would be obvious.
+    let redlock = builder(&cluster)
+        .node_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    redlock
+        .try_acquire("warm")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    cluster.pause(4).unwrap();
+    let start = Instant::now();
+    for i in 0..5 {
+        let lock = redlock.try_acquire(format!("fast-{i}")).await.unwrap();
+        lock.release().await.unwrap();
+    }
+    let took = start.elapsed();
+    cluster.resume(4).unwrap();
+    assert!(
+        took < Duration::from_secs(1),
+        "5 cycles took {took:?}: waited for the paused node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_is_used_again() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    redlock
+        .try_acquire("r")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    cluster.restart(0).await.unwrap();
+    // The old connection is dead; the pool must replace it, so node 0 votes yes again.
+    let recovered = eventually(Duration::from_secs(5), || async {
+        let Ok(lock) = redlock.try_acquire("r").await else {
+            return false;
+        };
+        let on_node0 = lock_value(&cluster, 0, "r").await.is_some();
+        lock.release().await.unwrap();
+        on_node0
+    })
+    .await;
+    assert!(recovered, "node 0 never took part again after its restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_node_at_start_up_does_not_stop_build() {
+    let cluster = cluster().await;
+    cluster.kill(3).await.unwrap();
+    let redlock = redlock(&cluster).await;
+    let lock = redlock
+        .acquire_with("s", LockOptions::new().no_retry())
+        .await
+        .unwrap();
+    lock.release().await.unwrap();
+}
