@@ -34,11 +34,19 @@
 #![deny(missing_docs, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod layer;
 pub mod redlock;
 
+#[cfg(feature = "axum")]
+pub mod extract;
+
+#[cfg(feature = "axum")]
+pub use extract::{LockKey, Locked};
+pub use layer::{RedlockLayer, key};
+
 pub use redlock::{
-    ConfigError, HeldLock, LockError, LockOptions, MAX_KEY_LEN, MAX_KEYS_PER_LOCK, NodeUrl,
-    Redlock, RedlockBuilder, ReleaseOutcome, RetryPolicy,
+    BreakerState, CircuitBreaker, ConfigError, HeldLock, LockError, LockOptions, MAX_KEY_LEN,
+    MAX_KEYS_PER_LOCK, NodeUrl, Redlock, RedlockBuilder, ReleaseOutcome, RetryPolicy, health,
 };
 
 #[cfg(feature = "testkit")]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
+use super::breaker::Admission;
 use super::client::Shared;
 use super::error::LockError;
 use super::fanout::{Fanout, Reply};
@@ -14,10 +15,8 @@ use super::lease::{self, Claim, HeldLock};
 use super::node::{NodeError, int_pair};
 use super::options::Resolved;
 use super::scripts::{ACQUIRE, FENCE_SYNC};
+use super::telemetry::{self, KeyHash};
 use super::validity;
-
-/// Suggested wait after [`LockError::Unavailable`].
-pub(crate) const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// What one node said to an acquire request.
 #[derive(Debug, Clone, Copy)]
@@ -34,14 +33,41 @@ pub(crate) async fn acquire(
     keys: Arc<LockKeys>,
     options: Resolved,
 ) -> Result<HeldLock, LockError> {
+    let span = tracing::debug_span!(
+        "redlock.acquire",
+        key = %KeyHash::of(&keys.user),
+        keys = keys.len(),
+        attempts = tracing::field::Empty,
+        nodes = tracing::field::Empty,
+        validity_ms = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let first = Instant::now();
+    let result =
+        tracing::Instrument::instrument(retry_loop(shared, &keys, &options), span.clone()).await;
+    let outcome = telemetry::acquire_outcome(&result.as_ref().map(drop));
+    span.record("outcome", outcome);
+    telemetry::acquire(&options.label, outcome, first.elapsed());
+    result
+}
+
+async fn retry_loop(
+    shared: &Arc<Shared>,
+    keys: &Arc<LockKeys>,
+    options: &Resolved,
+) -> Result<HeldLock, LockError> {
     let first = Instant::now();
     let mut finished = 0u32;
     loop {
-        let error = match attempt(shared, &keys, &options).await {
-            Ok(lock) => return Ok(lock),
+        let error = match guarded_attempt(shared, keys, options).await {
+            Ok(lock) => {
+                tracing::Span::current().record("attempts", finished + 1);
+                return Ok(lock);
+            }
             Err(error) => error,
         };
         finished = finished.saturating_add(1);
+        tracing::Span::current().record("attempts", finished);
         let hint = match &error {
             LockError::Contended { retry_after } => Some(*retry_after),
             _ => None,
@@ -55,6 +81,38 @@ pub(crate) async fn acquire(
             None => return Err(error),
         }
     }
+}
+
+/// One attempt, unless the circuit breaker says to fail fast.
+async fn guarded_attempt(
+    shared: &Arc<Shared>,
+    keys: &Arc<LockKeys>,
+    options: &Resolved,
+) -> Result<HeldLock, LockError> {
+    let admission = shared.breaker.admit();
+    if let Admission::Rejected(wait) = admission {
+        return Err(LockError::Unavailable {
+            reachable: 0,
+            total: shared.total(),
+            required: shared.quorum,
+            retry_after: wait.max(Duration::from_millis(1)),
+            circuit_open: true,
+        });
+    }
+    let start = Instant::now();
+    let result = attempt(shared, keys, options).await;
+    let outcome = telemetry::acquire_outcome(&result.as_ref().map(drop));
+    telemetry::attempt(&options.label, outcome, start.elapsed());
+    let unavailable = matches!(result, Err(LockError::Unavailable { .. }));
+    let opened = shared.breaker.record(&admission, unavailable);
+    if opened {
+        tracing::warn!("Redlock circuit breaker opened: the quorum was unreachable repeatedly");
+        telemetry::circuit(true, true);
+    } else if admission == Admission::Probe && !unavailable {
+        tracing::info!("Redlock circuit breaker closed: the quorum is reachable again");
+        telemetry::circuit(false, false);
+    }
+    result
 }
 
 /// The per-node acquire call.
@@ -171,8 +229,11 @@ async fn attempt(
     }
     let yes = pending.yes.len();
     if yes < quorum {
-        // Timed-out nodes may have run the SET anyway: clean them up with the yeses.
-        pending.yes.append(&mut maybe);
+        // Release the partial acquisition before reporting (so that a retry does not find
+        // its own leftovers); nodes that failed or have not answered are cleaned up in the
+        // background when `pending` drops.
+        let partial = std::mem::replace(&mut pending.yes, maybe);
+        lease::release_now(shared, &claim, &partial).await;
         let outstanding = pending.fanout.as_ref().map_or(0, Fanout::pending);
         let reachable = yes + held + outstanding;
         return Err(if held > 0 && reachable >= quorum {
@@ -182,12 +243,7 @@ async fn attempt(
                     .max(Duration::from_millis(1)),
             }
         } else {
-            LockError::Unavailable {
-                reachable: yes + held,
-                total,
-                required: quorum,
-                retry_after: UNAVAILABLE_RETRY_AFTER,
-            }
+            LockError::unavailable(yes + held, total, quorum)
         });
     }
     let fencing_token = if options.fencing {
@@ -268,12 +324,7 @@ async fn sync_fence(
             break;
         }
     }
-    Err(LockError::Unavailable {
-        reachable: ok,
-        total,
-        required: shared.quorum,
-        retry_after: UNAVAILABLE_RETRY_AFTER,
-    })
+    Err(LockError::unavailable(ok, total, shared.quorum))
 }
 
 /// Logs a node failure with the node's index and redacted URL.

@@ -5,11 +5,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::breaker::{Breaker, CircuitBreaker};
 use super::client::{Config, Redlock, Shared};
 use super::error::ConfigError;
 use super::node::Node;
 use super::node_url::{NodeUrl, redact};
 use super::retry::RetryPolicy;
+use super::telemetry::KeyLabeler;
 use super::validity;
 
 const MAX_PREFIX_LEN: usize = 256;
@@ -25,6 +27,7 @@ const MAX_PREFIX_LEN: usize = 256;
 /// | `key_prefix` | `"redlock:"` |
 /// | `fencing` | off |
 /// | `pool_size` | 4 connections per node |
+/// | `circuit_breaker` | on: opens after 5 unreachable quorums in a row, for 1 s |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -52,6 +55,8 @@ pub struct RedlockBuilder {
     fencing: bool,
     pool_size: u32,
     max_hold: Option<Duration>,
+    breaker: Option<CircuitBreaker>,
+    labeler: Option<KeyLabeler>,
 }
 
 impl Default for RedlockBuilder {
@@ -66,6 +71,8 @@ impl Default for RedlockBuilder {
             fencing: false,
             pool_size: 4,
             max_hold: None,
+            breaker: Some(CircuitBreaker::default()),
+            labeler: None,
         }
     }
 }
@@ -83,6 +90,11 @@ impl fmt::Debug for RedlockBuilder {
             .field("fencing", &self.fencing)
             .field("pool_size", &self.pool_size)
             .field("max_hold", &self.max_hold)
+            .field("breaker", &self.breaker)
+            .field(
+                "labeler",
+                &self.labeler.as_ref().map(|_| "Fn(&str) -> String"),
+            )
             .finish()
     }
 }
@@ -152,6 +164,28 @@ impl RedlockBuilder {
         self
     }
 
+    /// Fail fast after repeated quorum failures (on by default, see [`CircuitBreaker`]).
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Never fail fast: every acquisition goes to the nodes.
+    pub fn no_circuit_breaker(mut self) -> Self {
+        self.breaker = None;
+        self
+    }
+
+    /// Opt-in: derive the metrics `lock` label from the key(s) (joined with `,`). The result
+    /// set must stay small (e.g. strip ids: `orders:42` → `orders`).
+    pub fn metrics_key_label(
+        mut self,
+        labeler: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.labeler = Some(std::sync::Arc::new(labeler));
+        self
+    }
+
     /// Reads `REDLOCK_NODES`, `REDLOCK_TTL_MS`, `REDLOCK_NODE_TIMEOUT_MS` and
     /// `REDLOCK_KEY_PREFIX` over the current settings (unset variables change nothing).
     pub fn with_env(self) -> Result<Self, ConfigError> {
@@ -208,6 +242,8 @@ impl RedlockBuilder {
             fencing,
             pool_size,
             max_hold,
+            breaker,
+            labeler,
         } = self;
         if nodes.is_empty() {
             return Err(ConfigError::NoNodes);
@@ -290,6 +326,9 @@ impl RedlockBuilder {
                     fencing,
                     max_hold,
                 },
+                breaker: Breaker::new(breaker),
+                labeler,
+                no_label: Arc::from(""),
             }),
         })
     }

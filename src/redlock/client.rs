@@ -5,12 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::breaker::Breaker;
 use super::builder::RedlockBuilder;
 use super::error::{ConfigError, LockError};
 use super::lease::HeldLock;
 use super::node::Node;
 use super::options::{LockOptions, Resolved};
 use super::retry::RetryPolicy;
+use super::telemetry::KeyLabeler;
 use super::validity;
 
 /// Settings shared by every operation.
@@ -30,10 +32,18 @@ pub(crate) struct Shared {
     pub(crate) nodes: Box<[Node]>,
     pub(crate) quorum: usize,
     pub(crate) config: Config,
+    pub(crate) breaker: Breaker,
+    pub(crate) labeler: Option<KeyLabeler>,
+    /// The `lock` metrics label when none is given.
+    pub(crate) no_label: Arc<str>,
 }
 
 impl Shared {
-    pub(crate) fn resolve(&self, options: &LockOptions) -> Result<Resolved, LockError> {
+    pub(crate) fn resolve(
+        &self,
+        options: &LockOptions,
+        keys: &[String],
+    ) -> Result<Resolved, LockError> {
         let c = &self.config;
         let ttl = options.ttl.unwrap_or(c.ttl);
         validity::check_ttl(ttl, c.drift_factor).map_err(|reason| LockError::InvalidOptions {
@@ -54,10 +64,15 @@ impl Shared {
             auto_extend: options.auto_extend.unwrap_or(true),
             max_hold: options.max_hold.or(c.max_hold),
             fencing: options.fencing.unwrap_or(c.fencing),
+            label: match (&options.label, &self.labeler) {
+                (Some(label), _) => label.clone(),
+                (None, Some(labeler)) => labeler(&keys.join(",")).into(),
+                (None, None) => self.no_label.clone(),
+            },
         })
     }
 
-    /// `true` when `count` nodes can never form a quorum together with the rest unanswered.
+    /// Number of nodes.
     pub(crate) fn total(&self) -> usize {
         self.nodes.len()
     }
@@ -88,6 +103,7 @@ impl fmt::Debug for Redlock {
             .field("nodes", &urls)
             .field("quorum", &self.shared.quorum)
             .field("config", &self.shared.config)
+            .field("breaker", &self.shared.breaker.state())
             .finish()
     }
 }
@@ -179,7 +195,7 @@ impl Redlock {
         let keys = super::keys::LockKeys::new(&shared.config.key_prefix, keys);
         async move {
             let keys = Arc::new(keys?);
-            let resolved = shared.resolve(&options)?;
+            let resolved = shared.resolve(&options, &keys.user)?;
             super::acquire::acquire(&shared, keys, resolved).await
         }
     }

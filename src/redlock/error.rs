@@ -18,7 +18,9 @@ pub enum LockError {
     },
     /// Too few nodes answered to ever form a quorum (nodes down, timed out, or the circuit
     /// breaker is open).
-    #[error("lock quorum unavailable: {reachable} of {total} nodes reachable, {required} required")]
+    #[error("lock quorum unavailable: {reachable} of {total} nodes reachable, {required} required{}",
+        if *circuit_open { " (circuit breaker open)" } else { "" })]
+    #[non_exhaustive]
     Unavailable {
         /// Nodes that answered (or might still have answered) when the outcome was decided.
         reachable: usize,
@@ -28,6 +30,8 @@ pub enum LockError {
         required: usize,
         /// A suggested wait before trying again.
         retry_after: Duration,
+        /// `true` when the circuit breaker failed this fast, without asking the nodes.
+        circuit_open: bool,
     },
     /// A quorum agreed, but acquiring took so long that no validity time was left.
     #[error("the lock validity was used up during acquisition")]
@@ -51,6 +55,16 @@ pub enum LockError {
 }
 
 impl LockError {
+    pub(crate) fn unavailable(reachable: usize, total: usize, required: usize) -> LockError {
+        LockError::Unavailable {
+            reachable,
+            total,
+            required,
+            retry_after: Duration::from_secs(1),
+            circuit_open: false,
+        }
+    }
+
     /// `true` for [`LockError::Contended`]: someone else holds the lock.
     pub fn is_contended(&self) -> bool {
         matches!(self, LockError::Contended { .. })

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::acquire::{UNAVAILABLE_RETRY_AFTER, Vote, warn_node};
+use super::acquire::{Vote, warn_node};
 use super::client::Shared;
 use super::error::LockError;
 use super::fanout::{Fanout, Reply};
@@ -19,6 +19,7 @@ use super::keys::LockKeys;
 use super::node::int;
 use super::options::Resolved;
 use super::scripts::{EXTEND, RELEASE};
+use super::telemetry::{self, KeyHash};
 use super::token::Token;
 use super::validity;
 use super::watchdog;
@@ -69,6 +70,7 @@ pub(crate) struct LeaseCore {
     pub(crate) auto_extend: bool,
     pub(crate) max_hold: Option<Duration>,
     pub(crate) fencing_token: Option<u64>,
+    pub(crate) label: Arc<str>,
     pub(crate) acquired_at: Instant,
     /// `valid_until` as nanoseconds after `acquired_at`.
     valid_until: AtomicU64,
@@ -101,20 +103,28 @@ impl LeaseCore {
             held
         });
         if changed {
-            tracing::warn!(keys = self.claim.keys.len(), "Redlock lease lost");
+            tracing::warn!(key = %KeyHash::of(&self.claim.keys.user), "Redlock lease lost");
+            telemetry::lost(&self.label);
+            telemetry::hold(&self.label, self.acquired_at.elapsed());
         }
         changed
     }
 
     /// Held or Lost → Released. Returns whether this call made the change.
     fn mark_released(&self) -> bool {
-        self.state.send_if_modified(|s| {
+        let mut was_held = false;
+        let changed = self.state.send_if_modified(|s| {
+            was_held = *s == LeaseState::Held;
             let open = *s != LeaseState::Released;
             if open {
                 *s = LeaseState::Released;
             }
             open
-        })
+        });
+        if was_held {
+            telemetry::hold(&self.label, self.acquired_at.elapsed());
+        }
+        changed
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<LeaseState> {
@@ -126,6 +136,21 @@ impl LeaseCore {
     /// Validity counts from the start of this call. Compare-only: never re-creates an
     /// expired key; refuses once the local validity has lapsed; a failure deletes nothing.
     pub(crate) async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
+        let span = tracing::debug_span!(
+            "redlock.extend",
+            key = %KeyHash::of(&self.claim.keys.user),
+            ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ok = tracing::field::Empty,
+        );
+        let result = tracing::Instrument::instrument(self.extend_inner(ttl), span.clone()).await;
+        span.record("ok", result.is_ok());
+        if result.is_err() {
+            telemetry::extend_failed(&self.label);
+        }
+        result
+    }
+
+    async fn extend_inner(&self, ttl: Duration) -> Result<(), LockError> {
         let start = Instant::now();
         if self.state() != LeaseState::Held {
             return Err(LockError::Lost);
@@ -184,16 +209,30 @@ impl LeaseCore {
             self.mark_lost();
             return Err(LockError::Lost);
         }
-        Err(LockError::Unavailable {
-            reachable: ok + refused,
-            total,
-            required: shared.quorum,
-            retry_after: UNAVAILABLE_RETRY_AFTER,
-        })
+        Err(LockError::unavailable(ok + refused, total, shared.quorum))
     }
 
     /// Deletes our token from every node; decides once a quorum has released.
     async fn release_nodes(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
+        let span = tracing::debug_span!(
+            "redlock.release",
+            key = %KeyHash::of(&self.claim.keys.user),
+            outcome = tracing::field::Empty,
+        );
+        let result = tracing::Instrument::instrument(self.release_inner(), span.clone()).await;
+        let outcome = match &result {
+            Ok(ReleaseOutcome::Released) => "released",
+            Ok(ReleaseOutcome::AlreadyExpired) => "expired",
+            Ok(ReleaseOutcome::OwnedByOther) => "owned_by_other",
+            Ok(ReleaseOutcome::AlreadyReleased) => "already_released",
+            Err(_) => "unavailable",
+        };
+        span.record("outcome", outcome);
+        telemetry::release(&self.label, outcome);
+        result
+    }
+
+    async fn release_inner(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
         let total = self.shared.total();
         let quorum = self.shared.quorum;
         let mut fanout = Fanout::new(total, |index| {
@@ -223,12 +262,7 @@ impl LeaseCore {
         } else if expired > 0 {
             Ok(ReleaseOutcome::AlreadyExpired)
         } else {
-            Err(LockError::Unavailable {
-                reachable: total - failed,
-                total,
-                required: quorum,
-                retry_after: UNAVAILABLE_RETRY_AFTER,
-            })
+            Err(LockError::unavailable(total - failed, total, quorum))
         }
     }
 }
@@ -245,6 +279,15 @@ async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Rep
         .await
         .and_then(|v| int(&v));
     (index, reply)
+}
+
+/// Releases the given nodes and waits for their answers (each bounded by the node timeout).
+pub(crate) async fn release_now(shared: &Arc<Shared>, claim: &Arc<Claim>, nodes: &[usize]) {
+    let mut calls: futures_util::stream::FuturesUnordered<_> = nodes
+        .iter()
+        .map(|&index| release_on(shared.clone(), claim.clone(), index))
+        .collect();
+    while futures_util::StreamExt::next(&mut calls).await.is_some() {}
 }
 
 /// Releases one node in the background (cleanup of a partial or late acquisition).
@@ -323,6 +366,7 @@ impl HeldLock {
             auto_extend: options.auto_extend,
             max_hold: options.max_hold,
             fencing_token,
+            label: options.label.clone(),
             acquired_at,
             valid_until: AtomicU64::new(0),
             state: watch::Sender::new(LeaseState::Held),

@@ -8,10 +8,12 @@
 //!   said, or may still say, yes.
 
 mod acquire;
+mod breaker;
 mod builder;
 mod client;
 mod error;
 mod fanout;
+pub mod health;
 mod keys;
 mod lease;
 mod node;
@@ -19,10 +21,12 @@ mod node_url;
 mod options;
 mod retry;
 mod scripts;
+mod telemetry;
 mod token;
 mod validity;
 mod watchdog;
 
+pub use breaker::{BreakerState, CircuitBreaker};
 pub use builder::RedlockBuilder;
 pub use client::Redlock;
 pub use error::{ConfigError, LockError};

@@ -110,7 +110,6 @@ impl Node {
     }
 
     /// Runs a command, bounded by the node timeout (checkout included).
-    #[allow(dead_code)] // used by health checks
     pub(crate) async fn query(&self, cmd: &Cmd) -> Result<Value, NodeError> {
         let run = async {
             let (mut conn, broken) = self.connection().await?;

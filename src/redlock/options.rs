@@ -1,5 +1,6 @@
 //! Per-call options.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::retry::RetryPolicy;
@@ -23,6 +24,7 @@ pub struct LockOptions {
     pub(crate) auto_extend: Option<bool>,
     pub(crate) max_hold: Option<Duration>,
     pub(crate) fencing: Option<bool>,
+    pub(crate) label: Option<Arc<str>>,
 }
 
 impl LockOptions {
@@ -66,10 +68,17 @@ impl LockOptions {
         self.fencing = Some(on);
         self
     }
+
+    /// The `lock` label of this lock's metrics (e.g. a route name). Keep the set of labels
+    /// small: never pass raw keys with unbounded values.
+    pub fn label(mut self, label: impl Into<Arc<str>>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
 }
 
 /// Options with every default filled in and checked.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Resolved {
     pub(crate) ttl: Duration,
     pub(crate) drift: Duration,
@@ -77,4 +86,5 @@ pub(crate) struct Resolved {
     pub(crate) auto_extend: bool,
     pub(crate) max_hold: Option<Duration>,
     pub(crate) fencing: bool,
+    pub(crate) label: Arc<str>,
 }

@@ -10,4 +10,5 @@ mod exclusion;
 mod extend;
 mod faults;
 mod fencing;
+mod health;
 mod quorum;
