@@ -1,0 +1,241 @@
+//! Axum extractors: [`HeldLock`] (set by [`RedlockLayer`](crate::RedlockLayer)) and
+//! [`Locked<K>`] (takes the lock itself), plus `IntoResponse` for [`LockError`] and the
+//! rejections.
+//!
+//! ```no_run
+//! use axum::{Router, extract::State, routing::post};
+//! use tower_redlock::{HeldLock, LockError, Redlock};
+//!
+//! // With the layer: the lease it holds.
+//! async fn rebuild(lock: HeldLock) -> String {
+//!     format!("token {:?}, {:?} left", lock.fencing_token(), lock.remaining())
+//! }
+//!
+//! // By hand: `?` turns a LockError into the same 423/503/400 responses as the layer's.
+//! async fn settle(State(redlock): State<Redlock>) -> Result<&'static str, LockError> {
+//!     let lock = redlock.try_acquire("settlement").await?;
+//!     // ... settle ...
+//!     lock.release().await?;
+//!     Ok("settled")
+//! }
+//! # let _: Router<Redlock> = Router::new()
+//! #     .route("/rebuild", post(rebuild))
+//! #     .route("/settle", post(settle));
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+
+use crate::layer::{KeyError, Rejection};
+use crate::redlock::{HeldLock, LockError, LockOptions, Redlock};
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        self.to_response().into_response()
+    }
+}
+
+impl IntoResponse for LockError {
+    /// `423`, `503`, `400` or `500` with a problem+json body; see
+    /// [`Rejection`](crate::layer::Rejection).
+    fn into_response(self) -> Response {
+        Rejection::Lock(self).into_response()
+    }
+}
+
+impl IntoResponse for KeyError {
+    fn into_response(self) -> Response {
+        Rejection::Key(self).into_response()
+    }
+}
+
+/// Rejection of the [`HeldLock`] extractor: the request holds no lock because
+/// [`RedlockLayer`](crate::RedlockLayer) is not applied to this route
+/// (`500 Internal Server Error`). Use `Option<HeldLock>` where the lock is optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingHeldLock;
+
+impl MissingHeldLock {
+    /// `500 Internal Server Error`.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl fmt::Display for MissingHeldLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "no HeldLock in the request: RedlockLayer is not applied to this route \
+             (use Router::route_layer or MethodRouter::layer, or extract Option<HeldLock>)",
+        )
+    }
+}
+
+impl std::error::Error for MissingHeldLock {}
+
+impl IntoResponse for MissingHeldLock {
+    fn into_response(self) -> Response {
+        tracing::error!("{self}");
+        KeyError::misconfigured(self.to_string()).into_response()
+    }
+}
+
+/// The lease taken by [`RedlockLayer`](crate::RedlockLayer) for this request.
+impl<S: Send + Sync> FromRequestParts<S> for HeldLock {
+    type Rejection = MissingHeldLock;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<HeldLock>()
+            .cloned()
+            .ok_or(MissingHeldLock)
+    }
+}
+
+/// `Option<HeldLock>`: `None` where no layer took a lock (e.g. the key extractor returned
+/// `None`).
+impl<S: Send + Sync> OptionalFromRequestParts<S> for HeldLock {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<HeldLock>().cloned())
+    }
+}
+
+/// Names the lock a [`Locked<K>`] handler takes.
+///
+/// ```
+/// use http::request::Parts;
+/// use tower_redlock::{LockKey, LockOptions, key::{self, KeyError, KeyExtractor}};
+///
+/// struct Invoice;
+///
+/// impl LockKey for Invoice {
+///     fn key(parts: &Parts) -> Result<String, KeyError> {
+///         let id = key::param("id").extract(parts)?;
+///         Ok(format!("invoice:{}", id.ok_or_else(|| KeyError::new("no invoice id"))?))
+///     }
+/// }
+/// ```
+pub trait LockKey {
+    /// The key for this request.
+    fn key(parts: &Parts) -> Result<String, KeyError>;
+
+    /// Options of the acquisition (default: one attempt, the [`Redlock`]'s ttl).
+    fn options() -> LockOptions {
+        LockOptions::new().no_retry()
+    }
+}
+
+/// Where [`Locked<K>`] finds the [`Redlock`]: the router state, through
+/// [`FromRef`] (`Router::with_state(redlock)`, or `#[derive(FromRef)]` on your state), or an
+/// `Extension<Redlock>` layer for a router without state.
+pub trait RedlockState {
+    /// The engine, if the state has one.
+    fn redlock(&self) -> Option<Redlock>;
+}
+
+impl<S> RedlockState for S
+where
+    Redlock: FromRef<S>,
+{
+    fn redlock(&self) -> Option<Redlock> {
+        Some(Redlock::from_ref(self))
+    }
+}
+
+impl RedlockState for () {
+    fn redlock(&self) -> Option<Redlock> {
+        None
+    }
+}
+
+/// A handler-level lock: extracting it acquires the key [`K::key`](LockKey::key) derives
+/// from the request, with the [`Redlock`] of the state (or of an `Extension<Redlock>`).
+///
+/// Rejects like [`RedlockLayer`](crate::RedlockLayer): `423` when held elsewhere, `503`,
+/// `400`. Derefs to [`HeldLock`]; dropped at the end of the handler, it is released in the
+/// background — call `locked.into_inner().release().await` to release before answering.
+///
+/// ```no_run
+/// use axum::{Router, routing::post};
+/// use http::request::Parts;
+/// use tower_redlock::{LockKey, Locked, Redlock, key::KeyError};
+///
+/// struct Nightly;
+///
+/// impl LockKey for Nightly {
+///     fn key(_: &Parts) -> Result<String, KeyError> {
+///         Ok("job:nightly".to_owned())
+///     }
+/// }
+///
+/// async fn run_nightly(lock: Locked<Nightly>) -> String {
+///     format!("running, {:?} of lease left", lock.remaining())
+/// }
+///
+/// # fn app(redlock: Redlock) -> Router {
+/// Router::new().route("/jobs/nightly", post(run_nightly)).with_state(redlock)
+/// # }
+/// ```
+pub struct Locked<K> {
+    lock: HeldLock,
+    key: PhantomData<fn() -> K>,
+}
+
+impl<K> Locked<K> {
+    /// The lease.
+    pub fn into_inner(self) -> HeldLock {
+        self.lock
+    }
+}
+
+impl<K> Deref for Locked<K> {
+    type Target = HeldLock;
+
+    fn deref(&self) -> &HeldLock {
+        &self.lock
+    }
+}
+
+impl<K> fmt::Debug for Locked<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Locked").field(&self.lock).finish()
+    }
+}
+
+impl<S, K> FromRequestParts<S> for Locked<K>
+where
+    S: RedlockState + Send + Sync,
+    K: LockKey,
+{
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let redlock = match parts.extensions.get::<Redlock>() {
+            Some(redlock) => redlock.clone(),
+            None => state.redlock().ok_or_else(|| {
+                KeyError::misconfigured(
+                    "Locked<K> found no Redlock: put it in the router state or add an \
+                     Extension(redlock) layer",
+                )
+            })?,
+        };
+        let key = K::key(parts)?;
+        let lock = redlock.acquire_with(key, K::options()).await?;
+        Ok(Locked {
+            lock,
+            key: PhantomData,
+        })
+    }
+}

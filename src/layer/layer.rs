@@ -1,0 +1,228 @@
+//! [`RedlockLayer`] and its options.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http_body::Body;
+use tower_layer::Layer;
+
+use super::body::{BoxBody, BoxError, ResponseBody, box_body};
+use super::response::Rejection;
+use super::service::RedlockService;
+use crate::redlock::{LockOptions, Redlock, RetryPolicy};
+
+/// What to do when the lease is lost while the inner service runs (a quorum of nodes
+/// became unreachable or the lease ran out).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnLost {
+    /// Drop the inner future (it stops at its next `.await`) and answer
+    /// `503 Service Unavailable`. The default.
+    #[default]
+    Cancel,
+    /// Let the inner future finish; it can watch [`HeldLock::lost`](crate::HeldLock::lost)
+    /// itself.
+    Continue,
+}
+
+/// When the lease is released after the inner service has answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Release {
+    /// Release, and wait for a quorum to confirm, before the response is returned (or, with
+    /// [`hold_until_body_end`](RedlockLayer::hold_until_body_end), before the body's end is
+    /// signalled): the client's next request finds the lock free. The default.
+    #[default]
+    BeforeResponse,
+    /// Return the response at once and release on a background task: one round trip less
+    /// of latency, but an immediate retry may still see `423`.
+    InBackground,
+}
+
+pub(crate) type RejectFn = dyn Fn(&Rejection) -> Response<BoxBody> + Send + Sync + 'static;
+
+/// Settings shared by a layer's services and their futures.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) redlock: Redlock,
+    pub(crate) options: LockOptions,
+    pub(crate) on_lost: OnLost,
+    pub(crate) release: Release,
+    pub(crate) hold_body: bool,
+    pub(crate) on_rejection: Option<Arc<RejectFn>>,
+}
+
+impl Settings {
+    /// The response for `rejection`, custom or default.
+    pub(crate) fn reject<B>(&self, rejection: &Rejection) -> Response<ResponseBody<B>> {
+        tracing::debug!(status = rejection.status().as_u16(), %rejection, "Redlock rejected a request");
+        match &self.on_rejection {
+            Some(respond) => respond(rejection).map(ResponseBody::boxed),
+            None => rejection.to_response().map(ResponseBody::full),
+        }
+    }
+}
+
+/// Tower layer that runs each request under a distributed lock whose key is derived from
+/// the request.
+///
+/// Per request, the [`KeyExtractor`](super::key::KeyExtractor) gives a key (or `None`: the
+/// request passes through unlocked). The layer acquires it — by default with a single
+/// attempt — and answers `423 Locked` when someone else holds it, `503` when the quorum is
+/// unreachable (see [`Rejection`]). While the inner service runs the lease is auto-extended
+/// and available to it as a [`HeldLock`](crate::HeldLock) request extension; it is
+/// released before the response is returned.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::{Router, routing::{get, post}};
+/// use tower_redlock::{Redlock, RedlockLayer, key};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let redlock = Redlock::builder()
+///     .nodes(["redis://10.0.0.1", "redis://10.0.0.2", "redis://10.0.0.3"])
+///     .build()
+///     .await?;
+///
+/// let app: Router = Router::new()
+///     .route("/orders/{id}", get(|| async { "order" }))
+///     .route(
+///         "/orders/{id}/pay",
+///         // One payment per order at a time, across every instance of the service.
+///         post(|| async { "paid" }).layer(
+///             RedlockLayer::new(redlock, key::prefixed("order:", key::param("id")))
+///                 .ttl(Duration::from_secs(30))
+///                 .wait(Duration::from_millis(500)),
+///         ),
+///     );
+/// # let _ = app; Ok(()) }
+/// ```
+///
+/// Works with `Router::route_layer` and `MethodRouter::layer` (routing information such as
+/// [`key::param`](super::key::param) is available there) and with `Router::layer` (then
+/// only the raw request is).
+pub struct RedlockLayer<K> {
+    key: Arc<K>,
+    settings: Settings,
+}
+
+impl<K> RedlockLayer<K> {
+    /// Locks each request on the key `key` derives from it, with `redlock`'s ttl, failing
+    /// fast (one attempt) when the lock is taken.
+    pub fn new(redlock: Redlock, key: K) -> Self {
+        RedlockLayer {
+            key: Arc::new(key),
+            settings: Settings {
+                redlock,
+                options: LockOptions::new().no_retry(),
+                on_lost: OnLost::default(),
+                release: Release::default(),
+                hold_body: false,
+                on_rejection: None,
+            },
+        }
+    }
+
+    /// The lease's time to live (default: the [`Redlock`]'s). The lease is auto-extended
+    /// while the request runs, so this bounds how long a crashed instance blocks the key.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.settings.options = self.settings.options.ttl(ttl);
+        self
+    }
+
+    /// Wait up to `deadline` for a held lock instead of answering `423` at once.
+    pub fn wait(mut self, deadline: Duration) -> Self {
+        self.settings.options = self.settings.options.retry(RetryPolicy::until(deadline));
+        self
+    }
+
+    /// Replaces every lock option at once (ttl, retry policy, max hold, fencing...).
+    pub fn lock_options(mut self, options: LockOptions) -> Self {
+        self.settings.options = options;
+        self
+    }
+
+    /// What to do when the lease is lost while the inner service runs (default:
+    /// [`OnLost::Cancel`]).
+    pub fn on_lost(mut self, on_lost: OnLost) -> Self {
+        self.settings.on_lost = on_lost;
+        self
+    }
+
+    /// When to release (default: [`Release::BeforeResponse`]).
+    pub fn release(mut self, release: Release) -> Self {
+        self.settings.release = release;
+        self
+    }
+
+    /// Keep the lease until the response body has been streamed to the end (or dropped,
+    /// e.g. when the client goes away) rather than until the response head is ready.
+    /// For streamed responses that must not interleave with another holder's work.
+    pub fn hold_until_body_end(mut self, hold: bool) -> Self {
+        self.settings.hold_body = hold;
+        self
+    }
+
+    /// Answers rejections with `respond` instead of the default problem+json responses.
+    ///
+    /// ```
+    /// use http::{Response, StatusCode};
+    /// use tower_redlock::layer::Rejection;
+    ///
+    /// fn respond(rejection: &Rejection) -> Response<String> {
+    ///     if rejection.status() == StatusCode::LOCKED {
+    ///         let mut busy = Response::new("busy, try again".to_owned());
+    ///         *busy.status_mut() = StatusCode::CONFLICT;
+    ///         return busy;
+    ///     }
+    ///     rejection.to_response()
+    /// }
+    /// # fn demo(layer: tower_redlock::RedlockLayer<tower_redlock::key::Path>) {
+    /// let layer = layer.on_rejection(respond);
+    /// # }
+    /// ```
+    pub fn on_rejection<F, B>(mut self, respond: F) -> Self
+    where
+        F: Fn(&Rejection) -> Response<B> + Send + Sync + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.settings.on_rejection = Some(Arc::new(move |rejection: &Rejection| {
+            respond(rejection).map(box_body)
+        }));
+        self
+    }
+}
+
+impl<K> Clone for RedlockLayer<K> {
+    fn clone(&self) -> Self {
+        RedlockLayer {
+            key: self.key.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for RedlockLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedlockLayer")
+            .field("key", &std::any::type_name::<K>())
+            .field("options", &self.settings.options)
+            .field("on_lost", &self.settings.on_lost)
+            .field("release", &self.settings.release)
+            .field("hold_until_body_end", &self.settings.hold_body)
+            .field("on_rejection", &self.settings.on_rejection.is_some())
+            .finish()
+    }
+}
+
+impl<S, K> Layer<S> for RedlockLayer<K> {
+    type Service = RedlockService<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RedlockService::new(inner, self.key.clone(), Arc::new(self.settings.clone()))
+    }
+}

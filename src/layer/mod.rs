@@ -1,0 +1,42 @@
+//! Tower middleware that runs each request under a distributed lock.
+//!
+//! [`RedlockLayer`] derives a lock key from each request with a
+//! [`KeyExtractor`](key::KeyExtractor), takes the lease, runs the inner service while the
+//! lease is auto-extended, and releases it before the response goes out.
+//!
+//! - Contended → `423 Locked` with `Retry-After`; quorum unreachable → `503`; bad key →
+//!   `400`: RFC 9457 problem+json bodies that never contain the key (see [`Rejection`]).
+//! - The [`HeldLock`](crate::HeldLock) is a request extension (an axum extractor with the
+//!   `axum` feature): handlers can read the fencing token, watch for loss, or release early.
+//! - A lost lease cancels the inner future and answers `503` ([`OnLost`]).
+//! - The future being dropped (client disconnect, panic) releases in the background.
+//!
+//! ```no_run
+//! use axum::{Router, routing::post};
+//! use tower_redlock::{HeldLock, Redlock, RedlockLayer, key};
+//!
+//! async fn rebuild(lock: HeldLock) -> String {
+//!     format!("rebuilding with fencing token {:?}", lock.fencing_token())
+//! }
+//!
+//! # async fn demo(redlock: Redlock) {
+//! let app: Router = Router::new()
+//!     .route("/reports/{id}/rebuild", post(rebuild))
+//!     .route_layer(RedlockLayer::new(redlock, key::route()));
+//! # let _ = app; }
+//! ```
+
+mod body;
+mod future;
+pub mod key;
+#[allow(clippy::module_inception)]
+mod layer;
+mod response;
+mod service;
+
+pub use self::body::{BoxError, ResponseBody};
+pub use self::future::ResponseFuture;
+pub use self::key::{KeyError, KeyExtractor};
+pub use self::layer::{OnLost, RedlockLayer, Release};
+pub use self::response::Rejection;
+pub use self::service::RedlockService;

@@ -1,0 +1,273 @@
+//! [`Rejection`]: why a request did not run under its lock, and the default responses.
+//!
+//! | cause | status | `Retry-After` |
+//! |---|---|---|
+//! | [`LockError::Contended`] | `423 Locked` | the holder's remaining ttl |
+//! | [`LockError::Unavailable`], [`LockError::Expired`] | `503 Service Unavailable` | yes |
+//! | [`LockError::Lost`] (while the handler ran) | `503 Service Unavailable` | no |
+//! | [`LockError::InvalidKey`], [`KeyError::new`] | `400 Bad Request` | no |
+//! | [`LockError::InvalidOptions`], [`KeyError::misconfigured`] | `500 Internal Server Error` | no |
+//!
+//! Bodies are RFC 9457 `application/problem+json` documents:
+//!
+//! ```json
+//! {"type":"urn:tower-redlock:problem:locked","title":"Resource locked","status":423,
+//!  "detail":"Another request holds the lock on this resource.","retry_after_ms":1830}
+//! ```
+//!
+//! They never contain a lock key or token.
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use super::key::KeyError;
+use crate::redlock::LockError;
+
+/// Why a request was answered without running under its lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No key could be derived from the request.
+    Key(KeyError),
+    /// The lock could not be acquired, or was lost while the handler ran
+    /// ([`LockError::Lost`]).
+    Lock(LockError),
+}
+
+impl Rejection {
+    /// The status of the default response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::Key(error) => error.status(),
+            Rejection::Lock(error) => lock_status(error),
+        }
+    }
+
+    /// When the client may retry (the default response's `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Rejection::Key(_) => None,
+            Rejection::Lock(error) => error.retry_after(),
+        }
+    }
+
+    /// The default response: status, `Retry-After` when known, and a problem+json body.
+    ///
+    /// Handy as the fallback of a custom
+    /// [`on_rejection`](super::RedlockLayer::on_rejection) handler.
+    pub fn to_response(&self) -> Response<String> {
+        let (kind, title, detail) = self.describe();
+        let status = self.status();
+        let retry_after = self.retry_after();
+        let mut body = String::with_capacity(192);
+        body.push_str("{\"type\":");
+        json_string(&mut body, &format!("urn:tower-redlock:problem:{kind}"));
+        body.push_str(",\"title\":");
+        json_string(&mut body, title);
+        let _ = write!(body, ",\"status\":{}", status.as_u16());
+        body.push_str(",\"detail\":");
+        json_string(&mut body, &detail);
+        if let Some(after) = retry_after {
+            let _ = write!(body, ",\"retry_after_ms\":{}", ceil_millis(after));
+        }
+        body.push('}');
+
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(after) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
+        }
+        response
+    }
+
+    /// `(type suffix, title, detail)` of the problem document.
+    fn describe(&self) -> (&'static str, &'static str, String) {
+        match self {
+            Rejection::Key(error) if error.status().is_server_error() => (
+                "lock-misconfigured",
+                "Lock misconfigured",
+                error.message().to_owned(),
+            ),
+            Rejection::Key(error) => (
+                "invalid-lock-key",
+                "Invalid lock key",
+                error.message().to_owned(),
+            ),
+            Rejection::Lock(error) => match error {
+                LockError::Contended { .. } => (
+                    "locked",
+                    "Resource locked",
+                    "Another request holds the lock on this resource.".to_owned(),
+                ),
+                LockError::Unavailable { .. } => (
+                    "lock-unavailable",
+                    "Lock service unavailable",
+                    "Too few lock nodes answered; retry later.".to_owned(),
+                ),
+                LockError::Expired => (
+                    "lock-unavailable",
+                    "Lock service unavailable",
+                    "The lock nodes answered too slowly; retry later.".to_owned(),
+                ),
+                LockError::Lost => (
+                    "lock-lost",
+                    "Lock lost",
+                    "The lock was lost while the request was being processed.".to_owned(),
+                ),
+                LockError::InvalidKey { reason } => {
+                    ("invalid-lock-key", "Invalid lock key", reason.clone())
+                }
+                LockError::InvalidOptions { .. } => (
+                    "lock-misconfigured",
+                    "Lock misconfigured",
+                    "The lock options of this route are invalid.".to_owned(),
+                ),
+            },
+        }
+    }
+}
+
+fn lock_status(error: &LockError) -> StatusCode {
+    match error {
+        LockError::Contended { .. } => StatusCode::LOCKED,
+        LockError::Unavailable { .. } | LockError::Expired | LockError::Lost => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        LockError::InvalidKey { .. } => StatusCode::BAD_REQUEST,
+        LockError::InvalidOptions { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Key(error) => write!(f, "no lock key: {error}"),
+            Rejection::Lock(error) => fmt::Display::fmt(error, f),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Rejection::Key(error) => Some(error),
+            Rejection::Lock(error) => Some(error),
+        }
+    }
+}
+
+impl From<KeyError> for Rejection {
+    fn from(error: KeyError) -> Self {
+        Rejection::Key(error)
+    }
+}
+
+impl From<LockError> for Rejection {
+    fn from(error: LockError) -> Self {
+        Rejection::Lock(error)
+    }
+}
+
+/// Whole milliseconds, rounded up.
+fn ceil_millis(d: Duration) -> u128 {
+    d.as_nanos().div_ceil(1_000_000)
+}
+
+/// `Retry-After` seconds: rounded up, at least 1.
+pub(crate) fn retry_after_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// Appends `s` as a JSON string literal.
+pub(crate) fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contended_is_423_with_retry_after() {
+        let rejection = Rejection::Lock(LockError::Contended {
+            retry_after: Duration::from_millis(1500),
+        });
+        let response = rejection.to_response();
+        assert_eq!(response.status(), StatusCode::LOCKED);
+        assert_eq!(response.headers()[RETRY_AFTER], "2");
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+        let body = response.body();
+        assert!(body.contains("\"status\":423"), "{body}");
+        assert!(body.contains("\"retry_after_ms\":1500"), "{body}");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_at_least_one_second() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(2000)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+        assert_eq!(ceil_millis(Duration::from_micros(1001)), 2);
+    }
+
+    #[test]
+    fn statuses() {
+        let unavailable = LockError::Unavailable {
+            reachable: 1,
+            total: 5,
+            required: 3,
+            retry_after: Duration::from_secs(1),
+        };
+        let cases = [
+            (Rejection::Lock(unavailable), 503, true),
+            (Rejection::Lock(LockError::Expired), 503, true),
+            (Rejection::Lock(LockError::Lost), 503, false),
+            (
+                Rejection::Lock(LockError::InvalidKey {
+                    reason: "empty".into(),
+                }),
+                400,
+                false,
+            ),
+            (Rejection::Key(KeyError::new("bad \"x\"\n")), 400, false),
+            (Rejection::Key(KeyError::misconfigured("m")), 500, false),
+        ];
+        for (rejection, status, retry) in cases {
+            let response = rejection.to_response();
+            assert_eq!(response.status().as_u16(), status, "{rejection}");
+            assert_eq!(response.headers().contains_key(RETRY_AFTER), retry);
+        }
+    }
+
+    #[test]
+    fn json_escaping() {
+        let mut out = String::new();
+        json_string(&mut out, "a\"b\\c\n\u{1}é");
+        assert_eq!(out, r#""a\"b\\c\n\u0001é""#);
+    }
+}
