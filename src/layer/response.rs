@@ -237,12 +237,7 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let unavailable = LockError::Unavailable {
-            reachable: 1,
-            total: 5,
-            required: 3,
-            retry_after: Duration::from_secs(1),
-        };
+        let unavailable = LockError::unavailable(1, 5, 3);
         let cases = [
             (Rejection::Lock(unavailable), 503, true),
             (Rejection::Lock(LockError::Expired), 503, true),

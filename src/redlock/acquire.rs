@@ -17,6 +17,7 @@ use super::options::Resolved;
 use super::scripts::{ACQUIRE, FENCE_SYNC};
 use super::telemetry::{self, KeyHash};
 use super::validity;
+use super::wake::Interest;
 
 /// What one node said to an acquire request.
 #[derive(Debug, Clone, Copy)]
@@ -57,11 +58,29 @@ async fn retry_loop(
     options: &Resolved,
 ) -> Result<HeldLock, LockError> {
     let first = Instant::now();
+    let waits = options.retry.max_attempts() > 1;
+    let deadline = options.retry.overall_deadline().map(|d| first + d);
+    // Waiters of one process line up locally: only the first competes on the nodes.
+    let turn = if waits {
+        let Some(turn) = shared.queues.turn(&keys.queue_id(), deadline).await else {
+            return Err(LockError::Contended {
+                retry_after: options.ttl,
+            });
+        };
+        Some(turn)
+    } else {
+        None
+    };
+    let mut interest: Option<Interest> = None;
     let mut finished = 0u32;
     loop {
+        if let Some(interest) = interest.as_mut() {
+            interest.mark_seen();
+        }
         let error = match guarded_attempt(shared, keys, options).await {
             Ok(lock) => {
                 tracing::Span::current().record("attempts", finished + 1);
+                lock.hold_turn(turn);
                 return Ok(lock);
             }
             Err(error) => error,
@@ -73,12 +92,25 @@ async fn retry_loop(
             _ => None,
         };
         let unit = rand::rng().random::<f64>();
-        match options
+        let Some(sleep) = options
             .retry
             .next_sleep(finished, first.elapsed(), unit, hint)
-        {
-            Some(sleep) => tokio::time::sleep(sleep).await,
-            None => return Err(error),
+        else {
+            return Err(error);
+        };
+        if hint.is_some() && interest.is_none() {
+            // First contention: listen for the holder's release from now on. A release
+            // that happened before costs no more than the fallback timer.
+            interest = Some(shared.wake.interest(keys.channels()).await);
+        }
+        match interest.as_mut().filter(|_| hint.is_some()) {
+            Some(interest) => {
+                tokio::select! {
+                    () = interest.released() => {}
+                    () = tokio::time::sleep(sleep) => {}
+                }
+            }
+            None => tokio::time::sleep(sleep).await,
         }
     }
 }

@@ -13,6 +13,7 @@ use super::node_url::{NodeUrl, redact};
 use super::retry::RetryPolicy;
 use super::telemetry::KeyLabeler;
 use super::validity;
+use super::wake::WakeHub;
 
 const MAX_PREFIX_LEN: usize = 256;
 
@@ -301,6 +302,7 @@ impl RedlockBuilder {
                 total - 1
             );
         }
+        let wake = Arc::new(WakeHub::new(&parsed, node_timeout));
         let nodes = parsed
             .into_iter()
             .enumerate()
@@ -329,6 +331,8 @@ impl RedlockBuilder {
                 breaker: Breaker::new(breaker),
                 labeler,
                 no_label: Arc::from(""),
+                queues: Arc::default(),
+                wake,
             }),
         })
     }

@@ -11,9 +11,11 @@ use super::error::{ConfigError, LockError};
 use super::lease::HeldLock;
 use super::node::Node;
 use super::options::{LockOptions, Resolved};
+use super::queue::LocalQueues;
 use super::retry::RetryPolicy;
 use super::telemetry::KeyLabeler;
 use super::validity;
+use super::wake::WakeHub;
 
 /// Settings shared by every operation.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) labeler: Option<KeyLabeler>,
     /// The `lock` metrics label when none is given.
     pub(crate) no_label: Arc<str>,
+    pub(crate) queues: Arc<LocalQueues>,
+    pub(crate) wake: Arc<WakeHub>,
 }
 
 impl Shared {

@@ -74,6 +74,16 @@ impl LockKeys {
     pub(crate) fn fence_keys(&self) -> &[String] {
         &self.lock_and_fence[self.len()..]
     }
+
+    /// The wake-up channels, one per key.
+    pub(crate) fn channels(&self) -> &[String] {
+        &self.lock_and_channel[self.len()..]
+    }
+
+    /// Identifies the key set in the local queue.
+    pub(crate) fn queue_id(&self) -> String {
+        self.lock_keys().join("\u{0}")
+    }
 }
 
 /// Checks one user key: non-empty, at most [`MAX_KEY_LEN`] bytes.

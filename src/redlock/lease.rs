@@ -18,6 +18,7 @@ use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
 use super::node::int;
 use super::options::Resolved;
+use super::queue::LocalTurn;
 use super::scripts::{EXTEND, RELEASE};
 use super::telemetry::{self, KeyHash};
 use super::token::Token;
@@ -76,6 +77,8 @@ pub(crate) struct LeaseCore {
     valid_until: AtomicU64,
     state: watch::Sender<LeaseState>,
     pub(crate) runtime: Handle,
+    /// This process's turn on the key, passed on when the lease ends.
+    turn: std::sync::Mutex<Option<LocalTurn>>,
 }
 
 impl LeaseCore {
@@ -103,6 +106,7 @@ impl LeaseCore {
             held
         });
         if changed {
+            self.take_turn();
             tracing::warn!(key = %KeyHash::of(&self.claim.keys.user), "Redlock lease lost");
             telemetry::lost(&self.label);
             telemetry::hold(&self.label, self.acquired_at.elapsed());
@@ -125,6 +129,11 @@ impl LeaseCore {
             telemetry::hold(&self.label, self.acquired_at.elapsed());
         }
         changed
+    }
+
+    /// Takes this process's turn on the key (to pass it on).
+    fn take_turn(&self) -> Option<LocalTurn> {
+        self.turn.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<LeaseState> {
@@ -317,6 +326,7 @@ impl Drop for LeaseHandle {
             // Never block in Drop: the release runs on the runtime the lease was made on.
             self.core.runtime.spawn(async move {
                 let _ = core.release_nodes().await;
+                drop(core.take_turn());
             });
         }
     }
@@ -371,11 +381,19 @@ impl HeldLock {
             valid_until: AtomicU64::new(0),
             state: watch::Sender::new(LeaseState::Held),
             runtime: Handle::current(),
+            turn: std::sync::Mutex::new(None),
         });
         core.set_valid_until(valid_until);
         let watchdog = watchdog::spawn(core.clone());
         HeldLock {
             inner: Arc::new(LeaseHandle { core, watchdog }),
+        }
+    }
+
+    /// Keeps this process's turn on the key until the lease ends.
+    pub(crate) fn hold_turn(&self, turn: Option<LocalTurn>) {
+        if turn.is_some() {
+            *self.core().turn.lock().unwrap_or_else(|e| e.into_inner()) = turn;
         }
     }
 
@@ -491,6 +509,9 @@ impl HeldLock {
             return Ok(ReleaseOutcome::AlreadyReleased);
         }
         self.inner.watchdog.abort();
-        core.release_nodes().await
+        let outcome = core.release_nodes().await;
+        // The next local waiter goes now, and finds the nodes free.
+        drop(core.take_turn());
+        outcome
     }
 }

@@ -19,11 +19,13 @@ mod lease;
 mod node;
 mod node_url;
 mod options;
+mod queue;
 mod retry;
 mod scripts;
 mod telemetry;
 mod token;
 mod validity;
+mod wake;
 mod watchdog;
 
 pub use breaker::{BreakerState, CircuitBreaker};

@@ -135,7 +135,8 @@ mod tests {
         assert_eq!(redact("redis://:p@h"), "redis://:***@h");
         assert_eq!(redact("redis://p@h"), "redis://***@h");
         assert_eq!(redact("redis://u:p:q@x@h/0"), "redis://u:***@h/0");
-        assert_eq!(redact("garbage:pw@host"), "***@host");
+        assert_eq!(redact("garbage:pw@host"), "garbage:***@host");
+        assert_eq!(redact("pw@host"), "***@host");
         assert_eq!(redact("redis://h:6379"), "redis://h:6379");
     }
 

@@ -75,7 +75,7 @@ mod tests {
         assert!(check_ttl(Duration::ZERO, 0.01).is_err());
         assert!(check_ttl(5 * MS, 0.01).is_err());
         assert!(check_ttl(10 * MS, 0.01).is_ok());
-        assert!(check_ttl(100 * MS, 0.45).is_err());
+        assert!(check_ttl(100 * MS, 0.49).is_err());
         assert!(check_ttl(Duration::MAX, 0.01).is_err());
     }
 

@@ -63,3 +63,47 @@ async fn thirty_two_tasks_never_overlap() {
         (CLIENTS * TASKS_PER_CLIENT * CYCLES) as u64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_in_another_process_is_woken_by_the_release() {
+    use tower_redlock::{LockOptions, RetryPolicy};
+    let cluster = cluster().await;
+    let holder = redlock(&cluster).await;
+    let waiter = redlock(&cluster).await;
+    let lock = holder.acquire("handoff").await.unwrap();
+    // Without wake-up the waiter would sleep 4 s between attempts.
+    let slow_polling = RetryPolicy::until(Duration::from_secs(20))
+        .base_delay(Duration::from_secs(4))
+        .max_delay(Duration::from_secs(4))
+        .jitter(0.0);
+    let task = tokio::spawn(async move {
+        let lock = waiter
+            .acquire_with("handoff", LockOptions::new().retry(slow_polling))
+            .await
+            .unwrap();
+        let got = Instant::now();
+        lock.release().await.unwrap();
+        got
+    });
+    // Let the waiter fail once and subscribe.
+    let subscribed = eventually(Duration::from_secs(5), || async {
+        let mut conn = raw(&cluster, 0).await;
+        let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("{PREFIX}released:handoff"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        subs.first().is_some_and(|(_, n)| *n > 0)
+    })
+    .await;
+    assert!(subscribed, "the waiter never subscribed");
+    let released = Instant::now();
+    lock.release().await.unwrap();
+    let got = task.await.unwrap();
+    assert!(
+        got - released < Duration::from_secs(2),
+        "woken {:?} after the release",
+        got - released
+    );
+}

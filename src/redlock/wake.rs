@@ -1,0 +1,220 @@
+//! Wake-on-release: waiters hear about a release instead of polling for it.
+//!
+//! The release script publishes on a per-key channel. A process keeps one pub/sub
+//! connection per node (made on first need), subscribes to a channel while someone in the
+//! process waits for that key, and bumps a per-channel generation when a message arrives.
+//! A waiter notes the generation before each attempt and, after a contended attempt, waits
+//! for it to move — or for the fallback timer (the holder's remaining time, capped by the
+//! retry policy), so a lost message costs latency, never correctness.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Client;
+use redis::aio::PubSubSink;
+use tokio::sync::watch;
+
+use super::node_url::NodeUrl;
+
+/// Local registry of the channels someone in this process waits on.
+#[derive(Default)]
+struct Channels {
+    map: Mutex<HashMap<String, Channel>>,
+}
+
+struct Channel {
+    generation: watch::Sender<u64>,
+    interested: usize,
+}
+
+impl Channels {
+    fn bump(&self, channel: &str) {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get(channel) {
+            entry.generation.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+}
+
+/// One node's subscriber connection, made lazily and remade after it dies.
+struct NodeSubscriber {
+    client: Client,
+    timeout: Duration,
+    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+}
+
+impl NodeSubscriber {
+    /// A live sink, connecting (bounded by the node timeout) when there is none.
+    async fn sink(&self, channels: &Weak<Channels>) -> Option<PubSubSink> {
+        let mut slot = self.sink.lock().await;
+        if let Some(sink) = slot.as_ref() {
+            return Some(sink.clone());
+        }
+        let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+            .await
+            .ok()?
+            .ok()?;
+        let (sink, mut stream) = pubsub.split();
+        let channels = channels.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                let Some(channels) = channels.upgrade() else {
+                    return;
+                };
+                channels.bump(msg.get_channel_name());
+            }
+        });
+        *slot = Some(sink.clone());
+        Some(sink)
+    }
+
+    async fn forget(&self) {
+        *self.sink.lock().await = None;
+    }
+}
+
+/// Wake-on-release for one [`Redlock`](crate::Redlock).
+pub(crate) struct WakeHub {
+    channels: Arc<Channels>,
+    nodes: Box<[NodeSubscriber]>,
+}
+
+impl WakeHub {
+    pub(crate) fn new(urls: &[NodeUrl], timeout: Duration) -> WakeHub {
+        WakeHub {
+            channels: Arc::default(),
+            nodes: urls
+                .iter()
+                .filter_map(|url| Client::open(url.connection_info().clone()).ok())
+                .map(|client| NodeSubscriber {
+                    client,
+                    timeout,
+                    sink: tokio::sync::Mutex::new(None),
+                })
+                .collect(),
+        }
+    }
+
+    /// Registers interest in `channels` and subscribes on every node (waiting, each node
+    /// bounded by its timeout, so that no release published after this returns is missed
+    /// by a reachable node).
+    pub(crate) async fn interest(self: &Arc<Self>, channels: &[String]) -> Interest {
+        let mut receivers = Vec::with_capacity(channels.len());
+        let mut new = Vec::new();
+        {
+            let mut map = self.channels.map.lock().unwrap_or_else(|e| e.into_inner());
+            for name in channels {
+                let entry = map.entry(name.clone()).or_insert_with(|| {
+                    new.push(name.clone());
+                    Channel {
+                        generation: watch::Sender::new(0),
+                        interested: 0,
+                    }
+                });
+                entry.interested += 1;
+                receivers.push(entry.generation.subscribe());
+            }
+        }
+        if !new.is_empty() {
+            self.for_each_node(
+                |mut sink, timeout, channels| async move {
+                    tokio::time::timeout(timeout, sink.subscribe(channels)).await
+                },
+                &new,
+            )
+            .await;
+        }
+        Interest {
+            hub: self.clone(),
+            channels: channels.to_vec(),
+            receivers,
+        }
+    }
+
+    async fn for_each_node<F, Fut, T>(&self, call: F, channels: &[String])
+    where
+        F: Fn(PubSubSink, Duration, Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<redis::RedisResult<T>, tokio::time::error::Elapsed>>,
+    {
+        let weak = Arc::downgrade(&self.channels);
+        let calls = self.nodes.iter().map(|node| {
+            let weak = weak.clone();
+            let call = &call;
+            async move {
+                let Some(sink) = node.sink(&weak).await else {
+                    return;
+                };
+                match call(sink, node.timeout, channels.to_vec()).await {
+                    Ok(Ok(_)) => {}
+                    // Dead connection: make a new one next time. A timeout leaves it be.
+                    Ok(Err(_)) => node.forget().await,
+                    Err(_) => {}
+                }
+            }
+        });
+        futures_util::future::join_all(calls).await;
+    }
+
+    fn release_interest(self: &Arc<Self>, channels: &[String]) {
+        let mut gone = Vec::new();
+        {
+            let mut map = self.channels.map.lock().unwrap_or_else(|e| e.into_inner());
+            for name in channels {
+                if let Some(entry) = map.get_mut(name) {
+                    entry.interested -= 1;
+                    if entry.interested == 0 {
+                        map.remove(name);
+                        gone.push(name.clone());
+                    }
+                }
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        // Unsubscribe in the background; a channel re-registered meanwhile is re-subscribed
+        // by its new first waiter, and a stray unsubscribe only costs that waiter a timer.
+        let hub = self.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                hub.for_each_node(
+                    |mut sink, timeout, channels| async move {
+                        tokio::time::timeout(timeout, sink.unsubscribe(channels)).await
+                    },
+                    &gone,
+                )
+                .await;
+            });
+        }
+    }
+}
+
+/// A waiter's registration: wakes when any of its channels hears a release.
+pub(crate) struct Interest {
+    hub: Arc<WakeHub>,
+    channels: Vec<String>,
+    receivers: Vec<watch::Receiver<u64>>,
+}
+
+impl Interest {
+    /// Marks every generation seen so far: [`released`](Self::released) waits for news.
+    pub(crate) fn mark_seen(&mut self) {
+        for rx in &mut self.receivers {
+            rx.mark_unchanged();
+        }
+    }
+
+    /// Resolves when a release was heard since the last [`mark_seen`](Self::mark_seen).
+    pub(crate) async fn released(&mut self) {
+        let waits = self.receivers.iter_mut().map(|rx| Box::pin(rx.changed()));
+        let _ = futures_util::future::select_all(waits).await;
+    }
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        self.hub.release_interest(&self.channels);
+    }
+}
