@@ -12,7 +12,7 @@ use super::error::LockError;
 use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
 use super::lease::{self, Claim, HeldLock};
-use super::node::{NodeError, int_pair};
+use super::node::{NodeError, int, int_pair};
 use super::options::Resolved;
 use super::scripts::{ACQUIRE, FENCE_SYNC};
 use super::telemetry::{self, KeyHash};
@@ -60,17 +60,7 @@ async fn retry_loop(
     let first = Instant::now();
     let waits = options.retry.max_attempts() > 1;
     let deadline = options.retry.overall_deadline().map(|d| first + d);
-    // Waiters of one process line up locally: only the first competes on the nodes.
-    let turn = if waits {
-        let Some(turn) = shared.queues.turn(&keys.queue_id(), deadline).await else {
-            return Err(LockError::Contended {
-                retry_after: options.ttl,
-            });
-        };
-        Some(turn)
-    } else {
-        None
-    };
+    let mut turn = None;
     let mut interest: Option<Interest> = None;
     let mut finished = 0u32;
     loop {
@@ -98,10 +88,22 @@ async fn retry_loop(
         else {
             return Err(error);
         };
-        if hint.is_some() && interest.is_none() {
-            // First contention: listen for the holder's release from now on. A release
-            // that happened before costs no more than the fallback timer.
+        if waits && hint.is_some() && turn.is_none() {
+            // First contention: waiters of one process line up locally, so that only one
+            // of them competes on the nodes; the lease passes the turn on when it ends.
+            let Some((local, waited)) = shared.queues.turn(&keys.queue_id(), deadline).await else {
+                return Err(error);
+            };
+            turn = Some(local);
+            // Listen for the holder's release from now on. A release that happened before
+            // costs no more than the fallback timer.
             interest = Some(shared.wake.interest(keys.channels()).await);
+            if waited {
+                // The turn came when a local holder let go: look again at once, without
+                // counting it as a retry.
+                finished -= 1;
+                continue;
+            }
         }
         match interest.as_mut().filter(|_| hint.is_some()) {
             Some(interest) => {
@@ -148,6 +150,10 @@ async fn guarded_attempt(
 }
 
 /// The per-node acquire call.
+///
+/// One key without fencing (the common case) needs no script: `SET NX PX` pipelined with
+/// `PTTL` (the holder's remaining time when the SET was refused). Otherwise one script
+/// checks and sets every key, and bumps the fencing counters, atomically.
 async fn acquire_on(
     shared: Arc<Shared>,
     claim: Arc<Claim>,
@@ -156,8 +162,26 @@ async fn acquire_on(
     index: usize,
 ) -> Reply<Vote> {
     let keys = &claim.keys;
-    let reply = shared.nodes[index]
-        .eval(&ACQUIRE, keys.lock_and_fence.len(), |cmd| {
+    let node = &shared.nodes[index];
+    let reply = if keys.len() == 1 && !fencing {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&keys.lock_keys()[0])
+            .arg(claim.token.as_bytes())
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .cmd("PTTL")
+            .arg(&keys.lock_keys()[0]);
+        node.pipeline(&pipe)
+            .await
+            .and_then(|replies| match replies.as_slice() {
+                [redis::Value::Okay, _] => Ok(Vote::Yes { fence: 0 }),
+                [redis::Value::Nil, pttl] => Ok(Vote::Held { pttl: int(pttl)? }),
+                _ => Err(NodeError::Reply("unexpected SET NX reply")),
+            })
+    } else {
+        node.eval(&ACQUIRE, keys.lock_and_fence.len(), |cmd| {
             cmd.arg(&*keys.lock_and_fence)
                 .arg(claim.token.as_bytes())
                 .arg(ttl_ms)
@@ -174,7 +198,8 @@ async fn acquire_on(
             } else {
                 Vote::Held { pttl: n }
             })
-        });
+        })
+    };
     (index, reply)
 }
 
@@ -219,7 +244,7 @@ async fn attempt(
     let ttl_ms = validity::millis_ceil(options.ttl);
     // The clock starts before the first request is sent.
     let start = Instant::now();
-    let fanout = Fanout::new(total, |index| {
+    let fanout = Fanout::new(total, shared.config.node_timeout, |index| {
         acquire_on(
             shared.clone(),
             claim.clone(),
@@ -326,7 +351,7 @@ async fn sync_fence(
     token: u64,
 ) -> Result<(), LockError> {
     let total = shared.total();
-    let mut fanout = Fanout::new(total, |index| {
+    let mut fanout = Fanout::new(total, shared.config.node_timeout, |index| {
         let (shared, keys) = (shared.clone(), keys.clone());
         async move {
             let reply = shared.nodes[index]

@@ -1,21 +1,30 @@
 //! Concurrent calls to every node, read as they land, so the caller can decide at quorum.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use tokio::time::{Instant, Sleep};
 
 use super::node::NodeError;
 
 /// One node's reply: its index and what it said.
 pub(crate) type Reply<T> = (usize, Result<T, NodeError>);
 
-/// Replies from one call per node, in the order they arrive.
+/// Replies from one call per node, in the order they arrive, all bounded by one deadline
+/// (the node timeout from the start): a node that has not answered by then counts as
+/// [`NodeError::Timeout`]. One timer serves every node.
 ///
 /// The calls make progress only while the `Fanout` is polled; a caller that decides early
 /// hands the rest to [`Fanout::drain`] so that late replies are still seen (and cleaned up).
 pub(crate) struct Fanout<F> {
     calls: FuturesUnordered<F>,
+    answered: Vec<bool>,
+    expired: Vec<usize>,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl<F, T> Fanout<F>
@@ -23,55 +32,59 @@ where
     F: Future<Output = Reply<T>> + Send + 'static,
     T: Send + 'static,
 {
-    /// Starts `call(i)` for every node index `i < nodes`.
-    pub(crate) fn new(nodes: usize, call: impl Fn(usize) -> F) -> Self {
+    /// Starts `call(i)` for every node index `i < nodes`, each allowed `timeout`.
+    pub(crate) fn new(nodes: usize, timeout: Duration, call: impl Fn(usize) -> F) -> Self {
         Fanout {
             calls: (0..nodes).map(call).collect(),
+            answered: vec![false; nodes],
+            expired: Vec::new(),
+            timeout,
+            deadline: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
         }
     }
 
-    /// The next reply, or `None` once every node has answered.
+    /// The next reply, or `None` once every node has answered or timed out.
     pub(crate) async fn next(&mut self) -> Option<Reply<T>> {
-        self.calls.next().await
+        if let Some(index) = self.expired.pop() {
+            return Some((index, Err(NodeError::Timeout(self.timeout))));
+        }
+        if self.calls.is_empty() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            reply = self.calls.next() => {
+                let reply = reply?;
+                self.answered[reply.0] = true;
+                Some(reply)
+            }
+            () = self.deadline.as_mut() => {
+                // Give up on the rest (requests already written still run on the nodes).
+                self.calls.clear();
+                self.expired = (0..self.answered.len()).rev().filter(|&i| !self.answered[i]).collect();
+                let index = self.expired.pop()?;
+                Some((index, Err(NodeError::Timeout(self.timeout))))
+            }
+        }
     }
 
     /// Replies still outstanding.
     pub(crate) fn pending(&self) -> usize {
-        self.calls.len()
+        self.calls.len() + self.expired.len()
     }
 
     /// Keeps reading the outstanding replies in the background, handing each to `on_reply`.
-    /// Every call is bounded by the node timeout, so the task ends by itself.
-    pub(crate) fn drain(self, on_reply: impl FnMut(Reply<T>) + Send + 'static) {
-        drain_on(self, on_reply, None);
-    }
-}
-
-/// [`Fanout::drain`] with an explicit runtime handle (for use in `Drop`).
-pub(crate) fn drain_on<F, T>(
-    mut fanout: Fanout<F>,
-    mut on_reply: impl FnMut(Reply<T>) + Send + 'static,
-    handle: Option<&tokio::runtime::Handle>,
-) where
-    F: Future<Output = Reply<T>> + Send + 'static,
-    T: Send + 'static,
-{
-    if fanout.calls.is_empty() {
-        return;
-    }
-    let task = async move {
-        while let Some(reply) = fanout.calls.next().await {
-            on_reply(reply);
+    /// Bounded by the deadline, so the task ends by itself.
+    pub(crate) fn drain(mut self, mut on_reply: impl FnMut(Reply<T>) + Send + 'static) {
+        if self.pending() == 0 {
+            return;
         }
-    };
-    match handle {
-        Some(handle) => {
-            handle.spawn(task);
-        }
-        None => {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(task);
-            }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                while let Some(reply) = self.next().await {
+                    on_reply(reply);
+                }
+            });
         }
     }
 }

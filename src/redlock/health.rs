@@ -193,7 +193,7 @@ impl Redlock {
     /// even when nodes are down.
     pub async fn health(&self) -> HealthReport {
         let shared = &self.shared;
-        let mut fanout = Fanout::new(shared.total(), |index| {
+        let mut fanout = Fanout::new(shared.total(), shared.config.node_timeout, |index| {
             let shared = shared.clone();
             async move {
                 let (index, health) = probe(shared, index).await;

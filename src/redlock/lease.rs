@@ -172,7 +172,7 @@ impl LeaseCore {
         let ttl_ms = validity::millis_ceil(ttl);
         let (shared, claim) = (&self.shared, &self.claim);
         let total = shared.total();
-        let mut fanout = Fanout::new(total, |index| {
+        let mut fanout = Fanout::new(total, shared.config.node_timeout, |index| {
             let (shared, claim) = (shared.clone(), claim.clone());
             async move {
                 let keys = &claim.keys;
@@ -244,7 +244,7 @@ impl LeaseCore {
     async fn release_inner(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
         let total = self.shared.total();
         let quorum = self.shared.quorum;
-        let mut fanout = Fanout::new(total, |index| {
+        let mut fanout = Fanout::new(total, self.shared.config.node_timeout, |index| {
             release_on(self.shared.clone(), self.claim.clone(), index)
         });
         let (mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0);
@@ -292,11 +292,14 @@ async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Rep
 
 /// Releases the given nodes and waits for their answers (each bounded by the node timeout).
 pub(crate) async fn release_now(shared: &Arc<Shared>, claim: &Arc<Claim>, nodes: &[usize]) {
-    let mut calls: futures_util::stream::FuturesUnordered<_> = nodes
+    let calls = nodes
         .iter()
-        .map(|&index| release_on(shared.clone(), claim.clone(), index))
-        .collect();
-    while futures_util::StreamExt::next(&mut calls).await.is_some() {}
+        .map(|&index| release_on(shared.clone(), claim.clone(), index));
+    let _ = tokio::time::timeout(
+        shared.config.node_timeout,
+        futures_util::future::join_all(calls),
+    )
+    .await;
 }
 
 /// Releases one node in the background (cleanup of a partial or late acquisition).
@@ -306,7 +309,10 @@ pub(crate) fn spawn_release_on(
     index: usize,
     handle: Option<&Handle>,
 ) {
-    let task = release_on(shared.clone(), claim.clone(), index);
+    let task = tokio::time::timeout(
+        shared.config.node_timeout,
+        release_on(shared.clone(), claim.clone(), index),
+    );
     if let Some(handle) = handle.cloned().or_else(|| Handle::try_current().ok()) {
         handle.spawn(task);
     }

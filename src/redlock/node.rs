@@ -5,8 +5,8 @@
 //! default. [`NodeManager`] sets connect and response timeouts, and marks a connection broken
 //! after an I/O error so that the pool replaces it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bb8_redis::bb8;
@@ -71,10 +71,14 @@ impl bb8::ManageConnection for NodeManager {
     }
 }
 
+/// A connection and its broken flag.
+type Shared = (MultiplexedConnection, Arc<AtomicBool>);
+
 /// One node of the quorum.
 pub(crate) struct Node {
     pub(crate) url: NodeUrl,
     pool: bb8::Pool<NodeManager>,
+    current: RwLock<Option<Shared>>,
     timeout: Duration,
 }
 
@@ -89,12 +93,28 @@ impl Node {
             .retry_connection(false)
             .test_on_check_out(false)
             .build_unchecked(NodeManager { client, timeout });
-        Ok(Node { url, pool, timeout })
+        Ok(Node {
+            url,
+            pool,
+            current: RwLock::new(None),
+            timeout,
+        })
     }
 
-    /// A multiplexed connection: checked out, cloned and handed back at once, so that many
-    /// concurrent calls pipeline over few sockets and checkout costs no round trip.
-    async fn connection(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), NodeError> {
+    /// A multiplexed connection. The current one is shared by every call (so concurrent
+    /// calls pipeline over one socket and cost no checkout); when it breaks, a healthy one is
+    /// checked out of the pool (which replaces broken ones) and becomes current.
+    async fn connection(&self) -> Result<Shared, NodeError> {
+        if let Some(current) = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if !current.1.load(Ordering::Relaxed) {
+                return Ok(current.clone());
+            }
+        }
         // A broken connection goes back to the pool, which drops it; then try once more.
         for _ in 0..2 {
             let pooled = self
@@ -103,7 +123,9 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Pool(e.to_string()))?;
             if !pooled.broken.load(Ordering::Relaxed) {
-                return Ok((pooled.conn.clone(), pooled.broken.clone()));
+                let fresh = (pooled.conn.clone(), pooled.broken.clone());
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+                return Ok(fresh);
             }
         }
         Err(NodeError::Pool("no healthy connection".to_owned()))
@@ -122,33 +144,39 @@ impl Node {
             .map_err(|_| NodeError::Timeout(self.timeout))?
     }
 
+    /// Runs a pipeline (one round trip). Not bounded here: callers run it inside a
+    /// [`Fanout`](super::fanout::Fanout), whose one deadline bounds every node.
+    pub(crate) async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, NodeError> {
+        let (mut conn, broken) = self.connection().await?;
+        pipe.query_async::<Vec<Value>>(&mut conn)
+            .await
+            .map_err(|e| mark_if_broken(e, &broken))
+    }
+
     /// Runs a script by SHA, loading it with `EVAL` when the node does not know it (after a
     /// restart or `SCRIPT FLUSH`). `args` appends keys and arguments after the key count.
+    /// Not bounded here: callers run it inside a [`Fanout`](super::fanout::Fanout) or a
+    /// timeout.
     pub(crate) async fn eval(
         &self,
         script: &Script,
         key_count: usize,
         args: impl Fn(&mut Cmd),
     ) -> Result<Value, NodeError> {
-        let run = async {
-            let (mut conn, broken) = self.connection().await?;
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&script.sha).arg(key_count);
-            args(&mut cmd);
-            match cmd.query_async::<Value>(&mut conn).await {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    let mut cmd = redis::cmd("EVAL");
-                    cmd.arg(script.body).arg(key_count);
-                    args(&mut cmd);
-                    cmd.query_async::<Value>(&mut conn).await
-                }
-                other => other,
+        let (mut conn, broken) = self.connection().await?;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&script.sha).arg(key_count);
+        args(&mut cmd);
+        match cmd.query_async::<Value>(&mut conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(script.body).arg(key_count);
+                args(&mut cmd);
+                cmd.query_async::<Value>(&mut conn).await
             }
-            .map_err(|e| mark_if_broken(e, &broken))
-        };
-        tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| NodeError::Timeout(self.timeout))?
+            other => other,
+        }
+        .map_err(|e| mark_if_broken(e, &broken))
     }
 }
 

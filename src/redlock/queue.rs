@@ -36,11 +36,12 @@ impl LocalQueues {
     }
 
     /// Waits for this process's turn on `id`, until `deadline`. `None`: the deadline passed.
+    /// The flag tells whether the turn had to be waited for (someone local had it).
     pub(crate) async fn turn(
         self: &Arc<Self>,
         id: &str,
         deadline: Option<Instant>,
-    ) -> Option<LocalTurn> {
+    ) -> Option<(LocalTurn, bool)> {
         let semaphore = {
             let mut shard = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
             shard
@@ -53,16 +54,24 @@ impl LocalQueues {
             id: id.into(),
             semaphore,
         };
+        if let Ok(permit) = slot.semaphore.clone().try_acquire_owned() {
+            let turn = LocalTurn {
+                _permit: permit,
+                _slot: slot,
+            };
+            return Some((turn, false));
+        }
         let acquire = slot.semaphore.clone().acquire_owned();
         let permit = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, acquire).await.ok()?,
             None => acquire.await,
         }
         .ok()?;
-        Some(LocalTurn {
+        let turn = LocalTurn {
             _permit: permit,
             _slot: slot,
-        })
+        };
+        Some((turn, true))
     }
 
     #[cfg(test)]
@@ -108,14 +117,15 @@ mod tests {
     #[tokio::test]
     async fn turns_are_exclusive_fifo_and_leave_no_state() {
         let queues = Arc::new(LocalQueues::default());
-        let first = queues.turn("k", None).await.unwrap();
+        let (first, waited) = queues.turn("k", None).await.unwrap();
+        assert!(!waited);
         // Someone else waits; a deadline gives up without leaking.
         let soon = Instant::now() + Duration::from_millis(20);
         assert!(queues.turn("k", Some(soon)).await.is_none());
-        let other = queues.turn("other", None).await.unwrap();
+        let (other, _) = queues.turn("other", None).await.unwrap();
         assert_eq!(queues.len(), 2);
         let q = queues.clone();
-        let waiter = tokio::spawn(async move { q.turn("k", None).await.map(drop).is_some() });
+        let waiter = tokio::spawn(async move { q.turn("k", None).await.is_some_and(|(_, w)| w) });
         tokio::task::yield_now().await;
         drop(first);
         assert!(waiter.await.unwrap());

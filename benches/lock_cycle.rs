@@ -1,0 +1,207 @@
+//! Scenarios 1–3: uncontended cycle latency, throughput with 16 tasks, a stalled node.
+//! Every number is a ratio to a baseline measured in the same run on the same nodes.
+//!
+//! Run: `cargo bench --bench lock_cycle`
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use tokio::time::Instant;
+
+const ROUNDS: usize = 10;
+const PER_ROUND: usize = 200;
+const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
+const TASKS: usize = 16;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cluster = cluster().await;
+    let urls = cluster.urls();
+    let raw = Arc::new(Raw::connect(&urls).await);
+    let redlock = redlock(&urls).await;
+
+    // Warm up both paths.
+    for i in 0..200 {
+        raw.cycle(&format!("warm:{i}"), "t").await;
+        redlock
+            .acquire(format!("warm:{i}"))
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
+    }
+
+    // 1. Uncontended cycle, one task; interleaved rounds so drift hits both alike.
+    let (mut raw_s, mut lock_s, mut ping_s) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for round in 0..ROUNDS {
+        for i in 0..PER_ROUND {
+            let key = format!("c:{round}:{i}");
+            let ((), d) = timed(raw.cycle(&format!("raw:{key}"), "token")).await;
+            raw_s.push(d);
+            let (_, d) = timed(async {
+                redlock
+                    .acquire(&key)
+                    .await
+                    .unwrap()
+                    .release()
+                    .await
+                    .unwrap()
+            })
+            .await;
+            lock_s.push(d);
+            let ((), d) = timed(raw.ping()).await;
+            ping_s.push(d);
+        }
+    }
+    let ratio = lock_s.p50().as_secs_f64() / raw_s.p50().as_secs_f64();
+    println!(
+        "\n1. uncontended acquire+release, 1 task, {} cycles each",
+        ROUNDS * PER_ROUND
+    );
+    println!("   {:<28} {:>10} {:>10}", "", "p50 µs", "p99 µs");
+    println!(
+        "   {:<28} {:>10.1} {:>10.1}",
+        "raw floor (SET NX ×5, DEL ×5)",
+        us(raw_s.p50()),
+        us(raw_s.p99())
+    );
+    println!(
+        "   {:<28} {:>10.1} {:>10.1}",
+        "tower-redlock",
+        us(lock_s.p50()),
+        us(lock_s.p99())
+    );
+    println!(
+        "   {:<28} {:>10.1} {:>10.1}",
+        "one RTT (PING ×5)",
+        us(ping_s.p50()),
+        us(ping_s.p99())
+    );
+    println!(
+        "   ratio p50 lock/raw = {ratio:.3} (target ≤ 0.9: {})",
+        verdict(ratio <= 0.9)
+    );
+    json_line(
+        "uncontended_cycle",
+        &[
+            ("raw_p50_us", us(raw_s.p50())),
+            ("raw_p99_us", us(raw_s.p99())),
+            ("lock_p50_us", us(lock_s.p50())),
+            ("lock_p99_us", us(lock_s.p99())),
+            ("rtt_p50_us", us(ping_s.p50())),
+            ("ratio_p50", ratio),
+        ],
+    );
+    let healthy_p50 = lock_s.p50();
+
+    // 2. Throughput: 16 tasks on distinct keys for a fixed time.
+    let raw2 = raw.clone();
+    let raw_rate = throughput(move |task, n| {
+        let raw = raw2.clone();
+        async move { raw.cycle(&format!("traw:{task}:{n}"), "token").await }
+    })
+    .await;
+    let redlock2 = redlock.clone();
+    let lock_rate = throughput(move |task, n| {
+        let redlock = redlock2.clone();
+        async move {
+            redlock
+                .acquire(format!("t:{task}:{n}"))
+                .await
+                .unwrap()
+                .release()
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let ratio = lock_rate / raw_rate;
+    println!("\n2. throughput, {TASKS} tasks, distinct keys, {THROUGHPUT_FOR:?} each");
+    println!("   raw floor      {raw_rate:>10.0} cycles/s");
+    println!("   tower-redlock  {lock_rate:>10.0} cycles/s");
+    println!(
+        "   ratio lock/raw = {ratio:.3} (target ≥ 0.95: {})",
+        verdict(ratio >= 0.95)
+    );
+    json_line(
+        "throughput_16",
+        &[
+            ("raw_per_s", raw_rate),
+            ("lock_per_s", lock_rate),
+            ("ratio", ratio),
+        ],
+    );
+
+    // 3. One of five nodes stalled (SIGSTOP).
+    cluster.pause(4).unwrap();
+    let mut stalled = Samples::default();
+    for i in 0..(ROUNDS * PER_ROUND / 4) {
+        let (_, d) = timed(async {
+            redlock
+                .acquire(format!("s:{i}"))
+                .await
+                .unwrap()
+                .release()
+                .await
+                .unwrap()
+        })
+        .await;
+        stalled.push(d);
+    }
+    cluster.resume(4).unwrap();
+    let ratio = stalled.p50().as_secs_f64() / healthy_p50.as_secs_f64();
+    println!("\n3. one node of five stalled (SIGSTOP), node timeout 200 ms");
+    println!(
+        "   healthy p50 {:>8.1} µs   stalled p50 {:>8.1} µs   p99 {:>8.1} µs",
+        us(healthy_p50),
+        us(stalled.p50()),
+        us(stalled.p99())
+    );
+    println!(
+        "   ratio stalled/healthy = {ratio:.3} (target ≤ 1.5: {})",
+        verdict(ratio <= 1.5)
+    );
+    json_line(
+        "stalled_node",
+        &[
+            ("healthy_p50_us", us(healthy_p50)),
+            ("stalled_p50_us", us(stalled.p50())),
+            ("stalled_p99_us", us(stalled.p99())),
+            ("ratio_p50", ratio),
+        ],
+    );
+}
+
+/// Runs `cycle(task, n)` on 16 tasks for [`THROUGHPUT_FOR`]; returns cycles per second.
+async fn throughput<F, Fut>(cycle: F) -> f64
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + THROUGHPUT_FOR;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (cycle, done) = (cycle.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while Instant::now() < end {
+                    cycle(task, n).await;
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
