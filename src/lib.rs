@@ -34,6 +34,7 @@
 #![deny(missing_docs, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod health;
 pub mod layer;
 pub mod redlock;
 
@@ -46,7 +47,7 @@ pub use layer::{RedlockLayer, key};
 
 pub use redlock::{
     BreakerState, CircuitBreaker, ConfigError, HeldLock, LockError, LockOptions, MAX_KEY_LEN,
-    MAX_KEYS_PER_LOCK, NodeUrl, Redlock, RedlockBuilder, ReleaseOutcome, RetryPolicy, health,
+    MAX_KEYS_PER_LOCK, NodeUrl, Redlock, RedlockBuilder, ReleaseOutcome, RetryPolicy,
 };
 
 #[cfg(feature = "testkit")]

@@ -13,7 +13,7 @@ mod builder;
 mod client;
 mod error;
 mod fanout;
-pub mod health;
+pub(crate) mod health;
 mod keys;
 mod lease;
 mod node;

@@ -122,3 +122,30 @@ async fn breaker_opens_fails_fast_and_closes() {
     assert!(closed);
     assert_eq!(redlock.health().await.breaker, BreakerState::Closed);
 }
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_route_answers_200_then_503() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    let app: axum::Router = tower_redlock::health::router(redlock);
+    let get = || {
+        axum::http::Request::get("/health")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let response = app.clone().oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(br#"{"status":"up""#));
+
+    for i in 0..3 {
+        cluster.kill(i).await.unwrap();
+    }
+    let response = app.oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), 503);
+}
