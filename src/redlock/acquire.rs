@@ -63,6 +63,16 @@ async fn retry_loop(
     let mut turn = None;
     let mut interest: Option<Interest> = None;
     let mut finished = 0u32;
+    if waits && shared.queues.is_busy(&keys.queue_id()) {
+        // Others of this process already wait: queue behind them instead of barging in.
+        let Some((local, _)) = shared.queues.turn(&keys.queue_id(), deadline).await else {
+            return Err(LockError::Contended {
+                retry_after: options.ttl,
+            });
+        };
+        turn = Some(local);
+        interest = Some(shared.wake.interest(keys.channels()).await);
+    }
     loop {
         if let Some(interest) = interest.as_mut() {
             interest.mark_seen();

@@ -136,6 +136,12 @@ impl LeaseCore {
         self.turn.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// After a release: hands the local turn on and wakes local waiters at once.
+    fn pass_on(&self) {
+        drop(self.take_turn());
+        self.shared.wake.notify_local(self.claim.keys.channels());
+    }
+
     pub(crate) fn subscribe(&self) -> watch::Receiver<LeaseState> {
         self.state.subscribe()
     }
@@ -332,7 +338,7 @@ impl Drop for LeaseHandle {
             // Never block in Drop: the release runs on the runtime the lease was made on.
             self.core.runtime.spawn(async move {
                 let _ = core.release_nodes().await;
-                drop(core.take_turn());
+                core.pass_on();
             });
         }
     }
@@ -517,7 +523,7 @@ impl HeldLock {
         self.inner.watchdog.abort();
         let outcome = core.release_nodes().await;
         // The next local waiter goes now, and finds the nodes free.
-        drop(core.take_turn());
+        core.pass_on();
         outcome
     }
 }

@@ -35,6 +35,14 @@ impl LocalQueues {
         &self.shards[(hasher.finish() as usize) % SHARDS]
     }
 
+    /// Whether someone in this process holds or waits for a turn on `id`.
+    pub(crate) fn is_busy(&self, id: &str) -> bool {
+        self.shard(id)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
     /// Waits for this process's turn on `id`, until `deadline`. `None`: the deadline passed.
     /// The flag tells whether the turn had to be waited for (someone local had it).
     pub(crate) async fn turn(

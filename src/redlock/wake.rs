@@ -97,6 +97,14 @@ impl WakeHub {
         }
     }
 
+    /// Wakes this process's waiters on `channels` directly (after a local release), without
+    /// waiting for the nodes' message.
+    pub(crate) fn notify_local(&self, channels: &[String]) {
+        for channel in channels {
+            self.channels.bump(channel);
+        }
+    }
+
     /// Registers interest in `channels` and subscribes on every node (waiting, each node
     /// bounded by its timeout, so that no release published after this returns is missed
     /// by a reachable node).

@@ -1,0 +1,163 @@
+//! Scenario 4: 16 tasks compete for ONE key, each holding it 1 ms.
+//! Target: ≥ 70 % of 1 / (hold + 2 RTT) critical sections per second, RTT measured in the
+//! same run; p99 wait ≤ 20 ms; per-task min/max share ≥ 0.5.
+//!
+//! Run: `cargo bench --bench hot_key`
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::time::Instant;
+use tower_redlock::{LockOptions, Redlock, RetryPolicy};
+
+const TASKS: usize = 16;
+const HOLD: Duration = Duration::from_millis(1);
+const RUN_FOR: Duration = Duration::from_secs(5);
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cluster = cluster().await;
+    let urls = cluster.urls();
+    let raw = Raw::connect(&urls).await;
+    let mut rtt = Samples::default();
+    for _ in 0..500 {
+        let ((), d) = timed(raw.ping()).await;
+        rtt.push(d);
+    }
+    let rtt = rtt.p50();
+    let ideal = 1.0 / (HOLD + 2 * rtt).as_secs_f64();
+    println!(
+        "\n4. hot key: {TASKS} tasks, one key, hold {HOLD:?}, {RUN_FOR:?}; RTT p50 {:.1} µs, ideal {ideal:.0}/s",
+        us(rtt)
+    );
+
+    // One process (one engine): waiters queue locally.
+    let engine = redlock(&urls).await;
+    let one = run(vec![engine; TASKS], "hot:one").await;
+    report("hot_key_one_process", &one, ideal);
+
+    // Four "processes" (engines) × 4 tasks: hand-offs across engines go through pub/sub.
+    let mut engines = Vec::new();
+    for _ in 0..4 {
+        let engine = redlock(&urls).await;
+        engines.extend(std::iter::repeat_n(engine, TASKS / 4));
+    }
+    let four = run(engines, "hot:four").await;
+    report("hot_key_four_engines", &four, ideal);
+}
+
+struct Outcome {
+    sections: u64,
+    elapsed: Duration,
+    waits: Samples,
+    handoffs: Samples,
+    per_task: Vec<u64>,
+}
+
+async fn run(engines: Vec<Redlock>, key: &'static str) -> Outcome {
+    let start = Instant::now();
+    let end = start + RUN_FOR;
+    // When the last holder released (µs after start; 0: nobody yet).
+    let released_at = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let options = LockOptions::new().retry(
+        RetryPolicy::until(Duration::from_secs(5))
+            .base_delay(Duration::from_millis(1))
+            .max_delay(Duration::from_millis(20)),
+    );
+    let tasks: Vec<_> = engines
+        .into_iter()
+        .map(|engine| {
+            let options = options.clone();
+            let released_at = released_at.clone();
+            tokio::spawn(async move {
+                let (mut waits, mut handoffs, mut count) =
+                    (Samples::default(), Samples::default(), 0u64);
+                while Instant::now() < end {
+                    let asked = Instant::now();
+                    let Ok(lock) = engine.acquire_with(key, options.clone()).await else {
+                        continue;
+                    };
+                    waits.push(asked.elapsed());
+                    let last = released_at.load(std::sync::atomic::Ordering::Acquire);
+                    let now = start.elapsed().as_micros() as u64;
+                    if last > 0 && now >= last {
+                        handoffs.push(Duration::from_micros(now - last));
+                    }
+                    // tokio's timer has 1 ms granularity; a thread sleep holds for ~HOLD.
+                    tokio::task::spawn_blocking(|| std::thread::sleep(HOLD))
+                        .await
+                        .unwrap();
+                    lock.release().await.unwrap();
+                    released_at.store(
+                        start.elapsed().as_micros() as u64,
+                        std::sync::atomic::Ordering::Release,
+                    );
+                    count += 1;
+                }
+                (waits, handoffs, count)
+            })
+        })
+        .collect();
+    let mut outcome = Outcome {
+        sections: 0,
+        elapsed: Duration::ZERO,
+        waits: Samples::default(),
+        handoffs: Samples::default(),
+        per_task: Vec::new(),
+    };
+    for task in tasks {
+        let (waits, handoffs, count) = task.await.unwrap();
+        outcome.waits.0.extend(waits.0);
+        outcome.handoffs.0.extend(handoffs.0);
+        outcome.sections += count;
+        outcome.per_task.push(count);
+    }
+    outcome.elapsed = start.elapsed();
+    outcome
+}
+
+fn report(name: &str, o: &Outcome, ideal: f64) {
+    let rate = o.sections as f64 / o.elapsed.as_secs_f64();
+    let (min, max) = (
+        *o.per_task.iter().min().unwrap_or(&0),
+        *o.per_task.iter().max().unwrap_or(&1),
+    );
+    let share = min as f64 / max.max(1) as f64;
+    let of_ideal = rate / ideal;
+    let p99 = o.waits.p99();
+    let hp99 = o.handoffs.p99();
+    println!(
+        "   {name}: {rate:.0} sections/s = {:.0} % of ideal ({}), min/max share {share:.2} ({})",
+        of_ideal * 100.0,
+        verdict(of_ideal >= 0.7),
+        verdict(share >= 0.5)
+    );
+    println!(
+        "     wait per acquire (queueing behind {} others) p50 {:.2} ms p99 {:.2} ms ({} for p99 ≤ 20 ms)",
+        TASKS - 1,
+        o.waits.p50().as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        verdict(p99 <= Duration::from_millis(20))
+    );
+    println!(
+        "     hand-off gap (release → next holder) p50 {:.2} ms p99 {:.2} ms ({} for p99 ≤ 20 ms)",
+        o.handoffs.p50().as_secs_f64() * 1e3,
+        hp99.as_secs_f64() * 1e3,
+        verdict(hp99 <= Duration::from_millis(20))
+    );
+    json_line(
+        name,
+        &[
+            ("sections_per_s", rate),
+            ("ideal_per_s", ideal),
+            ("of_ideal", of_ideal),
+            ("wait_p50_ms", o.waits.p50().as_secs_f64() * 1e3),
+            ("wait_p99_ms", p99.as_secs_f64() * 1e3),
+            ("handoff_p50_ms", o.handoffs.p50().as_secs_f64() * 1e3),
+            ("handoff_p99_ms", hp99.as_secs_f64() * 1e3),
+            ("min_max_share", share),
+        ],
+    );
+}
