@@ -30,7 +30,7 @@ async fn main() {
     let cluster = cluster().await;
     let redlock = redlock(&cluster.urls()).await;
 
-    let run = |total: u64, tag: &'static str| {
+    let run = |total: u64, base: u64| {
         let redlock = redlock.clone();
         async move {
             let next = Arc::new(AtomicU64::new(0));
@@ -44,7 +44,7 @@ async fn main() {
                                 return;
                             }
                             // Every cycle on a fresh key: any per-key state that leaked would show.
-                            let lock = redlock.acquire(format!("{tag}:{n}")).await.unwrap();
+                            let lock = redlock.acquire(format!("mem:{}", base + n)).await.unwrap();
                             lock.release().await.unwrap();
                         }
                     })
@@ -56,13 +56,27 @@ async fn main() {
         }
     };
     // Warm up allocator pools and connections first.
-    run(20_000, "warm").await;
+    run(20_000, u64::MAX / 2).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let tasks_before = metrics.num_alive_tasks();
     let before = rss();
     let start = tokio::time::Instant::now();
-    run(cycles, "mem").await;
+    // In chunks, so a leak (linear growth) can be told from a high-water mark (flat).
+    let chunk = (cycles / 8).max(1);
+    let mut curve = Vec::new();
+    let mut done = 0;
+    while done < cycles {
+        let n = chunk.min(cycles - done);
+        run(n, done).await;
+        done += n;
+        curve.push(format!("{:.2}", rss() as f64 / 1048576.0));
+    }
     let took = start.elapsed();
     let after = rss();
     let growth = after as f64 / before.max(1) as f64 - 1.0;
+    // Background work (late replies, releases) is bounded by the node timeout.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let tasks_after = metrics.num_alive_tasks();
     println!("\n6. memory: {cycles} cycles ({TASKS} tasks, distinct keys) in {took:.1?}");
     println!(
         "   RSS before {:.1} MiB, after {:.1} MiB, growth {:+.2} % (target within 5 %: {})",
@@ -71,9 +85,15 @@ async fn main() {
         growth * 100.0,
         verdict(growth.abs() <= 0.05)
     );
+    println!("   RSS (MiB) after each eighth: {}", curve.join(" "));
+    println!(
+        "   live tasks before {tasks_before}, after {tasks_after} (no per-lock task outlives its lease)"
+    );
     json_line(
         "memory",
         &[
+            ("tasks_before", tasks_before as f64),
+            ("tasks_after", tasks_after as f64),
             ("cycles", cycles as f64),
             ("rss_before_mib", before as f64 / 1048576.0),
             ("rss_after_mib", after as f64 / 1048576.0),
