@@ -105,13 +105,11 @@ impl Node {
     /// calls pipeline over one socket and cost no checkout); when it breaks, a healthy one is
     /// checked out of the pool (which replaces broken ones) and becomes current.
     async fn connection(&self) -> Result<Shared, NodeError> {
-        if let Some(current) = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
         {
-            if !current.1.load(Ordering::Relaxed) {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(current) = current.as_ref()
+                && !current.1.load(Ordering::Relaxed)
+            {
                 return Ok(current.clone());
             }
         }
