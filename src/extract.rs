@@ -56,8 +56,9 @@ impl IntoResponse for KeyError {
 }
 
 /// Rejection of the [`HeldLock`] extractor: the request holds no lock because
-/// [`RedlockLayer`](crate::RedlockLayer) is not applied to this route
-/// (`500 Internal Server Error`). Use `Option<HeldLock>` where the lock is optional.
+/// [`RedlockLayer`](crate::RedlockLayer) is not applied to this route, or its key extractor
+/// gave no key (`500 Internal Server Error`). Use `Option<HeldLock>` where the lock is
+/// optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MissingHeldLock;
 
@@ -71,8 +72,9 @@ impl MissingHeldLock {
 impl fmt::Display for MissingHeldLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "no HeldLock in the request: RedlockLayer is not applied to this route \
-             (use Router::route_layer or MethodRouter::layer, or extract Option<HeldLock>)",
+            "no HeldLock in the request: RedlockLayer is not applied to this route (add it \
+             with Router::layer, Router::route_layer or MethodRouter::layer) or its key \
+             extractor gave no key for this request (extract Option<HeldLock> then)",
         )
     }
 }

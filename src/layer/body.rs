@@ -107,7 +107,7 @@ where
         match self.project().kind.project() {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Boxed { body } => body.as_mut().poll_frame(cx),
-            KindProj::Inner { mut body, guard } => {
+            KindProj::Inner { body, guard } => {
                 let Some(held) = guard else {
                     return body.poll_frame(cx).map_err(Into::into);
                 };

@@ -320,9 +320,11 @@ mod routing {
     /// percent-decoded, then `%` and `&` in them are escaped, so that different parameters
     /// never give the same key. The method is not part of the key.
     ///
-    /// Routing information is there when the layer is applied with `Router::route_layer` or
-    /// `MethodRouter::layer`. Under `Router::layer` (outside routing) it falls back to the
-    /// request path, like [`path()`](super::path).
+    /// Routing information is there when the layer is applied with `Router::layer`,
+    /// `Router::route_layer` or `MethodRouter::layer` (axum applies them per route). When the
+    /// layer wraps a whole `Router` as a service, it falls back to the request path, like
+    /// [`path()`](super::path). Requests routed to the fallback (no route matched) pass
+    /// through unlocked.
     pub fn route() -> Route {
         Route(())
     }
@@ -334,7 +336,12 @@ mod routing {
     impl KeyExtractor for Route {
         fn extract(&self, parts: &Parts) -> Result<Option<String>, KeyError> {
             let Some(matched) = parts.extensions.get::<MatchedPath>() else {
-                return Ok(Some(parts.uri.path().to_owned()));
+                return Ok(match path_params(parts)? {
+                    // Routed, but to the fallback: nothing to lock.
+                    Some(_) => None,
+                    // Outside routing.
+                    None => Some(parts.uri.path().to_owned()),
+                });
             };
             let mut key = matched.as_str().to_owned();
             if let Some(params) = path_params(parts)? {
@@ -357,10 +364,10 @@ mod routing {
 
     /// The percent-decoded value of the path parameter `name` (`{name}` in the route).
     ///
-    /// Needs routing information: apply the layer with `Router::route_layer` or
-    /// `MethodRouter::layer`. Under `Router::layer` every request is refused with a `500`
-    /// rather than silently left unlocked. A route without this parameter passes through
-    /// unlocked.
+    /// Needs routing information: apply the layer with `Router::layer`,
+    /// `Router::route_layer` or `MethodRouter::layer`. Wrapping a whole `Router` as a service
+    /// is a misconfiguration: every request is refused with a `500` rather than silently left
+    /// unlocked. A route without this parameter (or a fallback) passes through unlocked.
     pub fn param(name: impl Into<String>) -> Param {
         Param(name.into())
     }
@@ -373,8 +380,8 @@ mod routing {
         fn extract(&self, parts: &Parts) -> Result<Option<String>, KeyError> {
             let Some(params) = path_params(parts)? else {
                 return Err(KeyError::misconfigured(format!(
-                    "key::param(\"{}\") found no path parameters: apply RedlockLayer with \
-                     Router::route_layer or MethodRouter::layer",
+                    "key::param(\"{}\") found no routing information: apply RedlockLayer \
+                     with Router::layer, Router::route_layer or MethodRouter::layer",
                     self.0
                 )));
             };

@@ -101,9 +101,10 @@ impl Settings {
 /// # let _ = app; Ok(()) }
 /// ```
 ///
-/// Works with `Router::route_layer` and `MethodRouter::layer` (routing information such as
-/// [`key::param`](super::key::param) is available there) and with `Router::layer` (then
-/// only the raw request is).
+/// Works with `Router::layer`, `Router::route_layer` and `MethodRouter::layer`: axum applies
+/// them per route, so routing information ([`key::param`](super::key::param),
+/// [`key::route`](super::key::route)) is available. It is plain Tower middleware too, for
+/// any `http` service whose response body yields `Bytes`.
 pub struct RedlockLayer<K> {
     key: Arc<K>,
     settings: Settings,

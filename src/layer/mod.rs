@@ -1,7 +1,7 @@
 //! Tower middleware that runs each request under a distributed lock.
 //!
 //! [`RedlockLayer`] derives a lock key from each request with a
-//! [`KeyExtractor`](key::KeyExtractor), takes the lease, runs the inner service while the
+//! [`KeyExtractor`], takes the lease, runs the inner service while the
 //! lease is auto-extended, and releases it before the response goes out.
 //!
 //! - Contended → `423 Locked` with `Retry-After`; quorum unreachable → `503`; bad key →

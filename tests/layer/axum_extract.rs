@@ -1,0 +1,119 @@
+//! The axum extractors: `HeldLock`, `Locked<K>`, and `?` on `LockError`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use http::request::Parts;
+use http::{Method, StatusCode};
+use tower_redlock::key::{self, KeyError, KeyExtractor};
+use tower_redlock::{HeldLock, LockError, LockKey, Locked, Redlock};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn held_lock_without_the_layer_is_500() {
+    let app: Router = Router::new().route("/x", get(|_lock: HeldLock| async { "never" }));
+    let reply = call(&app, Method::GET, "/x").await;
+    let doc = reply.problem(500);
+    assert!(
+        doc["detail"].as_str().unwrap().contains("RedlockLayer"),
+        "{doc}"
+    );
+}
+
+struct Job;
+
+impl LockKey for Job {
+    fn key(parts: &Parts) -> Result<String, KeyError> {
+        let id = key::param("id").extract(parts)?;
+        Ok(format!(
+            "job:{}",
+            id.ok_or_else(|| KeyError::new("no job id"))?
+        ))
+    }
+}
+
+#[tokio::test]
+async fn locked_takes_the_lock_from_state() {
+    let n = nodes(Duration::from_secs(10)).await;
+    let (entered, gate) = (Signal::default(), Gate::new());
+    let (e, g) = (entered.clone(), gate.clone());
+    let app = Router::new()
+        .route(
+            "/jobs/{id}",
+            post(move |lock: Locked<Job>| {
+                let (e, g) = (e.clone(), g.clone());
+                async move {
+                    e.notify();
+                    g.wait().await;
+                    lock.key().to_owned()
+                }
+            }),
+        )
+        .with_state(n.redlock.clone());
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, Method::POST, "/jobs/7").await }
+    });
+    entered.wait().await;
+    let second = call(&app, Method::POST, "/jobs/7").await;
+    second.problem(423);
+    assert!(second.retry_after().unwrap() >= 1);
+    assert!(!second.body.contains("job:7"));
+    gate.open();
+    let first = within("the holder", first).await.unwrap();
+    assert_eq!(
+        (first.status, first.body.as_str()),
+        (StatusCode::OK, "job:7")
+    );
+    let other = within("another key", call(&app, Method::POST, "/jobs/8")).await;
+    assert_eq!(other.status, StatusCode::OK);
+    // Dropped with the handler: released in the background.
+    assert!(eventually_free(&n.redlock, "job:7", Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn locked_with_an_extension_and_without_any_redlock() {
+    let n = nodes(Duration::from_secs(10)).await;
+    async fn handler(lock: Locked<Job>) -> String {
+        let lock = lock.into_inner();
+        let key = lock.key().to_owned();
+        lock.release().await.unwrap();
+        key
+    }
+    let app: Router = Router::new()
+        .route("/jobs/{id}", post(handler))
+        .layer(Extension(n.redlock.clone()));
+    let reply = call(&app, Method::POST, "/jobs/1").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "job:1")
+    );
+    assert!(!is_held(&n.redlock, "job:1").await);
+
+    let bare: Router = Router::new().route("/jobs/{id}", post(handler));
+    let doc = call(&bare, Method::POST, "/jobs/1").await.problem(500);
+    assert!(doc["detail"].as_str().unwrap().contains("Redlock"), "{doc}");
+}
+
+#[tokio::test]
+async fn question_mark_on_lock_error() {
+    let n = nodes(Duration::from_secs(10)).await;
+    async fn settle(State(redlock): State<Redlock>) -> Result<&'static str, LockError> {
+        let lock = redlock.try_acquire("settlement").await?;
+        lock.release().await?;
+        Ok("settled")
+    }
+    let app = Router::new()
+        .route("/settle", post(settle))
+        .with_state(n.redlock.clone());
+    assert_eq!(call(&app, Method::POST, "/settle").await.body, "settled");
+    let held = n.redlock.try_acquire("settlement").await.unwrap();
+    let reply = call(&app, Method::POST, "/settle").await;
+    reply.problem(423);
+    assert!(reply.retry_after().unwrap() >= 1);
+    assert!(!reply.body.contains("settlement"));
+    held.release().await.unwrap();
+}

@@ -1,0 +1,11 @@
+#![cfg(all(feature = "testkit", feature = "axum"))]
+//! The Tower middleware and the Axum extractors, on real `redis-server` nodes.
+
+mod common;
+
+mod axum_extract;
+mod basic;
+mod extractors;
+mod faults;
+mod lifecycle;
+mod multi;
