@@ -81,14 +81,13 @@ async fn main() {
                     .body(Empty::<bytes::Bytes>::new())
                     .unwrap()
             };
-            let (r, d) = timed(async {
+            let ((), d) = timed(async {
                 c_bare.ready().await.unwrap();
                 let r = c_bare.send_request(req()).await.unwrap();
                 r.into_body().collect().await.unwrap();
             })
             .await;
             h_bare.push(d);
-            let _ = r;
             let (_, d) = timed(async {
                 redlock
                     .acquire(format!("cycle:{n}"))
@@ -100,7 +99,7 @@ async fn main() {
             })
             .await;
             s_lock2.push(d);
-            let (r, d) = timed(async {
+            let ((), d) = timed(async {
                 c_locked.ready().await.unwrap();
                 let r = c_locked.send_request(req()).await.unwrap();
                 assert_eq!(r.status(), 200);
@@ -108,7 +107,6 @@ async fn main() {
             })
             .await;
             h_locked.push(d);
-            let _ = r;
         }
     }
     report("middleware_http", &h_bare, &s_lock2, &h_locked);

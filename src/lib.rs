@@ -6,10 +6,10 @@
 //! - [`Redlock`]: a standalone engine. It takes a **quorum lease** (`N/2 + 1` of `N`
 //!   independent Redis masters), keeps it alive with a watchdog, tells you when it is lost,
 //!   and releases it — usable from any async code.
-//! - [`RedlockLayer`](layer::RedlockLayer): Tower middleware that derives a lock key from each
+//! - [`RedlockLayer`]: Tower middleware that derives a lock key from each
 //!   request, holds the lease while the inner service runs and answers `423 Locked` / `503`
 //!   with `Retry-After` when it cannot.
-//! - With the `axum` feature: [`HeldLock`] and [`Locked`](extract::Locked) extractors.
+//! - With the `axum` feature: [`HeldLock`] and `Locked<K>` extractors ([`extract`]).
 //!
 //! ```no_run
 //! use std::time::Duration;

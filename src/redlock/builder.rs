@@ -230,8 +230,9 @@ impl RedlockBuilder {
         Ok(self)
     }
 
-    /// Checks the configuration and creates the node pools. Does not fail when nodes are
-    /// down: connections are made on first use, each bounded by the node timeout.
+    /// Checks the configuration, creates the node pools and connects to every node
+    /// (concurrently, bounded by the node timeout). Does not fail when nodes are down: their
+    /// connections are made again on use, each bounded by the node timeout.
     pub async fn build(self) -> Result<Redlock, ConfigError> {
         let RedlockBuilder {
             nodes,
@@ -315,6 +316,9 @@ impl RedlockBuilder {
                 })
             })
             .collect::<Result<Box<[Node]>, _>>()?;
+        // Connect to every node at once (bounded by the node timeout), so that a burst of
+        // first requests does not queue behind connection set-up. Down nodes are fine.
+        futures_util::future::join_all(nodes.iter().map(Node::warm_up)).await;
         Ok(Redlock {
             shared: Arc::new(Shared {
                 nodes,

@@ -14,7 +14,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::node_url::NodeUrl;
-use super::scripts::Script;
+use super::scripts::{self, Script};
 
 /// Why a node did not answer usefully. Counts as a "no" vote.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +52,18 @@ impl bb8::ManageConnection for NodeManager {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(None);
-        let conn = self
+        let mut conn = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
+        // Load every script once per connection (a new connection after a node restart
+        // reloads them), so that EVALSHA does not need a NOSCRIPT round trip — which a
+        // cleanup sent to a frozen node would not get before its timeout.
+        let mut load = redis::pipe();
+        for script in scripts::ALL.iter() {
+            load.cmd("SCRIPT").arg("LOAD").arg(script.body);
+        }
+        load.query_async::<()>(&mut conn).await?;
         Ok(NodeConnection {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
@@ -79,6 +87,7 @@ pub(crate) struct Node {
     pub(crate) url: NodeUrl,
     pool: bb8::Pool<NodeManager>,
     current: RwLock<Option<Shared>>,
+    setup: tokio::sync::Mutex<()>,
     timeout: Duration,
 }
 
@@ -97,6 +106,7 @@ impl Node {
             url,
             pool,
             current: RwLock::new(None),
+            setup: tokio::sync::Mutex::new(()),
             timeout,
         })
     }
@@ -105,6 +115,18 @@ impl Node {
     /// calls pipeline over one socket and cost no checkout); when it breaks, a healthy one is
     /// checked out of the pool (which replaces broken ones) and becomes current.
     async fn connection(&self) -> Result<Shared, NodeError> {
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(current) = current.as_ref()
+                && !current.1.load(Ordering::Relaxed)
+            {
+                return Ok(current.clone());
+            }
+        }
+        // One caller at a time (FIFO) sets up the next connection and everyone uses it, so
+        // commands to a node keep the order they were issued in (a cleanup never overtakes
+        // the SET it undoes on another socket).
+        let _setup = self.setup.lock().await;
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
             if let Some(current) = current.as_ref()
@@ -127,6 +149,12 @@ impl Node {
             }
         }
         Err(NodeError::Pool("no healthy connection".to_owned()))
+    }
+
+    /// Makes the first connection (bounded by the node timeout); failures are left for the
+    /// first real call to report.
+    pub(crate) async fn warm_up(&self) {
+        let _ = tokio::time::timeout(self.timeout, self.connection()).await;
     }
 
     /// Runs a command, bounded by the node timeout (checkout included).

@@ -96,3 +96,7 @@ end
 return 1",
     )
 });
+
+/// Every script, for loading on connect.
+pub(crate) static ALL: LazyLock<[&'static Script; 4]> =
+    LazyLock::new(|| [&*ACQUIRE, &*EXTEND, &*RELEASE, &*FENCE_SYNC]);

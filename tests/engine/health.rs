@@ -115,7 +115,10 @@ async fn breaker_opens_fails_fast_and_closes() {
                 lock.release().await.unwrap();
                 true
             }
-            Err(_) => false,
+            Err(e) => {
+                eprintln!("probe: {e:?}");
+                false
+            }
         }
     })
     .await;
