@@ -11,7 +11,7 @@
 //!
 //! Nodes come from `REDLOCK_NODES` (comma-separated `redis://` URLs); when it is unset, five
 //! local `redis-server` processes are started (and stopped on exit). The server listens on
-//! `127.0.0.1:3000`, or `PORT` (`PORT=0` picks a free port). `QUICKSTART_SELF_TEST=1` sends
+//! `127.0.0.1:3000`, or `HOST`/`PORT` (`PORT=0` picks a free port). `QUICKSTART_SELF_TEST=1` sends
 //! two concurrent payments to itself and exits 0 if one got `200` and the other `423`.
 
 use std::net::SocketAddr;
@@ -98,7 +98,9 @@ async fn main() -> Result<(), Error> {
             .map_err(|_| format!("PORT={port} is not a port number"))?,
         Err(_) => 3000,
     };
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    // HOST=0.0.0.0 in containers (compose/), loopback otherwise.
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let listener = TcpListener::bind((host.as_str(), port)).await?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     println!("listening on {url}");
