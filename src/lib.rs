@@ -52,3 +52,8 @@ pub use redlock::{
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
+
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
