@@ -39,22 +39,27 @@ async fn main() {
     // 1. Uncontended cycle, one task; interleaved rounds so drift hits both alike.
     let (mut raw_s, mut lock_s, mut ping_s) =
         (Samples::default(), Samples::default(), Samples::default());
+    let (mut raw_set, mut raw_del, mut acq, mut rel) = (
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+    );
     for round in 0..ROUNDS {
         for i in 0..PER_ROUND {
             let key = format!("c:{round}:{i}");
-            let ((), d) = timed(raw.cycle(&format!("raw:{key}"), "token")).await;
-            raw_s.push(d);
-            let (_, d) = timed(async {
-                redlock
-                    .acquire(&key)
-                    .await
-                    .unwrap()
-                    .release()
-                    .await
-                    .unwrap()
-            })
-            .await;
-            lock_s.push(d);
+            let raw_key = format!("raw:{key}");
+            let ((), d1) = timed(raw.set_all(&raw_key, "token")).await;
+            let ((), d2) = timed(raw.del_all(&raw_key, "token")).await;
+            raw_set.push(d1);
+            raw_del.push(d2);
+            raw_s.push(d1 + d2);
+            let (lock, d1) = timed(redlock.acquire(&key)).await;
+            let (released, d2) = timed(lock.unwrap().release()).await;
+            released.unwrap();
+            acq.push(d1);
+            rel.push(d2);
+            lock_s.push(d1 + d2);
             let ((), d) = timed(raw.ping()).await;
             ping_s.push(d);
         }
@@ -82,6 +87,13 @@ async fn main() {
         "one RTT (PING ×5)",
         us(ping_s.p50()),
         us(ping_s.p99())
+    );
+    println!(
+        "   breakdown p50: raw SET×5 {:.1} + DEL×5 {:.1}; lock acquire {:.1} + release {:.1}",
+        us(raw_set.p50()),
+        us(raw_del.p50()),
+        us(acq.p50()),
+        us(rel.p50())
     );
     println!(
         "   ratio p50 lock/raw = {ratio:.3} (target ≤ 0.9: {})",
@@ -173,6 +185,40 @@ async fn main() {
             ("healthy_p50_us", us(healthy_p50)),
             ("stalled_p50_us", us(stalled.p50())),
             ("stalled_p99_us", us(stalled.p99())),
+            ("ratio_p50", ratio),
+        ],
+    );
+
+    // 1b. Nodes are rarely equally fast. One node 1 ms slower (fault proxy in front of all
+    // five, so both sides pay the proxy hop): the raw floor waits for it, a quorum does not.
+    let proxies = cluster.proxies().await.expect("fault proxies");
+    let proxied: Vec<String> = proxies.iter().map(|p| p.url()).collect();
+    proxies[4].set_latency(Duration::from_millis(1));
+    let raw_p = Raw::connect(&proxied).await;
+    let lock_p = common::redlock(&proxied).await;
+    let (mut raw_slow, mut lock_slow) = (Samples::default(), Samples::default());
+    for i in 0..(ROUNDS * PER_ROUND / 4) {
+        let key = format!("slow:{i}");
+        let ((), d) = timed(raw_p.cycle(&format!("raw:{key}"), "token")).await;
+        raw_slow.push(d);
+        let (lock, d1) = timed(lock_p.acquire(&key)).await;
+        let (released, d2) = timed(lock.unwrap().release()).await;
+        released.unwrap();
+        lock_slow.push(d1 + d2);
+    }
+    let ratio = lock_slow.p50().as_secs_f64() / raw_slow.p50().as_secs_f64();
+    println!("\n1b. one node of five 1 ms slower (all through a fault proxy)");
+    println!(
+        "   raw floor p50 {:.1} µs   tower-redlock p50 {:.1} µs   ratio {ratio:.3} (target ≤ 0.9: {})",
+        us(raw_slow.p50()),
+        us(lock_slow.p50()),
+        verdict(ratio <= 0.9)
+    );
+    json_line(
+        "uncontended_cycle_one_slow_node",
+        &[
+            ("raw_p50_us", us(raw_slow.p50())),
+            ("lock_p50_us", us(lock_slow.p50())),
             ("ratio_p50", ratio),
         ],
     );

@@ -55,6 +55,32 @@ fn quickstart_self_test() {
     );
 }
 
+/// With `EXAMPLE_SELF_TEST=1` the `handler_lock` server, on a free port, checks early
+/// release, `Locked<K>` (`200`/`423`/`400`), a job stopping on lease loss (`503`) and
+/// `acquire()?` in a handler (`200`/`423`), then stops.
+#[test]
+#[cfg(feature = "axum")]
+fn handler_lock_self_test() {
+    run_example(
+        "handler_lock",
+        &[("EXAMPLE_SELF_TEST", "1"), ("PORT", "0")],
+        "self-test passed",
+    );
+}
+
+/// With `EXAMPLE_SELF_TEST=1` the `observability` server, on a free port, pays twice
+/// concurrently (`200`, `423`), then checks `GET /health` and that `GET /metrics` counts both
+/// outcomes under `lock="pay"`, then stops.
+#[test]
+#[cfg(all(feature = "axum", feature = "metrics"))]
+fn observability_self_test() {
+    run_example(
+        "observability",
+        &[("EXAMPLE_SELF_TEST", "1"), ("PORT", "0")],
+        "self-test passed",
+    );
+}
+
 /// `target/<profile>/deps/examples-HASH` → `target/<profile>/examples/NAME`.
 fn example_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test binary");

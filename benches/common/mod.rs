@@ -68,6 +68,12 @@ impl Raw {
     /// The raw floor: parallel `SET NX PX` to all nodes, then parallel EVALSHA
     /// compare-and-DEL to all nodes, each waiting for every node.
     pub async fn cycle(&self, key: &str, token: &str) {
+        self.set_all(key, token).await;
+        self.del_all(key, token).await;
+    }
+
+    /// Parallel `SET NX PX` to every node, waiting for all.
+    pub async fn set_all(&self, key: &str, token: &str) {
         let sets = self.conns.iter().map(|c| {
             let mut c = c.clone();
             async move {
@@ -83,6 +89,10 @@ impl Raw {
             }
         });
         futures_util::future::join_all(sets).await;
+    }
+
+    /// Parallel EVALSHA compare-and-DEL to every node, waiting for all.
+    pub async fn del_all(&self, key: &str, token: &str) {
         let dels = self.conns.iter().map(|c| {
             let mut c = c.clone();
             async move {

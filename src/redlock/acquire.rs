@@ -324,7 +324,13 @@ async fn attempt(
     };
     // Equal to `now + validity`, without the time spent since computing it.
     let valid_until = start + options.ttl.saturating_sub(options.drift);
-    let stragglers = pending.fanout.take();
+    // The replies still on their way are read by the lease's watchdog task, so that those
+    // nodes take the lease too (more room for node failures while it is held). Whatever
+    // they say needs no cleanup: on each node's single connection they precede the release
+    // this lease will send.
+    let stragglers = pending.fanout.take().map(|mut fanout| {
+        Box::pin(async move { while fanout.next().await.is_some() {} }) as lease::Stragglers
+    });
     let lock = lease::HeldLock::start(
         shared.clone(),
         claim,
@@ -332,14 +338,13 @@ async fn attempt(
         fencing_token,
         start,
         valid_until,
+        stragglers,
     );
-    if let Some(stragglers) = stragglers {
-        lock.watch_late_replies(stragglers);
-    }
-    tracing::debug!(
-        nodes = yes,
-        validity_ms = validity.as_millis() as u64,
-        "lock acquired"
+    let span = tracing::Span::current();
+    span.record("nodes", yes);
+    span.record(
+        "validity_ms",
+        u64::try_from(validity.as_millis()).unwrap_or(u64::MAX),
     );
     Ok(lock)
 }

@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::acquire::{Vote, warn_node};
+use super::acquire::warn_node;
 use super::client::Shared;
 use super::error::LockError;
 use super::fanout::{Fanout, Reply};
@@ -24,6 +24,7 @@ use super::telemetry::{self, KeyHash};
 use super::token::Token;
 use super::validity;
 use super::watchdog;
+pub(crate) use super::watchdog::Stragglers;
 
 /// The keys and the token of one acquisition attempt.
 pub(crate) struct Claim {
@@ -378,6 +379,7 @@ impl HeldLock {
         fencing_token: Option<u64>,
         acquired_at: Instant,
         valid_until: Instant,
+        stragglers: Option<watchdog::Stragglers>,
     ) -> HeldLock {
         let drift_factor = shared.config.drift_factor;
         let core = Arc::new(LeaseCore {
@@ -396,7 +398,7 @@ impl HeldLock {
             turn: std::sync::Mutex::new(None),
         });
         core.set_valid_until(valid_until);
-        let watchdog = watchdog::spawn(core.clone());
+        let watchdog = watchdog::spawn(core.clone(), stragglers);
         HeldLock {
             inner: Arc::new(LeaseHandle { core, watchdog }),
         }
@@ -411,24 +413,6 @@ impl HeldLock {
 
     fn core(&self) -> &Arc<LeaseCore> {
         &self.inner.core
-    }
-
-    /// Keeps reading the acquire replies that had not landed when the attempt was decided:
-    /// a late yes after the lease ended is released on that node.
-    pub(crate) fn watch_late_replies<F>(&self, stragglers: Fanout<F>)
-    where
-        F: Future<Output = Reply<Vote>> + Send + 'static,
-    {
-        let core: Weak<LeaseCore> = Arc::downgrade(self.core());
-        let (shared, claim) = (self.core().shared.clone(), self.core().claim.clone());
-        stragglers.drain(move |(index, reply)| {
-            let ended = core
-                .upgrade()
-                .is_none_or(|core| core.state() == LeaseState::Released);
-            if ended && !matches!(reply, Ok(Vote::Held { .. })) {
-                spawn_release_on(&shared, &claim, index, None);
-            }
-        });
     }
 
     /// The (first) key this lease holds, as given by the caller (without the prefix).

@@ -1,5 +1,7 @@
 //! The watchdog: extends a lease every ~ttl/3 and declares it lost when it cannot.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +16,22 @@ fn retry_pause(ttl: Duration) -> Duration {
     (ttl / 20).clamp(Duration::from_millis(5), Duration::from_millis(500))
 }
 
-/// Starts the watchdog of a lease; the returned handle stops it.
-pub(crate) fn spawn(core: Arc<LeaseCore>) -> AbortHandle {
-    core.runtime.clone().spawn(run(core)).abort_handle()
+/// Work the watchdog's task also carries: reading the acquire replies still on their way,
+/// so that those nodes take the lease too (one task per lease instead of two).
+pub(crate) type Stragglers = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Starts the watchdog of a lease; the returned handle stops it (and the stragglers).
+pub(crate) fn spawn(core: Arc<LeaseCore>, stragglers: Option<Stragglers>) -> AbortHandle {
+    let runtime = core.runtime.clone();
+    let watch = run(core);
+    match stragglers {
+        Some(stragglers) => runtime
+            .spawn(async move {
+                futures_util::future::join(stragglers, watch).await;
+            })
+            .abort_handle(),
+        None => runtime.spawn(watch).abort_handle(),
+    }
 }
 
 async fn run(core: Arc<LeaseCore>) {
