@@ -233,12 +233,12 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
             lease::spawn_release_on(&self.shared, &self.claim, index, None);
         }
         let (shared, claim) = (self.shared.clone(), self.claim.clone());
-        fanout.drain(move |(index, reply)| {
+        self.shared.janitor.run(fanout.drain(move |(index, reply)| {
             // A late yes, or a failure that may hide one: release that node too.
             if !matches!(reply, Ok(Vote::Held { .. })) {
                 lease::spawn_release_on(&shared, &claim, index, None);
             }
-        });
+        }));
     }
 }
 
@@ -389,7 +389,7 @@ async fn sync_fence(
         }
         if ok >= shared.quorum {
             // The rest still get the write, in the background.
-            fanout.drain(|_| {});
+            shared.janitor.run(fanout.drain(|_| {}));
             return Ok(());
         }
         if failed > total - shared.quorum {

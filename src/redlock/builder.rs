@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::breaker::{Breaker, CircuitBreaker};
 use super::client::{Config, Redlock, Shared};
 use super::error::ConfigError;
+use super::janitor::Janitor;
 use super::node::Node;
 use super::node_url::{NodeUrl, redact};
 use super::retry::RetryPolicy;
@@ -337,6 +338,7 @@ impl RedlockBuilder {
                 no_label: Arc::from(""),
                 queues: Arc::default(),
                 wake,
+                janitor: Janitor::start(),
             }),
         })
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::breaker::Breaker;
 use super::builder::RedlockBuilder;
 use super::error::{ConfigError, LockError};
+use super::janitor::Janitor;
 use super::lease::HeldLock;
 use super::node::Node;
 use super::options::{LockOptions, Resolved};
@@ -40,6 +41,7 @@ pub(crate) struct Shared {
     pub(crate) no_label: Arc<str>,
     pub(crate) queues: Arc<LocalQueues>,
     pub(crate) wake: Arc<WakeHub>,
+    pub(crate) janitor: Janitor,
 }
 
 impl Shared {

@@ -73,18 +73,16 @@ where
         self.calls.len() + self.expired.len()
     }
 
-    /// Keeps reading the outstanding replies in the background, handing each to `on_reply`.
-    /// Bounded by the deadline, so the task ends by itself.
-    pub(crate) fn drain(mut self, mut on_reply: impl FnMut(Reply<T>) + Send + 'static) {
-        if self.pending() == 0 {
-            return;
-        }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                while let Some(reply) = self.next().await {
-                    on_reply(reply);
-                }
-            });
+    /// Reads the outstanding replies to their end (bounded by the deadline), handing each
+    /// to `on_reply`: run it in the background with [`Janitor::run`](super::janitor::Janitor::run).
+    pub(crate) fn drain(
+        mut self,
+        mut on_reply: impl FnMut(Reply<T>) + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            while let Some(reply) = self.next().await {
+                on_reply(reply);
+            }
         }
     }
 }

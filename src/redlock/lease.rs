@@ -209,7 +209,7 @@ impl LeaseCore {
                 break;
             }
         }
-        fanout.drain(|_| {});
+        shared.janitor.run(fanout.drain(|_| {}));
         if ok >= shared.quorum {
             let Some(validity) = validity::validity(ttl, Duration::ZERO, drift) else {
                 return Err(LockError::Expired);
@@ -270,7 +270,7 @@ impl LeaseCore {
             }
         }
         // Stragglers still get their delete, without the caller waiting for them.
-        fanout.drain(|_| {});
+        self.shared.janitor.run(fanout.drain(|_| {}));
         if released > 0 {
             Ok(ReleaseOutcome::Released)
         } else if foreign > 0 {
@@ -320,8 +320,11 @@ pub(crate) fn spawn_release_on(
         shared.config.node_timeout,
         release_on(shared.clone(), claim.clone(), index),
     );
-    if let Some(handle) = handle.cloned().or_else(|| Handle::try_current().ok()) {
-        handle.spawn(task);
+    match handle {
+        Some(handle) => drop(handle.spawn(task)),
+        None => shared.janitor.run(async move {
+            let _ = task.await;
+        }),
     }
 }
 

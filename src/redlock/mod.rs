@@ -14,6 +14,7 @@ mod client;
 mod error;
 mod fanout;
 pub(crate) mod health;
+mod janitor;
 mod keys;
 mod lease;
 mod node;
