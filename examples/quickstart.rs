@@ -1,7 +1,7 @@
 //! Quickstart: an axum service whose payments are locked per order.
 //!
 //! ```text
-//! cargo run --example quickstart --features testkit
+//! cargo run --example quickstart
 //! ```
 //!
 //! - `POST /orders/{id}/pay`: one payment per order at a time (across every instance that
@@ -22,7 +22,13 @@ use axum::extract::Path;
 use axum::routing::{get, post};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tower_redlock::testkit::LocalCluster;
+// The test kit's source, compiled into the example so that the plain
+// `cargo run --example quickstart` works without enabling the `testkit` feature.
+#[allow(dead_code, unused_imports, missing_docs)]
+#[path = "../src/testkit/mod.rs"]
+mod testkit;
+
+use testkit::LocalCluster;
 use tower_redlock::{HeldLock, Redlock, RedlockLayer, key};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
