@@ -101,27 +101,25 @@ impl fmt::Debug for NodeUrl {
 
 /// Replaces the password of a URL-like string with `***`, even when the URL is malformed.
 ///
-/// Everything between `://` and the last `@` of the authority is user info; its part after
-/// the first `:` is the password. Without `://`, an `@` still hides everything before it.
+/// Everything between `://` and the **last** `@` counts as user info — even if it holds a
+/// `/`, `?` or `#` that a strict parser would not accept there — so a password is hidden in
+/// every shape; its part after the first `:` is the password. Without `://`, an `@` still
+/// hides everything before it.
 pub(crate) fn redact(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (Some(s), r),
         None => (None, url),
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let redacted_authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None if scheme.is_none() => format!("***@{host}"),
-            // `redis://password@host` is how some tools spell a password-only URL.
-            None => format!("***@{host}"),
-        },
-        None => authority.to_owned(),
+    let Some((userinfo, host_and_tail)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let hidden = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None => "***".to_owned(),
     };
     match scheme {
-        Some(s) => format!("{s}://{redacted_authority}{tail}"),
-        None => format!("{redacted_authority}{tail}"),
+        Some(s) => format!("{s}://{hidden}@{host_and_tail}"),
+        None => format!("{hidden}@{host_and_tail}"),
     }
 }
 
@@ -138,6 +136,9 @@ mod tests {
         assert_eq!(redact("garbage:pw@host"), "garbage:***@host");
         assert_eq!(redact("pw@host"), "***@host");
         assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact("redis://u:pa/ss@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis://u:p?a#s@h"), "redis://u:***@h");
+        assert_eq!(redact("redis://h:1/0#x@y"), "redis://h:***@y");
     }
 
     #[test]
