@@ -1,0 +1,397 @@
+//! Redis ACLs: a user that may only touch the lock prefix, with the minimal command set.
+//!
+//! The nodes get a user `locker` whose keys are limited to `~app:*`, channels to `&app:*`,
+//! and commands to [`COMMANDS`]. The engine connects as
+//! `redis://locker:<password>@127.0.0.1:PORT` with `key_prefix("app:")`. Every feature works
+//! (health, acquire, contention, extend, release, fencing, wake-on-release); another prefix
+//! or a wrong password fails with `Unavailable`, never a panic; and the password shows up in
+//! no `Debug`/`Display` text, error or log line.
+
+use std::fmt::Write as _;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tokio::time::Instant;
+use tower_redlock::testkit::{ClusterOptions, LocalCluster};
+use tower_redlock::{LockError, LockOptions, Redlock, ReleaseOutcome, RetryPolicy};
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::support::eventually;
+
+const USER: &str = "locker";
+const PASSWORD: &str = "s3cret-Pa55-acl-7Qx";
+const WRONG_PASSWORD: &str = "wr0ng-Pa55-acl-9Kz";
+const PREFIX: &str = "app:";
+
+/// The minimal command set of the lock user (what the README documents).
+///
+/// `SCRIPT LOAD` (every script is loaded when a connection is made), `SET`/`PTTL`
+/// (single-key acquire, pipelined), `EVALSHA` (scripts: acquire with fencing or several
+/// keys, extend, release, fencing write-back) and `EVAL` (the fallback when a node answers
+/// `NOSCRIPT`, e.g. after `SCRIPT FLUSH`); the scripts call `EXISTS`, `PTTL`, `SET`, `INCR`,
+/// `GET`, `PEXPIRE`, `DEL` and `PUBLISH`, which ACLs check too; `SUBSCRIBE`/`UNSUBSCRIBE`
+/// (wake-on-release), `PING`/`INFO` (health).
+pub const COMMANDS: &[&str] = &[
+    "script|load",
+    "set",
+    "get",
+    "del",
+    "exists",
+    "pttl",
+    "pexpire",
+    "incr",
+    "publish",
+    "subscribe",
+    "unsubscribe",
+    "eval",
+    "evalsha",
+    "ping",
+    "info",
+];
+
+/// `redis-server` arguments that create the lock user with `commands`.
+fn acl_args(commands: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["--user", USER, "on", &format!(">{PASSWORD}")]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    args.push(format!("~{PREFIX}*"));
+    args.push(format!("&{PREFIX}*"));
+    args.extend(commands.iter().map(|c| format!("+{c}")));
+    args
+}
+
+async fn acl_cluster(n: usize, commands: &[&str]) -> LocalCluster {
+    LocalCluster::start_with(n, ClusterOptions::new().args(acl_args(commands)))
+        .await
+        .expect("start redis-server nodes with an ACL user")
+}
+
+fn urls(cluster: &LocalCluster, password: &str) -> Vec<String> {
+    (0..cluster.len())
+        .map(|i| format!("redis://{USER}:{password}@127.0.0.1:{}", cluster.port(i)))
+        .collect()
+}
+
+async fn engine(cluster: &LocalCluster, password: &str, prefix: &str) -> Redlock {
+    Redlock::builder()
+        .nodes(urls(cluster, password))
+        .key_prefix(prefix)
+        .ttl(Duration::from_secs(10))
+        .node_timeout(Duration::from_millis(300))
+        .retry(RetryPolicy::none())
+        .no_circuit_breaker()
+        .build()
+        .await
+        .expect("build")
+}
+
+/// Subscribers of `channel` on every node, asked as the (unrestricted) default user.
+async fn subscribers(cluster: &LocalCluster, channel: &str) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for i in 0..cluster.len() {
+        let mut conn = redis::Client::open(cluster.url(i))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let reply: (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        counts.push(reply.1);
+    }
+    counts
+}
+
+/// Runs every engine feature as the lock user; `texts` collects every `Debug`/`Display`
+/// text produced on the way. `Err` says which feature failed.
+async fn exercise(
+    cluster: &LocalCluster,
+    redlock: &Redlock,
+    texts: &mut Vec<String>,
+) -> Result<(), String> {
+    let other = engine(cluster, PASSWORD, PREFIX).await;
+    texts.push(format!("{redlock:?}"));
+
+    // Health: PING, INFO, and a test lock.
+    let report = redlock.health().await;
+    texts.push(format!("{report:?}"));
+    if !report.is_healthy() {
+        return Err(format!("health (PING/test lock): {report:?}"));
+    }
+    if report.nodes.iter().any(|n| n.redis_version.is_none()) {
+        return Err("health: INFO refused".to_owned());
+    }
+
+    // Single key, no fencing: SET NX PX + PTTL; extend and release are scripts.
+    let lock = redlock
+        .try_acquire("plain")
+        .await
+        .map_err(|e| format!("acquire: {e}"))?;
+    texts.push(format!("{lock:?}"));
+    lock.extend(Duration::from_secs(10))
+        .await
+        .map_err(|e| format!("extend: {e}"))?;
+    match lock.release().await {
+        Ok(ReleaseOutcome::Released) => {}
+        other => return Err(format!("release: {other:?}")),
+    }
+
+    // The nodes forget the scripts (SCRIPT FLUSH, as the default user): EVALSHA answers
+    // NOSCRIPT and the engine falls back to EVAL on the same connection.
+    for i in 0..cluster.len() {
+        let mut conn = redis::Client::open(cluster.url(i))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+    let lock = redlock
+        .acquire_with("flushed", LockOptions::new().fencing(true))
+        .await
+        .map_err(|e| format!("acquire after SCRIPT FLUSH: {e}"))?;
+    lock.release()
+        .await
+        .map_err(|e| format!("release after SCRIPT FLUSH: {e}"))?;
+
+    // Contention: the holder's remaining time comes from PTTL.
+    let held = other
+        .try_acquire("busy")
+        .await
+        .map_err(|e| format!("acquire (other): {e}"))?;
+    match redlock.try_acquire("busy").await {
+        Err(LockError::Contended { retry_after }) if retry_after > Duration::from_secs(5) => {}
+        other => return Err(format!("contention: {other:?}")),
+    }
+    held.release()
+        .await
+        .map_err(|e| format!("release (other): {e}"))?;
+
+    // Fencing: the acquire script INCRs the counters, the write-back GETs and SETs them.
+    let fenced = LockOptions::new().fencing(true);
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let lock = redlock
+            .acquire_with("fenced", fenced.clone())
+            .await
+            .map_err(|e| format!("acquire with fencing: {e}"))?;
+        tokens.push(lock.fencing_token().ok_or("no fencing token")?);
+        lock.release()
+            .await
+            .map_err(|e| format!("release with fencing: {e}"))?;
+    }
+    if tokens[1] <= tokens[0] {
+        return Err(format!("fencing tokens did not increase: {tokens:?}"));
+    }
+
+    // Wake-on-release across engines: the waiter's fallback timer is 2 s, so a wake-up
+    // well before that came from the release message (PUBLISH → SUBSCRIBE).
+    let held = other
+        .try_acquire("wake")
+        .await
+        .map_err(|e| format!("acquire (wake holder): {e}"))?;
+    let waiter = redlock.clone();
+    let policy = RetryPolicy::default()
+        .base_delay(Duration::from_secs(2))
+        .max_delay(Duration::from_secs(2))
+        .jitter(0.0)
+        .deadline(Duration::from_secs(5));
+    let wait = tokio::spawn(async move {
+        waiter
+            .acquire_with("wake", LockOptions::new().retry(policy))
+            .await
+    });
+    let channel = format!("{PREFIX}released:wake");
+    let subscribed = eventually(Duration::from_secs(1), || async {
+        subscribers(cluster, &channel).await.iter().all(|&n| n > 0)
+    })
+    .await;
+    if !subscribed {
+        wait.abort();
+        return Err("the waiter never subscribed (SUBSCRIBE refused?)".to_owned());
+    }
+    let released = Instant::now();
+    held.release()
+        .await
+        .map_err(|e| format!("release (wake holder): {e}"))?;
+    let lock = tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .map_err(|_| "waiter hung".to_owned())?
+        .map_err(|e| format!("waiter task: {e}"))?
+        .map_err(|e| format!("waiter: {e}"))?;
+    let woken_after = released.elapsed();
+    lock.release()
+        .await
+        .map_err(|e| format!("release (waiter): {e}"))?;
+    if woken_after >= Duration::from_millis(1500) {
+        return Err(format!(
+            "the waiter was not woken by the release ({woken_after:?}): PUBLISH refused?"
+        ));
+    }
+    // Nobody waits any more: the subscription goes away (UNSUBSCRIBE, in the background).
+    let unsubscribed = eventually(Duration::from_secs(2), || async {
+        subscribers(cluster, &channel).await.iter().all(|&n| n == 0)
+    })
+    .await;
+    if !unsubscribed {
+        return Err("the subscription stayed after the wait (UNSUBSCRIBE refused?)".to_owned());
+    }
+    Ok(())
+}
+
+/// A `MakeWriter` into a shared buffer, to capture log output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn assert_no_secret(texts: &[String]) {
+    for text in texts {
+        for secret in [PASSWORD, WRONG_PASSWORD] {
+            assert!(!text.contains(secret), "a password leaked into: {text}");
+        }
+    }
+}
+
+// Current-thread runtime: every task runs on this thread, under the capturing subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn lock_user_restricted_to_the_prefix_works_and_nothing_leaks_the_password() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let cluster = acl_cluster(3, COMMANDS).await;
+    let mut texts = Vec::new();
+
+    // Every feature works for the restricted user.
+    let redlock = engine(&cluster, PASSWORD, PREFIX).await;
+    exercise(&cluster, &redlock, &mut texts)
+        .await
+        .unwrap_or_else(|e| panic!("with the minimal command set: {e}"));
+
+    // The user really is restricted: as it, keys outside the prefix are refused.
+    let mut conn = redis::Client::open(urls(&cluster, PASSWORD)[0].as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let err = conn
+        .set::<_, _, ()>("elsewhere:x", "1")
+        .await
+        .expect_err("a key outside the prefix must be refused");
+    assert_eq!(err.code(), Some("NOPERM"), "{err}");
+    conn.set::<_, _, ()>(format!("{PREFIX}x"), "1")
+        .await
+        .unwrap();
+
+    // Another prefix: every node says NOPERM, which is a "no" vote: Unavailable.
+    let outside = engine(&cluster, PASSWORD, "other:").await;
+    texts.push(format!("{outside:?}"));
+    for fencing in [false, true] {
+        let err = outside
+            .acquire_with("k", LockOptions::new().fencing(fencing))
+            .await
+            .unwrap_err();
+        texts.push(format!("{err} {err:?}"));
+        assert!(
+            matches!(err, LockError::Unavailable { reachable: 0, .. }),
+            "{err:?}"
+        );
+    }
+    let report = outside.health().await;
+    texts.push(format!("{report:?}"));
+    assert!(!report.test_lock_ok && !report.is_healthy(), "{report:?}");
+
+    // A wrong password: Unavailable too, and the wrong password is not echoed either.
+    let wrong = engine(&cluster, WRONG_PASSWORD, PREFIX).await;
+    texts.push(format!("{wrong:?}"));
+    let err = wrong.try_acquire("k").await.unwrap_err();
+    texts.push(format!("{err} {err:?}"));
+    assert!(err.is_unavailable(), "{err:?}");
+    let report = wrong.health().await;
+    texts.push(format!("{report:?}"));
+    assert!(!report.is_healthy());
+
+    // The URLs, parsed or not.
+    for url in urls(&cluster, PASSWORD) {
+        let parsed = tower_redlock::NodeUrl::parse(&url).unwrap();
+        texts.push(format!("{parsed} {parsed:?}"));
+        let builder = Redlock::builder().node(url);
+        texts.push(format!("{builder:?}"));
+    }
+
+    assert_no_secret(&texts);
+    let logged = logs.text();
+    assert_no_secret(std::slice::from_ref(&logged));
+    // The failures were logged, with the URL redacted.
+    assert!(
+        logged.contains(&format!("{USER}:***@127.0.0.1")),
+        "expected redacted node URLs in the log:\n{logged}"
+    );
+}
+
+/// Removing any one command from [`COMMANDS`] breaks a feature: the set is minimal (for
+/// what the engine does today). One single-node cluster per command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_of_the_minimal_set_is_needed() {
+    let mut report = String::new();
+    let mut unneeded = Vec::new();
+    for omitted in COMMANDS {
+        let commands: Vec<&str> = COMMANDS.iter().copied().filter(|c| c != omitted).collect();
+        let cluster = acl_cluster(1, &commands).await;
+        let redlock = engine(&cluster, PASSWORD, PREFIX).await;
+        let mut texts = Vec::new();
+        match exercise(&cluster, &redlock, &mut texts).await {
+            Ok(()) => unneeded.push(*omitted),
+            Err(e) => {
+                let _ = writeln!(report, "without {omitted}: {e}");
+            }
+        }
+        assert_no_secret(&texts);
+    }
+    assert!(
+        unneeded.is_empty(),
+        "not needed: {unneeded:?}\nneeded:\n{report}"
+    );
+    println!("{report}");
+}

@@ -1,0 +1,91 @@
+//! A holder process killed with `SIGKILL` (no release, no cleanup): its lease stops being
+//! extended and the next holder gets the key within one ttl.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_redlock::testkit::LocalCluster;
+use tower_redlock::{LockOptions, RetryPolicy};
+
+use crate::support::*;
+
+const NODES_VAR: &str = "TOWER_REDLOCK_HOLDER_NODES";
+const TTL: Duration = Duration::from_secs(1);
+/// Scheduling slack on a loaded machine: only a "no hang" bound.
+const SLACK: Duration = Duration::from_secs(1);
+
+/// Child mode: holds "crash" with a 1 s ttl (auto-extended), prints `ACQUIRED`, then
+/// `EXTENDED` once the watchdog has extended it, then waits to be killed (30 s at most, or
+/// until the parent closes our stdin). Does nothing unless started by the test below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper, run in a child process"]
+async fn holder_process_helper() {
+    let Ok(nodes) = std::env::var(NODES_VAR) else {
+        return;
+    };
+    exit_when_parent_goes();
+    let redlock = builder(nodes.split(',').map(str::to_owned).collect())
+        .ttl(TTL)
+        .build()
+        .await
+        .unwrap();
+    let lock = redlock
+        .acquire_with(
+            "crash",
+            LockOptions::new().retry(RetryPolicy::until(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    println!("ACQUIRED pid={}", std::process::id());
+    let first = lock.valid_until();
+    let extended = eventually(Duration::from_secs(5), || async {
+        lock.valid_until() > first
+    })
+    .await;
+    assert!(extended, "the watchdog never extended the lease");
+    println!("EXTENDED");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    drop(lock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_holder_blocks_the_key_for_at_most_one_ttl() {
+    let cluster = LocalCluster::start(5).await.unwrap();
+    let redlock = builder(cluster.urls()).ttl(TTL).build().await.unwrap();
+    let mut child = ChildProcess::spawn_helper(
+        "crash::holder_process_helper",
+        &[(NODES_VAR, cluster.urls().join(","))],
+    );
+    let line = child
+        .wait_for_line("ACQUIRED", Duration::from_secs(60))
+        .await;
+    assert_eq!(line, format!("ACQUIRED pid={}", child.pid()));
+    child
+        .wait_for_line("EXTENDED", Duration::from_secs(10))
+        .await;
+    // The child holds the key, alive and extending: we cannot take it.
+    assert!(
+        redlock
+            .try_acquire("crash")
+            .await
+            .unwrap_err()
+            .is_contended()
+    );
+
+    child.kill().await;
+    let killed = Instant::now();
+    let lock = redlock
+        .acquire_with(
+            "crash",
+            LockOptions::new().retry(retry_for(TTL + 3 * SLACK)),
+        )
+        .await
+        .expect("the key is free once the dead holder's lease runs out");
+    let waited = killed.elapsed();
+    assert!(lock.is_held());
+    assert!(
+        waited < TTL + SLACK,
+        "waited {waited:?} for a dead holder's lease of {TTL:?}"
+    );
+    lock.release().await.unwrap();
+}

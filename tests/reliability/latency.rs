@@ -1,0 +1,119 @@
+//! Slow nodes: a slow minority does not stop acquisition, and the time spent acquiring is
+//! taken off the validity — measured from before the first request was sent.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::support::*;
+
+const LATENCY: Duration = Duration::from_millis(50);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_minority_still_acquires_and_validity_is_reduced() {
+    let env = Proxied::start(5).await;
+    // Each direction is delayed: a request/reply round trip to these nodes is ≥ 100 ms.
+    env.proxies[0].set_latency(LATENCY);
+    env.proxies[1].set_latency(LATENCY);
+    let ttl = Duration::from_secs(2);
+    let drift = default_drift(ttl);
+    let redlock = builder(env.urls())
+        .ttl(ttl)
+        .drift_factor(0.01)
+        .node_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    // The first round also connects (through the slow proxies too); later rounds reuse.
+    for round in 0..3 {
+        let key = format!("slow-minority-{round}");
+        let before = Instant::now();
+        let lock = redlock.try_acquire(&key).await.unwrap();
+        let took = before.elapsed();
+        let remaining = lock.remaining();
+        // remaining = valid_until − now ≤ (before + ttl − drift) − (before + took)
+        // (1 ms for float rounding in the drift).
+        assert!(
+            remaining + took <= ttl - drift + Duration::from_millis(1),
+            "round {round}: remaining {remaining:?} + acquire time {took:?} > ttl − drift {:?}",
+            ttl - drift
+        );
+        assert!(
+            remaining > ttl / 2,
+            "round {round}: {remaining:?} left of {ttl:?}"
+        );
+        assert!(lock.is_held());
+        // The slow nodes got the request too (the key lands there a little later).
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                holders(&env.cluster, &key).await == 5
+            })
+            .await,
+            "round {round}: the slow nodes never received the lock"
+        );
+        lock.release().await.unwrap();
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                holders(&env.cluster, &key).await == 0
+            })
+            .await,
+            "round {round}: release did not reach every node"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validity_counts_from_before_the_first_request() {
+    let env = Proxied::start(5).await;
+    let ttl = Duration::from_secs(2);
+    let drift = default_drift(ttl);
+    let redlock = builder(env.urls())
+        .ttl(ttl)
+        .drift_factor(0.01)
+        .node_timeout(Duration::from_millis(800))
+        .build()
+        .await
+        .unwrap();
+    // Connect first, without latency, so the measured attempt is one round trip.
+    redlock
+        .try_acquire("warm")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    for proxy in &env.proxies {
+        proxy.set_latency(LATENCY);
+    }
+    for round in 0..3 {
+        let key = format!("all-slow-{round}");
+        let before = Instant::now();
+        let lock = redlock.try_acquire(&key).await.unwrap();
+        let after = Instant::now();
+        let valid_until = lock.valid_until();
+        let remaining = lock.remaining();
+        // Every reply took at least one delayed request and one delayed reply.
+        assert!(
+            after - before >= 2 * LATENCY,
+            "round {round}: acquired in {:?}",
+            after - before
+        );
+        // Counting from the replies would give ≈ after + ttl − drift.
+        assert!(
+            remaining <= ttl - 2 * LATENCY - drift + Duration::from_millis(1),
+            "round {round}: remaining {remaining:?} > ttl − 2×latency − drift = {:?}",
+            ttl - 2 * LATENCY - drift
+        );
+        assert!(
+            valid_until + 2 * LATENCY <= after + ttl - drift + Duration::from_millis(1),
+            "round {round}: validity ends {:?} after the call returned",
+            valid_until - after
+        );
+        // ... and the clock started no earlier than the call (1 ms for float rounding).
+        assert!(
+            valid_until + Duration::from_millis(1) >= before + ttl - drift,
+            "round {round}: validity shorter than ttl − drift from the call"
+        );
+        lock.release().await.unwrap();
+    }
+}
