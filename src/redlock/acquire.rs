@@ -59,7 +59,11 @@ async fn retry_loop(
 ) -> Result<HeldLock, LockError> {
     let first = Instant::now();
     let waits = options.retry.max_attempts() > 1;
-    let deadline = options.retry.overall_deadline().map(|d| first + d);
+    // A deadline too far to represent is no deadline.
+    let deadline = options
+        .retry
+        .overall_deadline()
+        .and_then(|d| first.checked_add(d));
     let mut turn = None;
     let mut interest: Option<Interest> = None;
     let mut finished = 0u32;

@@ -39,7 +39,9 @@ async fn run(core: Arc<LeaseCore>) {
     let mut renewed_at = core.acquired_at;
     loop {
         let valid_until = core.valid_until();
-        let hold_limit = core.max_hold.map(|limit| core.acquired_at + limit);
+        let hold_limit = core
+            .max_hold
+            .and_then(|limit| core.acquired_at.checked_add(limit));
         let next = renewed_at + core.ttl / 3;
         let extending = core.auto_extend && hold_limit.is_none_or(|limit| next < limit);
         let wake = if extending {
