@@ -404,7 +404,9 @@ async fn sync_fence(
 }
 
 /// Logs a node failure with the node's index and redacted URL.
-pub(crate) fn warn_node(shared: &Shared, index: usize, op: &'static str, error: &NodeError) {
+/// After a timeout, the node's connection is probed in the background (see
+/// [`Node::probe`](super::node::Node::probe)).
+pub(crate) fn warn_node(shared: &Arc<Shared>, index: usize, op: &'static str, error: &NodeError) {
     tracing::warn!(
         node = index,
         url = %shared.nodes[index].url,
@@ -412,4 +414,10 @@ pub(crate) fn warn_node(shared: &Shared, index: usize, op: &'static str, error: 
         %error,
         "Redlock node did not answer"
     );
+    if matches!(error, NodeError::Timeout(_)) {
+        let probing = shared.clone();
+        shared
+            .janitor
+            .run(async move { probing.nodes[index].probe().await });
+    }
 }

@@ -103,14 +103,15 @@ impl LeaseCore {
             let held = *s == LeaseState::Held;
             if held {
                 *s = LeaseState::Lost;
+                // Counted before anyone waiting on `lost()` is woken.
+                telemetry::lost(&self.label);
+                telemetry::hold(&self.label, self.acquired_at.elapsed());
             }
             held
         });
         if changed {
             self.take_turn();
             tracing::warn!(key = %KeyHash::of(&self.claim.keys.user), "Redlock lease lost");
-            telemetry::lost(&self.label);
-            telemetry::hold(&self.label, self.acquired_at.elapsed());
         }
         changed
     }
@@ -252,7 +253,7 @@ impl LeaseCore {
         let total = self.shared.total();
         let quorum = self.shared.quorum;
         let mut fanout = Fanout::new(total, self.shared.config.node_timeout, |index| {
-            release_on(self.shared.clone(), self.claim.clone(), index)
+            release_on(self.shared.clone(), self.claim.clone(), index, true)
         });
         let (mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0);
         while let Some((index, reply)) = fanout.next().await {
@@ -284,13 +285,19 @@ impl LeaseCore {
 }
 
 /// The per-node release call.
-async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Reply<i64> {
+async fn release_on(
+    shared: Arc<Shared>,
+    claim: Arc<Claim>,
+    index: usize,
+    announce: bool,
+) -> Reply<i64> {
     let keys = &claim.keys;
     let reply = shared.nodes[index]
         .eval(&RELEASE, keys.lock_and_channel.len(), |cmd| {
             cmd.arg(&*keys.lock_and_channel)
                 .arg(claim.token.as_bytes())
-                .arg(keys.len());
+                .arg(keys.len())
+                .arg(if announce { "1" } else { "0" });
         })
         .await
         .and_then(|v| int(&v));
@@ -301,7 +308,7 @@ async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Rep
 pub(crate) async fn release_now(shared: &Arc<Shared>, claim: &Arc<Claim>, nodes: &[usize]) {
     let calls = nodes
         .iter()
-        .map(|&index| release_on(shared.clone(), claim.clone(), index));
+        .map(|&index| release_on(shared.clone(), claim.clone(), index, false));
     let _ = tokio::time::timeout(
         shared.config.node_timeout,
         futures_util::future::join_all(calls),
@@ -318,7 +325,7 @@ pub(crate) fn spawn_release_on(
 ) {
     let task = tokio::time::timeout(
         shared.config.node_timeout,
-        release_on(shared.clone(), claim.clone(), index),
+        release_on(shared.clone(), claim.clone(), index, false),
     );
     match handle {
         Some(handle) => drop(handle.spawn(task)),

@@ -23,8 +23,6 @@ pub(crate) enum NodeError {
     Timeout(Duration),
     #[error("{0}")]
     Redis(#[from] RedisError),
-    #[error("connection pool: {0}")]
-    Pool(String),
     #[error("unexpected reply: {0}")]
     Reply(&'static str),
 }
@@ -88,6 +86,7 @@ pub(crate) struct Node {
     pool: bb8::Pool<NodeManager>,
     current: RwLock<Option<Shared>>,
     setup: tokio::sync::Mutex<()>,
+    probing: AtomicBool,
     timeout: Duration,
 }
 
@@ -107,6 +106,7 @@ impl Node {
             pool,
             current: RwLock::new(None),
             setup: tokio::sync::Mutex::new(()),
+            probing: AtomicBool::new(false),
             timeout,
         })
     }
@@ -135,20 +135,41 @@ impl Node {
                 return Ok(current.clone());
             }
         }
-        // A broken connection goes back to the pool, which drops it; then try once more.
-        for _ in 0..2 {
-            let pooled = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| NodeError::Pool(e.to_string()))?;
-            if !pooled.broken.load(Ordering::Relaxed) {
-                let fresh = (pooled.conn.clone(), pooled.broken.clone());
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
-                return Ok(fresh);
+        // Made by the pool's manager (connect timeout, scripts loaded). `dedicated_connection`
+        // reports a refused connection at once, where a pool checkout would wait out its
+        // whole timeout before giving up on a down node.
+        let fresh = self
+            .pool
+            .dedicated_connection()
+            .await
+            .map_err(NodeError::Redis)?;
+        let fresh = (fresh.conn, fresh.broken);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// After a call timed out: asks the current connection for a `PING` (queued behind the
+    /// timed-out command, so command order is kept) and marks it broken when no answer comes
+    /// within the node timeout — a partition or a half-open socket would otherwise keep a dead
+    /// connection in use until the OS gives up on it. One probe per node at a time.
+    pub(crate) async fn probe(&self) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((mut conn, broken)) = current {
+            let ping = redis::cmd("PING");
+            let answered =
+                tokio::time::timeout(self.timeout, ping.query_async::<()>(&mut conn)).await;
+            if !matches!(answered, Ok(Ok(()))) {
+                broken.store(true, Ordering::Relaxed);
             }
         }
-        Err(NodeError::Pool("no healthy connection".to_owned()))
+        self.probing.store(false, Ordering::Release);
     }
 
     /// Makes the first connection (bounded by the node timeout); failures are left for the
@@ -173,10 +194,16 @@ impl Node {
     /// Runs a pipeline (one round trip). Not bounded here: callers run it inside a
     /// [`Fanout`](super::fanout::Fanout), whose one deadline bounds every node.
     pub(crate) async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, NodeError> {
-        let (mut conn, broken) = self.connection().await?;
-        pipe.query_async::<Vec<Value>>(&mut conn)
-            .await
-            .map_err(|e| mark_if_broken(e, &broken))
+        let mut tries = 0;
+        loop {
+            let (mut conn, broken) = self.connection().await?;
+            match pipe.query_async::<Vec<Value>>(&mut conn).await {
+                Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
+                    mark_if_broken(e, &broken);
+                }
+                other => return other.map_err(|e| mark_if_broken(e, &broken)),
+            }
+        }
     }
 
     /// Runs a script by SHA, loading it with `EVAL` when the node does not know it (after a
@@ -189,21 +216,38 @@ impl Node {
         key_count: usize,
         args: impl Fn(&mut Cmd),
     ) -> Result<Value, NodeError> {
-        let (mut conn, broken) = self.connection().await?;
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&script.sha).arg(key_count);
-        args(&mut cmd);
-        match cmd.query_async::<Value>(&mut conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(script.body).arg(key_count);
-                args(&mut cmd);
-                cmd.query_async::<Value>(&mut conn).await
+        let mut tries = 0;
+        loop {
+            let (mut conn, broken) = self.connection().await?;
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&script.sha).arg(key_count);
+            args(&mut cmd);
+            let result = match cmd.query_async::<Value>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(script.body).arg(key_count);
+                    args(&mut cmd);
+                    cmd.query_async::<Value>(&mut conn).await
+                }
+                other => other,
+            };
+            match result {
+                Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
+                    mark_if_broken(e, &broken);
+                }
+                other => return other.map_err(|e| mark_if_broken(e, &broken)),
             }
-            other => other,
         }
-        .map_err(|e| mark_if_broken(e, &broken))
     }
+}
+
+/// A connection found dead when used (e.g. the node restarted) is replaced and the call
+/// retried once on the new one, so the first call after a restart does not fail needlessly.
+/// Safe for every script here: a request that never reached the node is simply sent; one
+/// that ran on a node that then died ran on state that died with it.
+fn retry_on_fresh_connection(err: &RedisError, tries: &mut u32) -> bool {
+    *tries += 1;
+    *tries == 1 && err.is_connection_dropped()
 }
 
 fn mark_if_broken(err: RedisError, broken: &AtomicBool) -> NodeError {

@@ -61,8 +61,10 @@ return 1",
     )
 });
 
-/// Release: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels; `ARGV = [token, n]`.
-/// Deletes the keys that hold our token and announces each release on its channel.
+/// Release: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels;
+/// `ARGV = [token, n, announce]`. Deletes the keys that hold our token and, when `announce`
+/// is `1`, announces each release on its channel (cleanups of failed attempts do not: waking
+/// every waiter for a lock nobody held only makes contenders collide again).
 /// Returns 1 (released something), 0 (nothing there: expired) or -1 (held by another token).
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -72,7 +74,7 @@ for i = 1, n do
   local v = redis.call('GET', KEYS[i])
   if v == ARGV[1] then
     redis.call('DEL', KEYS[i])
-    redis.call('PUBLISH', KEYS[n + i], '1')
+    if ARGV[3] == '1' then redis.call('PUBLISH', KEYS[n + i], '1') end
     released = released + 1
   elseif v then
     foreign = foreign + 1

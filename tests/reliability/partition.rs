@@ -144,17 +144,11 @@ async fn healed_partition_without_traffic_acquires_at_once() {
     acquire_within_a_second_of(&redlock, Instant::now()).await;
 }
 
-/// Known engine bug (ignored until fixed): a request that times out on a connection whose
-/// data was lost (a partition that drops packets, a half-open TCP connection) leaves that
-/// connection in place — only I/O errors mark a connection broken — so every later call
-/// to the node waits on the dead socket and times out too. The node stays unreachable
-/// after the partition heals until the OS gives up on the socket (~15 min of TCP
-/// retransmissions), so the quorum stays lost. Fix sketch: after a call times out, probe
-/// the *same* connection with `PING` (queued behind the timed-out command, so command
-/// order is kept) and mark it broken when the probe does not answer within the node
-/// timeout; the next call then checks out a fresh connection.
+/// Requests sent into a partition leave their connections dead (the data is lost, the
+/// socket half-open). After a call times out the engine probes the connection with `PING`
+/// and replaces it when that goes unanswered, so the node is usable again soon after the
+/// partition heals rather than when the OS gives up on the socket (~15 min).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: timed-out connections are never replaced (see the doc comment)"]
 async fn healed_partition_acquires_again_within_a_second() {
     let env = Proxied::start(5).await;
     let redlock = builder(env.urls())
