@@ -75,14 +75,10 @@ where
 
     /// Reads the outstanding replies to their end (bounded by the deadline), handing each
     /// to `on_reply`: run it in the background with [`Janitor::run`](super::janitor::Janitor::run).
-    pub(crate) fn drain(
-        mut self,
-        mut on_reply: impl FnMut(Reply<T>) + Send + 'static,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            while let Some(reply) = self.next().await {
-                on_reply(reply);
-            }
+    pub(crate) async fn drain(mut self, mut on_reply: impl FnMut(Reply<T>) + Send + 'static) {
+        while let Some(reply) = self.next().await {
+            on_reply(reply);
         }
     }
+
 }

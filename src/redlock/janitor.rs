@@ -40,10 +40,10 @@ impl Janitor {
 
     /// Runs `chore` in the background.
     pub(crate) fn run(&self, chore: impl Future<Output = ()> + Send + 'static) {
-        if let Err(mpsc::error::SendError(chore)) = self.chores.send(Box::pin(chore)) {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(chore);
-            }
+        if let Err(mpsc::error::SendError(chore)) = self.chores.send(Box::pin(chore))
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(chore);
         }
     }
 }
