@@ -80,5 +80,4 @@ where
             on_reply(reply);
         }
     }
-
 }
