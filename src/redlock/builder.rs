@@ -59,6 +59,7 @@ pub struct RedlockBuilder {
     max_hold: Option<Duration>,
     breaker: Option<CircuitBreaker>,
     labeler: Option<KeyLabeler>,
+    tls_root: Option<Vec<u8>>,
 }
 
 impl Default for RedlockBuilder {
@@ -75,6 +76,7 @@ impl Default for RedlockBuilder {
             max_hold: None,
             breaker: Some(CircuitBreaker::default()),
             labeler: None,
+            tls_root: None,
         }
     }
 }
@@ -188,6 +190,14 @@ impl RedlockBuilder {
         self
     }
 
+    /// Trust this root certificate (PEM) for `rediss://` nodes instead of the system's roots
+    /// (e.g. a private CA). Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root = Some(pem.into());
+        self
+    }
+
     /// Reads `REDLOCK_NODES`, `REDLOCK_TTL_MS`, `REDLOCK_NODE_TIMEOUT_MS` and
     /// `REDLOCK_KEY_PREFIX` over the current settings (unset variables change nothing).
     pub fn with_env(self) -> Result<Self, ConfigError> {
@@ -247,6 +257,7 @@ impl RedlockBuilder {
             max_hold,
             breaker,
             labeler,
+            tls_root,
         } = self;
         if nodes.is_empty() {
             return Err(ConfigError::NoNodes);
@@ -304,16 +315,18 @@ impl RedlockBuilder {
                 total - 1
             );
         }
-        let wake = Arc::new(WakeHub::new(&parsed, node_timeout));
+        let wake = Arc::new(WakeHub::new(&parsed, node_timeout, tls_root.as_deref()));
         let nodes = parsed
             .into_iter()
             .enumerate()
             .map(|(index, url)| {
                 let redacted = url.redacted().to_owned();
-                Node::new(url, node_timeout, pool_size).map_err(|_| ConfigError::InvalidNodeUrl {
-                    index,
-                    url: redacted,
-                    reason: "the Redis client rejected it".to_owned(),
+                Node::new(url, node_timeout, pool_size, tls_root.as_deref()).map_err(|_| {
+                    ConfigError::InvalidNodeUrl {
+                        index,
+                        url: redacted,
+                        reason: "the Redis client rejected it".to_owned(),
+                    }
                 })
             })
             .collect::<Result<Box<[Node]>, _>>()?;

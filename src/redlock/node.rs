@@ -93,8 +93,13 @@ pub(crate) struct Node {
 impl Node {
     /// Creates the node's pool without connecting (connections are made on first use, so a
     /// node that is down at start-up does not stop the service from starting).
-    pub(crate) fn new(url: NodeUrl, timeout: Duration, pool_size: u32) -> Result<Node, RedisError> {
-        let client = Client::open(url.connection_info().clone())?;
+    pub(crate) fn new(
+        url: NodeUrl,
+        timeout: Duration,
+        pool_size: u32,
+        tls_root: Option<&[u8]>,
+    ) -> Result<Node, RedisError> {
+        let client = client_for(&url, tls_root)?;
         let pool = bb8::Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(timeout)
@@ -239,6 +244,23 @@ impl Node {
             }
         }
     }
+}
+
+/// A client for `url`: with TLS (`rediss://`, feature `tls`) it trusts `tls_root` (PEM)
+/// when given, the system's roots otherwise.
+pub(crate) fn client_for(url: &NodeUrl, tls_root: Option<&[u8]>) -> Result<Client, RedisError> {
+    #[cfg(feature = "tls")]
+    if let Some(root) = tls_root {
+        return Client::build_with_tls(
+            url.connection_info().clone(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.to_vec()),
+            },
+        );
+    }
+    let _ = tls_root;
+    Client::open(url.connection_info().clone())
 }
 
 /// A connection found dead when used (e.g. the node restarted) is replaced and the call

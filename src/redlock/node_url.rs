@@ -52,10 +52,10 @@ impl NodeUrl {
         };
         match scheme {
             "redis" => {}
+            "rediss" if cfg!(feature = "tls") => {}
             "rediss" => {
                 return Err(invalid(
-                    "rediss:// (TLS) is not supported by this build yet; terminate TLS in a \
-                     local proxy (e.g. stunnel) or use redis:// on a private network",
+                    "rediss:// (TLS) needs the `tls` feature of tower-redlock",
                 ));
             }
             _ => return Err(invalid("the scheme must be redis:// or rediss://")),

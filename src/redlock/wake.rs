@@ -82,12 +82,12 @@ pub(crate) struct WakeHub {
 }
 
 impl WakeHub {
-    pub(crate) fn new(urls: &[NodeUrl], timeout: Duration) -> WakeHub {
+    pub(crate) fn new(urls: &[NodeUrl], timeout: Duration, tls_root: Option<&[u8]>) -> WakeHub {
         WakeHub {
             channels: Arc::default(),
             nodes: urls
                 .iter()
-                .filter_map(|url| Client::open(url.connection_info().clone()).ok())
+                .filter_map(|url| super::node::client_for(url, tls_root).ok())
                 .map(|client| NodeSubscriber {
                     client,
                     timeout,
