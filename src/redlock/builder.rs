@@ -28,7 +28,6 @@ const MAX_PREFIX_LEN: usize = 256;
 /// | `node_timeout` | 100 ms |
 /// | `key_prefix` | `"redlock:"` |
 /// | `fencing` | off |
-/// | `pool_size` | 4 connections per node |
 /// | `circuit_breaker` | on: opens after 5 unreachable quorums in a row, for 1 s |
 ///
 /// ```no_run
@@ -55,7 +54,6 @@ pub struct RedlockBuilder {
     node_timeout: Duration,
     key_prefix: String,
     fencing: bool,
-    pool_size: u32,
     max_hold: Option<Duration>,
     breaker: Option<CircuitBreaker>,
     labeler: Option<KeyLabeler>,
@@ -72,7 +70,6 @@ impl Default for RedlockBuilder {
             node_timeout: Duration::from_millis(100),
             key_prefix: "redlock:".to_owned(),
             fencing: false,
-            pool_size: 4,
             max_hold: None,
             breaker: Some(CircuitBreaker::default()),
             labeler: None,
@@ -92,7 +89,6 @@ impl fmt::Debug for RedlockBuilder {
             .field("node_timeout", &self.node_timeout)
             .field("key_prefix", &self.key_prefix)
             .field("fencing", &self.fencing)
-            .field("pool_size", &self.pool_size)
             .field("max_hold", &self.max_hold)
             .field("breaker", &self.breaker)
             .field(
@@ -153,12 +149,6 @@ impl RedlockBuilder {
     /// Issue fencing tokens (see [`HeldLock::fencing_token`](crate::HeldLock::fencing_token)).
     pub fn fencing(mut self, on: bool) -> Self {
         self.fencing = on;
-        self
-    }
-
-    /// Connections kept per node (they are multiplexed, so a few suffice).
-    pub fn pool_size(mut self, size: u32) -> Self {
-        self.pool_size = size;
         self
     }
 
@@ -253,7 +243,6 @@ impl RedlockBuilder {
             node_timeout,
             key_prefix,
             fencing,
-            pool_size,
             max_hold,
             breaker,
             labeler,
@@ -321,7 +310,7 @@ impl RedlockBuilder {
             .enumerate()
             .map(|(index, url)| {
                 let redacted = url.redacted().to_owned();
-                Node::new(url, node_timeout, pool_size, tls_root.as_deref()).map_err(|_| {
+                Node::new(url, node_timeout, tls_root.as_deref()).map_err(|_| {
                     ConfigError::InvalidNodeUrl {
                         index,
                         url: redacted,

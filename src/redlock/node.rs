@@ -1,9 +1,14 @@
-//! One Redis node: a small bb8 pool over our own connection manager, and timed script calls.
+//! One Redis node: a bb8 pool over our own connection manager, one shared multiplexed
+//! connection, and script calls.
 //!
 //! `bb8-redis`'s manager has no timeouts and never reports a connection broken, so a node
 //! restart would leave dead connections in the pool and a down node could cost bb8's 30 s
-//! default. [`NodeManager`] sets connect and response timeouts, and marks a connection broken
-//! after an I/O error so that the pool replaces it.
+//! default. [`NodeManager`] bounds the connect, loads the scripts, and lets a connection be
+//! marked broken (after an I/O error, or a `PING` probe that went unanswered after a
+//! timeout). All calls share the node's current multiplexed connection — one socket keeps
+//! commands in order and pipelines concurrent calls — and a broken one is replaced through
+//! the pool's manager (`dedicated_connection`, which fails at once on a refused connection
+//! instead of waiting out a checkout timeout).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -96,12 +101,11 @@ impl Node {
     pub(crate) fn new(
         url: NodeUrl,
         timeout: Duration,
-        pool_size: u32,
         tls_root: Option<&[u8]>,
     ) -> Result<Node, RedisError> {
         let client = client_for(&url, tls_root)?;
         let pool = bb8::Pool::builder()
-            .max_size(pool_size.max(1))
+            .max_size(1)
             .connection_timeout(timeout)
             .retry_connection(false)
             .test_on_check_out(false)
