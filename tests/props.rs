@@ -577,7 +577,6 @@ struct Knobs {
     ttl_ms: u64,
     node_timeout_ms: u64,
     drift: f64,
-    pool: u32,
     max_hold_ms: Option<u64>,
     base_ms: u64,
     max_ms: u64,
@@ -639,14 +638,13 @@ fn knobs() -> impl Strategy<Value = Knobs> {
     )
         .prop_map(
             |(
-                (ttl_ms, node_timeout_ms, drift, pool, max_hold_ms),
+                (ttl_ms, node_timeout_ms, drift, _pool, max_hold_ms),
                 (base_ms, max_ms, jitter, attempts, lock_ttl_ms),
                 (deadline, lock_max_hold),
             )| Knobs {
                 ttl_ms,
                 node_timeout_ms,
                 drift,
-                pool: pool % 64,
                 max_hold_ms,
                 base_ms,
                 max_ms,
@@ -684,7 +682,6 @@ fn extreme_builder_settings_are_errors_not_panics() {
             .ttl(Duration::from_millis(k.ttl_ms))
             .node_timeout(Duration::from_millis(k.node_timeout_ms))
             .drift_factor(k.drift)
-            .pool_size(k.pool)
             .retry(policy);
         if let Some(ms) = k.max_hold_ms {
             builder = builder.max_hold(Duration::from_millis(ms));
