@@ -723,7 +723,18 @@ fn extreme_builder_settings_are_errors_not_panics() {
                 }
                 Ok(Err(e)) => {
                     count(format!("lock error: {}", variant(&format!("{e:?}"))));
-                    prop_assert!(matches!(e, LockError::InvalidOptions { .. }), "{:?}", e);
+                    // Tiny node timeouts or ttls may legitimately time out on a loaded
+                    // machine: those are clear errors too, not panics.
+                    prop_assert!(
+                        matches!(
+                            e,
+                            LockError::InvalidOptions { .. }
+                                | LockError::Unavailable { .. }
+                                | LockError::Expired
+                        ),
+                        "{:?}",
+                        e
+                    );
                     Ok(())
                 }
             }
