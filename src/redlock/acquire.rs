@@ -12,7 +12,7 @@ use super::error::LockError;
 use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
 use super::lease::{self, Claim, HeldLock};
-use super::node::{NodeError, int, int_pair};
+use super::node::{NodeError, SentOn, int, int_pair};
 use super::options::Resolved;
 use super::scripts::{ACQUIRE, FENCE_SYNC};
 use super::telemetry::{self, KeyHash};
@@ -173,10 +173,12 @@ async fn acquire_on(
     claim: Arc<Claim>,
     ttl_ms: u64,
     fencing: bool,
+    sent: Sent,
     index: usize,
 ) -> Reply<Vote> {
     let keys = &claim.keys;
     let node = &shared.nodes[index];
+    let sent_on = Some(&sent[index]);
     let reply = if keys.len() == 1 && !fencing {
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
@@ -187,7 +189,7 @@ async fn acquire_on(
             .arg(ttl_ms)
             .cmd("PTTL")
             .arg(&keys.lock_keys()[0]);
-        node.pipeline(&pipe)
+        node.pipeline(&pipe, sent_on)
             .await
             .and_then(|replies| match replies.as_slice() {
                 [redis::Value::Okay, _] => Ok(Vote::Yes { fence: 0 }),
@@ -195,13 +197,18 @@ async fn acquire_on(
                 _ => Err(NodeError::Reply("unexpected SET NX reply")),
             })
     } else {
-        node.eval(&ACQUIRE, keys.lock_and_fence.len(), |cmd| {
-            cmd.arg(&*keys.lock_and_fence)
-                .arg(claim.token.as_bytes())
-                .arg(ttl_ms)
-                .arg(keys.len())
-                .arg(if fencing { "1" } else { "0" });
-        })
+        node.eval(
+            &ACQUIRE,
+            keys.lock_and_fence.len(),
+            |cmd| {
+                cmd.arg(&*keys.lock_and_fence)
+                    .arg(claim.token.as_bytes())
+                    .arg(ttl_ms)
+                    .arg(keys.len())
+                    .arg(if fencing { "1" } else { "0" });
+            },
+            sent_on,
+        )
         .await
         .and_then(|value| {
             let (ok, n) = int_pair(&value)?;
@@ -217,6 +224,43 @@ async fn acquire_on(
     (index, reply)
 }
 
+/// The connection each node's acquire request went out on (`None`: not sent).
+type Sent = Arc<[SentOn]>;
+
+/// Undoes a (possible) acquisition on node `index`: the release goes out on the very
+/// connection the request used, so on the node it runs after the SET, even when the node
+/// was frozen and its current connection has been replaced since. Nothing sent, nothing to
+/// undo.
+fn undo(shared: &Arc<Shared>, claim: &Arc<Claim>, sent: &Sent, index: usize) {
+    let conn = sent[index].lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(conn) = conn {
+        let task = tokio::time::timeout(
+            shared.config.node_timeout,
+            lease::release_via(conn, claim.clone()),
+        );
+        shared.janitor.run(async move {
+            let _ = task.await;
+        });
+    }
+}
+
+/// Releases the given nodes on the connections their requests used, and waits for the
+/// answers (bounded by the node timeout).
+async fn release_now(shared: &Arc<Shared>, claim: &Arc<Claim>, sent: &Sent, nodes: &[usize]) {
+    let calls = nodes.iter().filter_map(|&index| {
+        let conn = sent[index]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(lease::release_via(conn, claim.clone()))
+    });
+    let _ = tokio::time::timeout(
+        shared.config.node_timeout,
+        futures_util::future::join_all(calls),
+    )
+    .await;
+}
+
 /// An attempt in progress. Until it is committed to a lease, dropping it (failure, or the
 /// caller's future being dropped) releases every node that said yes and keeps reading the
 /// outstanding replies in the background to release late yeses too.
@@ -224,6 +268,7 @@ struct Pending<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> {
     shared: Arc<Shared>,
     claim: Arc<Claim>,
     fanout: Option<Fanout<F>>,
+    sent: Sent,
     /// Nodes that said yes, or failed (their `SET` may have run or may still land).
     yes: Vec<usize>,
 }
@@ -234,13 +279,13 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
             return; // committed
         };
         for &index in &self.yes {
-            lease::spawn_release_on(&self.shared, &self.claim, index, None);
+            undo(&self.shared, &self.claim, &self.sent, index);
         }
-        let (shared, claim) = (self.shared.clone(), self.claim.clone());
+        let (shared, claim, sent) = (self.shared.clone(), self.claim.clone(), self.sent.clone());
         self.shared.janitor.run(fanout.drain(move |(index, reply)| {
             // A late yes, or a failure that may hide one: release that node too.
             if !matches!(reply, Ok(Vote::Held { .. })) {
-                lease::spawn_release_on(&shared, &claim, index, None);
+                undo(&shared, &claim, &sent, index);
             }
         }));
     }
@@ -258,12 +303,14 @@ async fn attempt(
     let ttl_ms = validity::millis_ceil(options.ttl);
     // The clock starts before the first request is sent.
     let start = Instant::now();
+    let sent: Sent = (0..total).map(|_| SentOn::default()).collect();
     let fanout = Fanout::new(total, shared.config.node_timeout, |index| {
         acquire_on(
             shared.clone(),
             claim.clone(),
             ttl_ms,
             options.fencing,
+            sent.clone(),
             index,
         )
     });
@@ -271,6 +318,7 @@ async fn attempt(
         shared: shared.clone(),
         claim: claim.clone(),
         fanout: Some(fanout),
+        sent: sent.clone(),
         yes: Vec::with_capacity(total),
     };
     let (mut held, mut failed, mut fence, mut holder_pttl) = (0usize, 0usize, 0u64, None);
@@ -304,7 +352,7 @@ async fn attempt(
         // its own leftovers); nodes that failed or have not answered are cleaned up in the
         // background when `pending` drops.
         let partial = std::mem::replace(&mut pending.yes, maybe);
-        lease::release_now(shared, &claim, &partial).await;
+        release_now(shared, &claim, &sent, &partial).await;
         let outstanding = pending.fanout.as_ref().map_or(0, Fanout::pending);
         let reachable = yes + held + outstanding;
         return Err(if held > 0 && reachable >= quorum {
@@ -374,9 +422,14 @@ async fn sync_fence(
         let (shared, keys) = (shared.clone(), keys.clone());
         async move {
             let reply = shared.nodes[index]
-                .eval(&FENCE_SYNC, keys.len(), |cmd| {
-                    cmd.arg(keys.fence_keys()).arg(token);
-                })
+                .eval(
+                    &FENCE_SYNC,
+                    keys.len(),
+                    |cmd| {
+                        cmd.arg(keys.fence_keys()).arg(token);
+                    },
+                    None,
+                )
                 .await
                 .map(drop);
             (index, reply)

@@ -16,7 +16,7 @@ use super::client::Shared;
 use super::error::LockError;
 use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
-use super::node::int;
+use super::node::{self, int};
 use super::options::Resolved;
 use super::queue::LocalTurn;
 use super::scripts::{EXTEND, RELEASE};
@@ -185,12 +185,17 @@ impl LeaseCore {
             async move {
                 let keys = &claim.keys;
                 let reply = shared.nodes[index]
-                    .eval(&EXTEND, keys.len(), |cmd| {
-                        cmd.arg(keys.lock_keys())
-                            .arg(claim.token.as_bytes())
-                            .arg(ttl_ms)
-                            .arg(keys.len());
-                    })
+                    .eval(
+                        &EXTEND,
+                        keys.len(),
+                        |cmd| {
+                            cmd.arg(keys.lock_keys())
+                                .arg(claim.token.as_bytes())
+                                .arg(ttl_ms)
+                                .arg(keys.len());
+                        },
+                        None,
+                    )
                     .await
                     .and_then(|v| int(&v));
                 (index, reply)
@@ -293,46 +298,33 @@ async fn release_on(
 ) -> Reply<i64> {
     let keys = &claim.keys;
     let reply = shared.nodes[index]
-        .eval(&RELEASE, keys.lock_and_channel.len(), |cmd| {
-            cmd.arg(&*keys.lock_and_channel)
-                .arg(claim.token.as_bytes())
-                .arg(keys.len())
-                .arg(if announce { "1" } else { "0" });
-        })
+        .eval(
+            &RELEASE,
+            keys.lock_and_channel.len(),
+            |cmd| {
+                cmd.arg(&*keys.lock_and_channel)
+                    .arg(claim.token.as_bytes())
+                    .arg(keys.len())
+                    .arg(if announce { "1" } else { "0" });
+            },
+            None,
+        )
         .await
         .and_then(|v| int(&v));
     (index, reply)
 }
 
-/// Releases the given nodes and waits for their answers (each bounded by the node timeout).
-pub(crate) async fn release_now(shared: &Arc<Shared>, claim: &Arc<Claim>, nodes: &[usize]) {
-    let calls = nodes
-        .iter()
-        .map(|&index| release_on(shared.clone(), claim.clone(), index, false));
-    let _ = tokio::time::timeout(
-        shared.config.node_timeout,
-        futures_util::future::join_all(calls),
-    )
+/// Releases (without announcing it) on exactly `conn`: the cleanup of a failed or
+/// cancelled acquisition, sent down the socket its request used.
+pub(crate) async fn release_via(conn: node::Shared, claim: Arc<Claim>) {
+    let keys = &claim.keys;
+    let _ = node::eval_on(conn, &RELEASE, keys.lock_and_channel.len(), |cmd| {
+        cmd.arg(&*keys.lock_and_channel)
+            .arg(claim.token.as_bytes())
+            .arg(keys.len())
+            .arg("0");
+    })
     .await;
-}
-
-/// Releases one node in the background (cleanup of a partial or late acquisition).
-pub(crate) fn spawn_release_on(
-    shared: &Arc<Shared>,
-    claim: &Arc<Claim>,
-    index: usize,
-    handle: Option<&Handle>,
-) {
-    let task = tokio::time::timeout(
-        shared.config.node_timeout,
-        release_on(shared.clone(), claim.clone(), index, false),
-    );
-    match handle {
-        Some(handle) => drop(handle.spawn(task)),
-        None => shared.janitor.run(async move {
-            let _ = task.await;
-        }),
-    }
 }
 
 /// Owns the watchdog; releases the lease in the background when the last clone drops.

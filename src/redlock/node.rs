@@ -83,7 +83,18 @@ impl bb8::ManageConnection for NodeManager {
 }
 
 /// A connection and its broken flag.
-type Shared = (MultiplexedConnection, Arc<AtomicBool>);
+pub(crate) type Shared = (MultiplexedConnection, Arc<AtomicBool>);
+
+/// Where a call records the connection it sent its request on, so that a cleanup can follow
+/// it on the same socket (and so run after it on the node, whatever happens to the node's
+/// current connection meanwhile).
+pub(crate) type SentOn = std::sync::Mutex<Option<Shared>>;
+
+fn record(sent_on: Option<&SentOn>, conn: &Shared) {
+    if let Some(slot) = sent_on {
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+    }
+}
 
 /// One node of the quorum.
 pub(crate) struct Node {
@@ -202,10 +213,16 @@ impl Node {
 
     /// Runs a pipeline (one round trip). Not bounded here: callers run it inside a
     /// [`Fanout`](super::fanout::Fanout), whose one deadline bounds every node.
-    pub(crate) async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, NodeError> {
+    pub(crate) async fn pipeline(
+        &self,
+        pipe: &redis::Pipeline,
+        sent_on: Option<&SentOn>,
+    ) -> Result<Vec<Value>, NodeError> {
         let mut tries = 0;
         loop {
-            let (mut conn, broken) = self.connection().await?;
+            let used = self.connection().await?;
+            record(sent_on, &used);
+            let (mut conn, broken) = used;
             match pipe.query_async::<Vec<Value>>(&mut conn).await {
                 Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
                     mark_if_broken(e, &broken);
@@ -224,22 +241,14 @@ impl Node {
         script: &Script,
         key_count: usize,
         args: impl Fn(&mut Cmd),
+        sent_on: Option<&SentOn>,
     ) -> Result<Value, NodeError> {
         let mut tries = 0;
         loop {
-            let (mut conn, broken) = self.connection().await?;
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&script.sha).arg(key_count);
-            args(&mut cmd);
-            let result = match cmd.query_async::<Value>(&mut conn).await {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    let mut cmd = redis::cmd("EVAL");
-                    cmd.arg(script.body).arg(key_count);
-                    args(&mut cmd);
-                    cmd.query_async::<Value>(&mut conn).await
-                }
-                other => other,
-            };
+            let used = self.connection().await?;
+            record(sent_on, &used);
+            let (mut conn, broken) = used;
+            let result = eval_raw(&mut conn, script, key_count, &args).await;
             match result {
                 Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
                     mark_if_broken(e, &broken);
@@ -248,6 +257,40 @@ impl Node {
             }
         }
     }
+}
+
+/// Runs a script on `conn` by SHA, with the `EVAL` fallback.
+async fn eval_raw(
+    conn: &mut MultiplexedConnection,
+    script: &Script,
+    key_count: usize,
+    args: &impl Fn(&mut Cmd),
+) -> Result<Value, RedisError> {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(&script.sha).arg(key_count);
+    args(&mut cmd);
+    match cmd.query_async::<Value>(conn).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(script.body).arg(key_count);
+            args(&mut cmd);
+            cmd.query_async::<Value>(conn).await
+        }
+        other => other,
+    }
+}
+
+/// Runs a script on exactly `conn` (one try; the caller bounds it).
+pub(crate) async fn eval_on(
+    conn: Shared,
+    script: &Script,
+    key_count: usize,
+    args: impl Fn(&mut Cmd),
+) -> Result<Value, NodeError> {
+    let (mut conn, broken) = conn;
+    eval_raw(&mut conn, script, key_count, &args)
+        .await
+        .map_err(|e| mark_if_broken(e, &broken))
 }
 
 /// A client for `url`: with TLS (`rediss://`, feature `tls`) it trusts `tls_root` (PEM)
