@@ -258,7 +258,7 @@ impl LeaseCore {
         let total = self.shared.total();
         let quorum = self.shared.quorum;
         let mut fanout = Fanout::new(total, self.shared.config.node_timeout, |index| {
-            release_on(self.shared.clone(), self.claim.clone(), index, true)
+            release_on(self.shared.clone(), self.claim.clone(), index)
         });
         let (mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0);
         while let Some((index, reply)) = fanout.next().await {
@@ -289,13 +289,8 @@ impl LeaseCore {
     }
 }
 
-/// The per-node release call.
-async fn release_on(
-    shared: Arc<Shared>,
-    claim: Arc<Claim>,
-    index: usize,
-    announce: bool,
-) -> Reply<i64> {
+/// The per-node release call of a lease; announces the release to waiters.
+async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Reply<i64> {
     let keys = &claim.keys;
     let reply = shared.nodes[index]
         .eval(
@@ -305,7 +300,7 @@ async fn release_on(
                 cmd.arg(&*keys.lock_and_channel)
                     .arg(claim.token.as_bytes())
                     .arg(keys.len())
-                    .arg(if announce { "1" } else { "0" });
+                    .arg("1");
             },
             None,
         )
