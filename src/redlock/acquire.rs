@@ -199,9 +199,10 @@ async fn acquire_on(
     } else {
         node.eval(
             &ACQUIRE,
-            keys.lock_and_fence.len(),
+            2 * keys.len(),
             |cmd| {
-                cmd.arg(&*keys.lock_and_fence)
+                cmd.arg(keys.lock_keys())
+                    .arg(keys.fence_keys())
                     .arg(claim.token.as_bytes())
                     .arg(ttl_ms)
                     .arg(keys.len())

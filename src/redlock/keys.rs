@@ -1,5 +1,7 @@
 //! Lock keys: validated, prefixed, and laid out for the scripts.
 
+use std::borrow::Cow;
+
 use super::error::LockError;
 
 /// Longest user key accepted, in bytes.
@@ -9,15 +11,15 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub const MAX_KEYS_PER_LOCK: usize = 64;
 
 /// The Redis names behind one lease: `n` lock keys, `n` fencing counters, `n` wake-up
-/// channels, built once per acquisition.
+/// channels, built once per acquisition. The scripts take `[locks.., fences..]` or
+/// `[locks.., channels..]` as their `KEYS`: two `arg` calls, no copies.
 #[derive(Debug)]
 pub(crate) struct LockKeys {
     /// The user's keys, sorted and deduplicated.
     pub(crate) user: Box<[String]>,
-    /// `[lock keys.., fence counters..]`: the `KEYS` of the acquire script.
-    pub(crate) lock_and_fence: Box<[String]>,
-    /// `[lock keys.., channels..]`: the `KEYS` of the release script.
-    pub(crate) lock_and_channel: Box<[String]>,
+    lock: Box<[String]>,
+    fence: Box<[String]>,
+    channel: Box<[String]>,
 }
 
 impl LockKeys {
@@ -45,21 +47,16 @@ impl LockKeys {
         // A fixed order makes multi-key locks independent of the order the caller used.
         user.sort_unstable();
         user.dedup();
-        let n = user.len();
-        let mut lock_and_fence = Vec::with_capacity(2 * n);
-        let mut lock_and_channel = Vec::with_capacity(2 * n);
-        for key in &user {
-            lock_and_fence.push(format!("{prefix}lock:{key}"));
-        }
-        lock_and_channel.extend(lock_and_fence.iter().cloned());
-        for key in &user {
-            lock_and_fence.push(format!("{prefix}fence:{key}"));
-            lock_and_channel.push(format!("{prefix}released:{key}"));
-        }
+        let named = |kind: &str| -> Box<[String]> {
+            user.iter()
+                .map(|key| format!("{prefix}{kind}:{key}"))
+                .collect()
+        };
         Ok(LockKeys {
+            lock: named("lock"),
+            fence: named("fence"),
+            channel: named("released"),
             user: user.into_boxed_slice(),
-            lock_and_fence: lock_and_fence.into_boxed_slice(),
-            lock_and_channel: lock_and_channel.into_boxed_slice(),
         })
     }
 
@@ -68,21 +65,25 @@ impl LockKeys {
     }
 
     pub(crate) fn lock_keys(&self) -> &[String] {
-        &self.lock_and_fence[..self.len()]
+        &self.lock
     }
 
     pub(crate) fn fence_keys(&self) -> &[String] {
-        &self.lock_and_fence[self.len()..]
+        &self.fence
     }
 
     /// The wake-up channels, one per key.
     pub(crate) fn channels(&self) -> &[String] {
-        &self.lock_and_channel[self.len()..]
+        &self.channel
     }
 
-    /// Identifies the key set in the local queue.
-    pub(crate) fn queue_id(&self) -> String {
-        self.lock_keys().join("\u{0}")
+    /// Identifies the key set in the local queue (no allocation for a single key: this is
+    /// looked up on every waiting acquisition).
+    pub(crate) fn queue_id(&self) -> Cow<'_, str> {
+        match &*self.lock {
+            [one] => Cow::Borrowed(one),
+            many => Cow::Owned(many.join("\u{0}")),
+        }
     }
 }
 
@@ -114,10 +115,9 @@ mod tests {
         assert_eq!(&*keys.user, ["a", "b"]);
         assert_eq!(keys.lock_keys(), ["p:lock:a", "p:lock:b"]);
         assert_eq!(keys.fence_keys(), ["p:fence:a", "p:fence:b"]);
-        assert_eq!(
-            &keys.lock_and_channel[2..],
-            ["p:released:a", "p:released:b"]
-        );
+        assert_eq!(keys.channels(), ["p:released:a", "p:released:b"]);
+        assert_eq!(keys.queue_id(), "p:lock:a\u{0}p:lock:b");
+        assert_eq!(LockKeys::new("p:", ["x"]).unwrap().queue_id(), "p:lock:x");
     }
 
     #[test]

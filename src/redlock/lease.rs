@@ -295,9 +295,10 @@ async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Rep
     let reply = shared.nodes[index]
         .eval(
             &RELEASE,
-            keys.lock_and_channel.len(),
+            2 * keys.len(),
             |cmd| {
-                cmd.arg(&*keys.lock_and_channel)
+                cmd.arg(keys.lock_keys())
+                    .arg(keys.channels())
                     .arg(claim.token.as_bytes())
                     .arg(keys.len())
                     .arg("1");
@@ -313,8 +314,9 @@ async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Rep
 /// cancelled acquisition, sent down the socket its request used.
 pub(crate) async fn release_via(conn: node::Shared, claim: Arc<Claim>) {
     let keys = &claim.keys;
-    let _ = node::eval_on(conn, &RELEASE, keys.lock_and_channel.len(), |cmd| {
-        cmd.arg(&*keys.lock_and_channel)
+    let _ = node::eval_on(conn, &RELEASE, 2 * keys.len(), |cmd| {
+        cmd.arg(keys.lock_keys())
+            .arg(keys.channels())
             .arg(claim.token.as_bytes())
             .arg(keys.len())
             .arg("0");
