@@ -76,12 +76,7 @@ async fn acquire_extend_release() {
         lock.release().await.unwrap(),
         ReleaseOutcome::AlreadyReleased
     );
-    assert!(
-        eventually(Duration::from_secs(2), || async {
-            holders(&cluster, "basic").await == 0
-        })
-        .await
-    );
+    assert!(released_everywhere(&cluster, "basic").await);
 
     // A fresh token for every acquisition.
     let again = redlock.try_acquire("basic").await.unwrap();
@@ -177,12 +172,7 @@ fn drop_without_blocking_on_a_current_thread_runtime() {
         let redlock = redlock(&cluster).await;
         let lock = redlock.acquire("ct").await.unwrap();
         drop(lock);
-        assert!(
-            eventually(Duration::from_secs(3), || async {
-                holders(&cluster, "ct").await == 0
-            })
-            .await
-        );
+        assert!(released_everywhere(&cluster, "ct").await);
     });
 }
 
@@ -203,12 +193,7 @@ async fn released_or_expired_lock_reports_it() {
         .await
         .expect("lost() resolves when the lease runs out");
     assert!(!lock.is_held());
-    assert!(
-        eventually(Duration::from_secs(2), || async {
-            holders(&cluster, "short").await == 0
-        })
-        .await
-    );
+    assert!(released_everywhere(&cluster, "short").await);
     assert_eq!(
         lock.release().await.unwrap(),
         ReleaseOutcome::AlreadyExpired

@@ -22,17 +22,13 @@ async fn majority_paused_while_held_fires_lost_before_validity_ends() {
         .await
         .unwrap();
     // The nodes' keys expire no earlier than `start + ttl` (+ whatever extensions add).
-    for i in 0..3 {
-        cluster.pause(i).unwrap();
-    }
+    pause(&cluster, 0..3);
     let paused_at = Instant::now();
     tokio::time::timeout(Duration::from_secs(5), lock.lost())
         .await
         .expect("lost() must fire");
     let fired = Instant::now();
-    for i in 0..3 {
-        cluster.resume(i).unwrap();
-    }
+    resume(&cluster, 0..3);
     assert!(!lock.is_held());
     // Extensions could not land after the pause, so the server-side keys expire no earlier
     // than paused_at + ttl − (ttl/3 since the last extend at most); lost fires before that.

@@ -72,9 +72,7 @@ async fn breaker_opens_fails_fast_and_closes() {
         .build()
         .await
         .unwrap();
-    for i in 0..3 {
-        cluster.pause(i).unwrap();
-    }
+    pause(&cluster, 0..3);
     for _ in 0..2 {
         let err = redlock.try_acquire("b").await.unwrap_err();
         assert!(
@@ -105,9 +103,7 @@ async fn breaker_opens_fails_fast_and_closes() {
     assert!(err.retry_after().unwrap() <= Duration::from_millis(500));
     assert_eq!(redlock.health().await.breaker, BreakerState::Open);
 
-    for i in 0..3 {
-        cluster.resume(i).unwrap();
-    }
+    resume(&cluster, 0..3);
     // After the cool-down a probe goes through and closes the breaker.
     let closed = eventually(Duration::from_secs(3), || async {
         match redlock.try_acquire("b").await {

@@ -75,6 +75,29 @@ pub async fn holders(cluster: &LocalCluster, key: &str) -> usize {
     count
 }
 
+/// Whether no node holds lock key `key` any more, polling for up to 3 s (background
+/// releases and cleanups finish within a node timeout or two).
+pub async fn released_everywhere(cluster: &LocalCluster, key: &str) -> bool {
+    eventually(Duration::from_secs(3), || async {
+        holders(cluster, key).await == 0
+    })
+    .await
+}
+
+/// SIGSTOPs nodes `nodes`.
+pub fn pause(cluster: &LocalCluster, nodes: std::ops::Range<usize>) {
+    for i in nodes {
+        cluster.pause(i).unwrap();
+    }
+}
+
+/// SIGCONTs nodes `nodes`.
+pub fn resume(cluster: &LocalCluster, nodes: std::ops::Range<usize>) {
+    for i in nodes {
+        cluster.resume(i).unwrap();
+    }
+}
+
 /// Polls `check` until it is true, at most `tries` times within `deadline`.
 pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
 where
