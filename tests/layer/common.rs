@@ -20,6 +20,40 @@ use tower_redlock::{LockError, Redlock, testkit::LocalCluster};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Where a streaming handler leaves the sender of its body's chunks.
+pub type ChunkSender = Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Sender<Bytes>>>>;
+
+/// `POST /export` streams whatever the test sends through the returned slot, under
+/// `RedlockLayer` on a constant key with `hold_until_body_end(true)`.
+pub fn streaming_export(redlock: &Redlock) -> (Router, ChunkSender) {
+    let slot = ChunkSender::default();
+    let s = slot.clone();
+    let app = Router::new()
+        .route(
+            "/export",
+            axum::routing::post(move || {
+                let s = s.clone();
+                async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+                    *s.lock().unwrap() = Some(tx);
+                    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+                        let chunk = rx.recv().await?;
+                        Some((Ok::<_, std::io::Error>(chunk), rx))
+                    });
+                    Body::from_stream(chunks)
+                }
+            }),
+        )
+        .layer(
+            tower_redlock::RedlockLayer::new(
+                redlock.clone(),
+                tower_redlock::key::constant("export"),
+            )
+            .hold_until_body_end(true),
+        );
+    (app, slot)
+}
+
 /// Upper bound for anything that should happen "soon".
 pub const LONG: Duration = Duration::from_secs(10);
 

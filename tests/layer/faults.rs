@@ -116,34 +116,11 @@ async fn three_nodes_down_is_503_quickly() {
 
 #[tokio::test]
 async fn lease_lost_while_streaming_aborts_the_body() {
-    use axum::body::Body;
     use bytes::Bytes;
     use http_body_util::BodyExt;
-    use std::sync::{Arc, Mutex};
-    use tokio::sync::mpsc;
 
     let n = nodes(TTL).await;
-    let slot: Arc<Mutex<Option<mpsc::Sender<Bytes>>>> = Arc::default();
-    let s = slot.clone();
-    let app = Router::new()
-        .route(
-            "/export",
-            post(move || {
-                let s = s.clone();
-                async move {
-                    let (tx, rx) = mpsc::channel::<Bytes>(4);
-                    *s.lock().unwrap() = Some(tx);
-                    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-                        let chunk = rx.recv().await?;
-                        Some((Ok::<_, std::io::Error>(chunk), rx))
-                    });
-                    Body::from_stream(chunks)
-                }
-            }),
-        )
-        .layer(
-            RedlockLayer::new(n.redlock.clone(), key::constant("export")).hold_until_body_end(true),
-        );
+    let (app, slot) = streaming_export(&n.redlock);
     let server = serve(app).await;
     let response = within("the head", send(server.addr, Method::POST, "/export"))
         .await

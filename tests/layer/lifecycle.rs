@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tower_redlock::{HeldLock, RedlockLayer, key};
 
 use crate::common::*;
@@ -157,27 +157,7 @@ async fn early_release_from_the_handler() {
 #[tokio::test]
 async fn hold_until_body_end_keeps_the_lock_while_streaming() {
     let n = nodes(Duration::from_secs(10)).await;
-    let slot: Arc<Mutex<Option<mpsc::Sender<Bytes>>>> = Arc::default();
-    let s = slot.clone();
-    let app = Router::new()
-        .route(
-            "/export",
-            post(move || {
-                let s = s.clone();
-                async move {
-                    let (tx, rx) = mpsc::channel::<Bytes>(4);
-                    *s.lock().unwrap() = Some(tx);
-                    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-                        let chunk = rx.recv().await?;
-                        Some((Ok::<_, std::io::Error>(chunk), rx))
-                    });
-                    Body::from_stream(chunks)
-                }
-            }),
-        )
-        .layer(
-            RedlockLayer::new(n.redlock.clone(), key::constant("export")).hold_until_body_end(true),
-        );
+    let (app, slot) = streaming_export(&n.redlock);
     let server = serve(app).await;
 
     let response = within(
