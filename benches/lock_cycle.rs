@@ -27,13 +27,7 @@ async fn main() {
     // Warm up both paths.
     for i in 0..200 {
         raw.cycle(&format!("warm:{i}"), "t").await;
-        redlock
-            .acquire(format!("warm:{i}"))
-            .await
-            .unwrap()
-            .release()
-            .await
-            .unwrap();
+        lock_cycle(&redlock, format!("warm:{i}")).await;
     }
 
     // 1. Uncontended cycle, one task; interleaved rounds so drift hits both alike.
@@ -123,13 +117,7 @@ async fn main() {
     let lock_rate = throughput(move |task, n| {
         let redlock = redlock2.clone();
         async move {
-            redlock
-                .acquire(format!("t:{task}:{n}"))
-                .await
-                .unwrap()
-                .release()
-                .await
-                .unwrap();
+            lock_cycle(&redlock, format!("t:{task}:{n}")).await;
         }
     })
     .await;
@@ -154,16 +142,7 @@ async fn main() {
     cluster.pause(4).unwrap();
     let mut stalled = Samples::default();
     for i in 0..(ROUNDS * PER_ROUND / 4) {
-        let (_, d) = timed(async {
-            redlock
-                .acquire(format!("s:{i}"))
-                .await
-                .unwrap()
-                .release()
-                .await
-                .unwrap()
-        })
-        .await;
+        let ((), d) = timed(lock_cycle(&redlock, format!("s:{i}"))).await;
         stalled.push(d);
     }
     cluster.resume(4).unwrap();

@@ -49,16 +49,7 @@ async fn main() {
             let (r, d) = timed(bare.clone().oneshot(req())).await;
             assert_eq!(r.unwrap().status(), 200);
             s_bare.push(d);
-            let (_, d) = timed(async {
-                redlock
-                    .acquire(format!("cycle:{n}"))
-                    .await
-                    .unwrap()
-                    .release()
-                    .await
-                    .unwrap()
-            })
-            .await;
+            let ((), d) = timed(lock_cycle(&redlock, format!("cycle:{n}"))).await;
             s_lock.push(d);
             let (r, d) = timed(locked.clone().oneshot(req())).await;
             assert_eq!(r.unwrap().status(), 200);
@@ -88,16 +79,7 @@ async fn main() {
             })
             .await;
             h_bare.push(d);
-            let (_, d) = timed(async {
-                redlock
-                    .acquire(format!("cycle:{n}"))
-                    .await
-                    .unwrap()
-                    .release()
-                    .await
-                    .unwrap()
-            })
-            .await;
+            let ((), d) = timed(lock_cycle(&redlock, format!("cycle:{n}"))).await;
             s_lock2.push(d);
             let ((), d) = timed(async {
                 c_locked.ready().await.unwrap();

@@ -153,6 +153,17 @@ pub fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// One acquire + release of `key` (panics on failure: benches run on healthy nodes).
+pub async fn lock_cycle(redlock: &Redlock, key: impl AsRef<str>) {
+    redlock
+        .acquire(key)
+        .await
+        .expect("acquire")
+        .release()
+        .await
+        .expect("release");
+}
+
 /// Times `f` once.
 pub async fn timed<F: std::future::Future>(f: F) -> (F::Output, Duration) {
     let start = Instant::now();
