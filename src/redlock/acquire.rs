@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use redis::{Cmd, Value};
 use tokio::time::Instant;
 
 use super::breaker::Admission;
@@ -12,7 +13,7 @@ use super::error::LockError;
 use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
 use super::lease::{self, Claim, HeldLock};
-use super::node::{NodeError, SentOn, int, int_pair};
+use super::node::{NodeError, ScriptCall, SentOn, int, int_pair};
 use super::options::Resolved;
 use super::scripts::{ACQUIRE, FENCE_SYNC};
 use super::telemetry::{self, KeyHash};
@@ -24,8 +25,9 @@ use super::wake::Interest;
 pub(crate) enum Vote {
     /// Every key was free and is now ours; the node's fencing counter (0 without fencing).
     Yes { fence: u64 },
-    /// A key is held by someone else, who has `pttl` ms left (negative: no expiry).
-    Held { pttl: i64 },
+    /// A key is held by someone else, who has `pttl` ms left (negative: no expiry; `None`:
+    /// not asked, see [`PTTL_UNKNOWN`]).
+    Held { pttl: Option<i64> },
 }
 
 /// Acquires with retries, per the resolved options.
@@ -91,8 +93,12 @@ async fn retry_loop(
         };
         finished = finished.saturating_add(1);
         tracing::Span::current().record("attempts", finished);
+        let contended = matches!(error, LockError::Contended { .. });
+        // The holder's remaining time, when known, caps the sleep.
         let hint = match &error {
-            LockError::Contended { retry_after } => Some(*retry_after),
+            LockError::Contended { retry_after } if *retry_after != PTTL_UNKNOWN => {
+                Some(*retry_after)
+            }
             _ => None,
         };
         let unit = rand::rng().random::<f64>();
@@ -100,13 +106,13 @@ async fn retry_loop(
             .retry
             .next_sleep(finished, first.elapsed(), unit, hint)
         else {
-            return Err(error);
+            return Err(settle(shared, keys, options, error).await);
         };
-        if waits && hint.is_some() && turn.is_none() {
+        if waits && contended && turn.is_none() {
             // First contention: waiters of one process line up locally, so that only one
             // of them competes on the nodes; the lease passes the turn on when it ends.
             let Some((local, waited)) = shared.queues.turn(&keys.queue_id(), deadline).await else {
-                return Err(error);
+                return Err(settle(shared, keys, options, error).await);
             };
             turn = Some(local);
             // Listen for the holder's release from now on. A release that happened before
@@ -119,7 +125,7 @@ async fn retry_loop(
                 continue;
             }
         }
-        match interest.as_mut().filter(|_| hint.is_some()) {
+        match interest.as_mut().filter(|_| contended) {
             Some(interest) => {
                 tokio::select! {
                     () = interest.released() => {}
@@ -163,66 +169,113 @@ async fn guarded_attempt(
     result
 }
 
+/// The acquire request, built once per attempt and sent as is to every node.
+enum AcquireCall {
+    /// One key without fencing (the common case): `SET key token NX PX ttl`, no script.
+    Set(Cmd),
+    /// Otherwise one script checks and sets every key, and bumps the fencing counters,
+    /// atomically.
+    Script(ScriptCall),
+}
+
+impl AcquireCall {
+    fn new(claim: &Claim, ttl_ms: u64, fencing: bool) -> AcquireCall {
+        let keys = &claim.keys;
+        if keys.len() == 1 && !fencing {
+            let mut cmd = Cmd::with_capacity(6, 64 + keys.lock_keys()[0].len());
+            cmd.arg("SET")
+                .arg(&keys.lock_keys()[0])
+                .arg(claim.token.as_bytes())
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms);
+            return AcquireCall::Set(cmd);
+        }
+        AcquireCall::Script(ScriptCall::new(&ACQUIRE, 2 * keys.len(), |cmd| {
+            cmd.arg(keys.lock_keys())
+                .arg(keys.fence_keys())
+                .arg(claim.token.as_bytes())
+                .arg(ttl_ms)
+                .arg(keys.len())
+                .arg(if fencing { "1" } else { "0" });
+        }))
+    }
+}
+
 /// The per-node acquire call.
-///
-/// One key without fencing (the common case) needs no script: `SET NX PX` pipelined with
-/// `PTTL` (the holder's remaining time when the SET was refused). Otherwise one script
-/// checks and sets every key, and bumps the fencing counters, atomically.
 async fn acquire_on(
     shared: Arc<Shared>,
-    claim: Arc<Claim>,
-    ttl_ms: u64,
-    fencing: bool,
+    call: Arc<AcquireCall>,
     sent: Sent,
     index: usize,
 ) -> Reply<Vote> {
-    let keys = &claim.keys;
     let node = &shared.nodes[index];
     let sent_on = Some(&sent[index]);
-    let reply = if keys.len() == 1 && !fencing {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(&keys.lock_keys()[0])
-            .arg(claim.token.as_bytes())
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .cmd("PTTL")
-            .arg(&keys.lock_keys()[0]);
-        node.pipeline(&pipe, sent_on)
-            .await
-            .and_then(|replies| match replies.as_slice() {
-                [redis::Value::Okay, _] => Ok(Vote::Yes { fence: 0 }),
-                [redis::Value::Nil, pttl] => Ok(Vote::Held { pttl: int(pttl)? }),
-                _ => Err(NodeError::Reply("unexpected SET NX reply")),
-            })
-    } else {
-        node.eval(
-            &ACQUIRE,
-            2 * keys.len(),
-            |cmd| {
-                cmd.arg(keys.lock_keys())
-                    .arg(keys.fence_keys())
-                    .arg(claim.token.as_bytes())
-                    .arg(ttl_ms)
-                    .arg(keys.len())
-                    .arg(if fencing { "1" } else { "0" });
-            },
-            sent_on,
-        )
-        .await
-        .and_then(|value| {
+    let reply = match &*call {
+        AcquireCall::Set(cmd) => node.send(cmd, sent_on).await.and_then(|value| match value {
+            Value::Okay => Ok(Vote::Yes { fence: 0 }),
+            // Refused; the holder's remaining time is asked only if it is needed.
+            Value::Nil => Ok(Vote::Held { pttl: None }),
+            _ => Err(NodeError::Reply("unexpected SET NX reply")),
+        }),
+        AcquireCall::Script(call) => node.eval(call, sent_on).await.and_then(|value| {
             let (ok, n) = int_pair(&value)?;
             Ok(if ok == 1 {
                 Vote::Yes {
                     fence: u64::try_from(n).unwrap_or(0),
                 }
             } else {
-                Vote::Held { pttl: n }
+                Vote::Held { pttl: Some(n) }
             })
-        })
+        }),
     };
     (index, reply)
+}
+
+/// `retry_after` of a [`LockError::Contended`] inside the retry loop when the holder's
+/// remaining time was not asked (a refused `SET NX` does not tell it). The loop then sleeps
+/// per its policy, and asks the nodes ([`holder_pttl`]) only before returning the error.
+const PTTL_UNKNOWN: Duration = Duration::ZERO;
+
+/// Fills in the holder's remaining time of a contended error about to be returned.
+async fn settle(
+    shared: &Arc<Shared>,
+    keys: &Arc<LockKeys>,
+    options: &Resolved,
+    error: LockError,
+) -> LockError {
+    match error {
+        LockError::Contended { retry_after } if retry_after == PTTL_UNKNOWN => {
+            LockError::Contended {
+                retry_after: holder_pttl(shared, keys)
+                    .await
+                    .unwrap_or(options.ttl)
+                    .max(Duration::from_millis(1)),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The holder's remaining time on the (single) key: the longest `PTTL` among the nodes that
+/// answer within the node timeout. Zero when the key is gone everywhere that answered
+/// (released meanwhile); `None` when no node told.
+async fn holder_pttl(shared: &Arc<Shared>, keys: &Arc<LockKeys>) -> Option<Duration> {
+    let mut cmd = Cmd::with_capacity(2, 32 + keys.lock_keys()[0].len());
+    cmd.arg("PTTL").arg(&keys.lock_keys()[0]);
+    let cmd = Arc::new(cmd);
+    let mut fanout = Fanout::new(shared.total(), shared.config.node_timeout, |index| {
+        let (shared, cmd) = (shared.clone(), cmd.clone());
+        async move { (index, shared.nodes[index].send(&cmd, None).await) }
+    });
+    let mut longest: Option<Duration> = None;
+    while let Some((_, reply)) = fanout.next().await {
+        if let Ok(pttl) = reply.and_then(|v| int(&v)) {
+            let left = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
+            longest = Some(longest.map_or(left, |l| l.max(left)));
+        }
+    }
+    longest
 }
 
 /// The connection each node's acquire request went out on (`None`: not sent).
@@ -232,12 +285,12 @@ type Sent = Arc<[SentOn]>;
 /// connection the request used, so on the node it runs after the SET, even when the node
 /// was frozen and its current connection has been replaced since. Nothing sent, nothing to
 /// undo.
-fn undo(shared: &Arc<Shared>, claim: &Arc<Claim>, sent: &Sent, index: usize) {
+fn undo(shared: &Arc<Shared>, cleanup: &Arc<ScriptCall>, sent: &Sent, index: usize) {
     let conn = sent[index].lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(conn) = conn {
         let task = tokio::time::timeout(
             shared.config.node_timeout,
-            lease::release_via(conn, claim.clone()),
+            lease::release_via(conn, cleanup.clone()),
         );
         shared.janitor.run(async move {
             let _ = task.await;
@@ -248,12 +301,13 @@ fn undo(shared: &Arc<Shared>, claim: &Arc<Claim>, sent: &Sent, index: usize) {
 /// Releases the given nodes on the connections their requests used, and waits for the
 /// answers (bounded by the node timeout).
 async fn release_now(shared: &Arc<Shared>, claim: &Arc<Claim>, sent: &Sent, nodes: &[usize]) {
+    let cleanup = Arc::new(lease::release_call(claim, false));
     let calls = nodes.iter().filter_map(|&index| {
         let conn = sent[index]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()?;
-        Some(lease::release_via(conn, claim.clone()))
+        Some(lease::release_via(conn, cleanup.clone()))
     });
     let _ = tokio::time::timeout(
         shared.config.node_timeout,
@@ -279,14 +333,15 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
         let Some(fanout) = self.fanout.take() else {
             return; // committed
         };
+        let cleanup = Arc::new(lease::release_call(&self.claim, false));
         for &index in &self.yes {
-            undo(&self.shared, &self.claim, &self.sent, index);
+            undo(&self.shared, &cleanup, &self.sent, index);
         }
-        let (shared, claim, sent) = (self.shared.clone(), self.claim.clone(), self.sent.clone());
+        let (shared, sent) = (self.shared.clone(), self.sent.clone());
         self.shared.janitor.run(fanout.drain(move |(index, reply)| {
             // A late yes, or a failure that may hide one: release that node too.
             if !matches!(reply, Ok(Vote::Held { .. })) {
-                undo(&shared, &claim, &sent, index);
+                undo(&shared, &cleanup, &sent, index);
             }
         }));
     }
@@ -305,15 +360,9 @@ async fn attempt(
     // The clock starts before the first request is sent.
     let start = Instant::now();
     let sent: Sent = (0..total).map(|_| SentOn::default()).collect();
+    let call = Arc::new(AcquireCall::new(&claim, ttl_ms, options.fencing));
     let fanout = Fanout::new(total, shared.config.node_timeout, |index| {
-        acquire_on(
-            shared.clone(),
-            claim.clone(),
-            ttl_ms,
-            options.fencing,
-            sent.clone(),
-            index,
-        )
+        acquire_on(shared.clone(), call.clone(), sent.clone(), index)
     });
     let mut pending = Pending {
         shared: shared.clone(),
@@ -323,6 +372,7 @@ async fn attempt(
         yes: Vec::with_capacity(total),
     };
     let (mut held, mut failed, mut fence, mut holder_pttl) = (0usize, 0usize, 0u64, None);
+    let mut pttl_unknown = false;
     let mut maybe = Vec::new();
     while let Some((index, reply)) = next(&mut pending.fanout).await {
         match reply {
@@ -332,8 +382,12 @@ async fn attempt(
             }
             Ok(Vote::Held { pttl }) => {
                 held += 1;
-                if pttl > 0 {
-                    holder_pttl = holder_pttl.max(Some(pttl.unsigned_abs()));
+                match pttl {
+                    Some(pttl) if pttl > 0 => {
+                        holder_pttl = holder_pttl.max(Some(pttl.unsigned_abs()));
+                    }
+                    Some(_) => {}
+                    None => pttl_unknown = true,
                 }
             }
             Err(error) => {
@@ -358,9 +412,11 @@ async fn attempt(
         let reachable = yes + held + outstanding;
         return Err(if held > 0 && reachable >= quorum {
             LockError::Contended {
-                retry_after: holder_pttl
-                    .map_or(options.ttl, Duration::from_millis)
-                    .max(Duration::from_millis(1)),
+                retry_after: match holder_pttl {
+                    Some(ms) => Duration::from_millis(ms).max(Duration::from_millis(1)),
+                    None if pttl_unknown => PTTL_UNKNOWN,
+                    None => options.ttl,
+                },
             }
         } else {
             LockError::unavailable(yes + held, total, quorum)
@@ -377,13 +433,10 @@ async fn attempt(
     };
     // Equal to `now + validity`, without the time spent since computing it.
     let valid_until = start + options.ttl.saturating_sub(options.drift);
-    // The replies still on their way are read by the lease's watchdog task, so that those
-    // nodes take the lease too (more room for node failures while it is held). Whatever
-    // they say needs no cleanup: on each node's single connection they precede the release
-    // this lease will send.
-    let stragglers = pending.fanout.take().map(|mut fanout| {
-        Box::pin(async move { while fanout.next().await.is_some() {} }) as lease::Stragglers
-    });
+    // The replies still on their way are not waited for. Requests already written still run
+    // (those nodes take the lease too, and the release this lease sends follows them on the
+    // node's connection); the driver skips those not yet written once nobody waits for them.
+    drop(pending.fanout.take());
     let lock = lease::HeldLock::start(
         shared.clone(),
         claim,
@@ -391,7 +444,6 @@ async fn attempt(
         fencing_token,
         start,
         valid_until,
-        stragglers,
     );
     let span = tracing::Span::current();
     span.record("nodes", yes);
@@ -419,20 +471,13 @@ async fn sync_fence(
     token: u64,
 ) -> Result<(), LockError> {
     let total = shared.total();
+    let call = Arc::new(ScriptCall::new(&FENCE_SYNC, keys.len(), |cmd| {
+        cmd.arg(keys.fence_keys()).arg(token);
+    }));
     let mut fanout = Fanout::new(total, shared.config.node_timeout, |index| {
-        let (shared, keys) = (shared.clone(), keys.clone());
+        let (shared, call) = (shared.clone(), call.clone());
         async move {
-            let reply = shared.nodes[index]
-                .eval(
-                    &FENCE_SYNC,
-                    keys.len(),
-                    |cmd| {
-                        cmd.arg(keys.fence_keys()).arg(token);
-                    },
-                    None,
-                )
-                .await
-                .map(drop);
+            let reply = shared.nodes[index].eval(&call, None).await.map(drop);
             (index, reply)
         }
     });

@@ -13,6 +13,7 @@ use super::node::Node;
 use super::node_url::{NodeUrl, redact};
 use super::retry::RetryPolicy;
 use super::telemetry::KeyLabeler;
+use super::timers::Timers;
 use super::validity;
 use super::wake::WakeHub;
 
@@ -341,6 +342,7 @@ impl RedlockBuilder {
                 queues: Arc::default(),
                 wake,
                 janitor: Janitor::start(),
+                timers: Timers::start(),
             }),
         })
     }

@@ -15,6 +15,7 @@ use super::options::{LockOptions, Resolved};
 use super::queue::LocalQueues;
 use super::retry::RetryPolicy;
 use super::telemetry::KeyLabeler;
+use super::timers::Timers;
 use super::validity;
 use super::wake::WakeHub;
 
@@ -42,6 +43,7 @@ pub(crate) struct Shared {
     pub(crate) queues: Arc<LocalQueues>,
     pub(crate) wake: Arc<WakeHub>,
     pub(crate) janitor: Janitor,
+    pub(crate) timers: Timers,
 }
 
 impl Shared {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::acquire::warn_node;
@@ -16,15 +15,15 @@ use super::client::Shared;
 use super::error::LockError;
 use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
-use super::node::{self, int};
+use super::node::{self, ScriptCall, int};
 use super::options::Resolved;
 use super::queue::LocalTurn;
 use super::scripts::{EXTEND, RELEASE};
 use super::telemetry::{self, KeyHash};
+use super::timers::TimerKey;
 use super::token::Token;
 use super::validity;
 use super::watchdog;
-pub(crate) use super::watchdog::Stragglers;
 
 /// The keys and the token of one acquisition attempt.
 pub(crate) struct Claim {
@@ -80,6 +79,8 @@ pub(crate) struct LeaseCore {
     pub(crate) runtime: Handle,
     /// This process's turn on the key, passed on when the lease ends.
     turn: std::sync::Mutex<Option<LocalTurn>>,
+    /// Where the lease waits for its watchdog (see [`Timers`](super::timers::Timers)).
+    timer: TimerKey,
 }
 
 impl LeaseCore {
@@ -110,6 +111,7 @@ impl LeaseCore {
             held
         });
         if changed {
+            self.shared.timers.cancel(self.timer);
             self.take_turn();
             tracing::warn!(key = %KeyHash::of(&self.claim.keys.user), "Redlock lease lost");
         }
@@ -129,6 +131,9 @@ impl LeaseCore {
         });
         if was_held {
             telemetry::hold(&self.label, self.acquired_at.elapsed());
+        }
+        if changed {
+            self.shared.timers.cancel(self.timer);
         }
         changed
     }
@@ -180,22 +185,18 @@ impl LeaseCore {
         let ttl_ms = validity::millis_ceil(ttl);
         let (shared, claim) = (&self.shared, &self.claim);
         let total = shared.total();
+        let keys = &claim.keys;
+        let call = Arc::new(ScriptCall::new(&EXTEND, keys.len(), |cmd| {
+            cmd.arg(keys.lock_keys())
+                .arg(claim.token.as_bytes())
+                .arg(ttl_ms)
+                .arg(keys.len());
+        }));
         let mut fanout = Fanout::new(total, shared.config.node_timeout, |index| {
-            let (shared, claim) = (shared.clone(), claim.clone());
+            let (shared, call) = (shared.clone(), call.clone());
             async move {
-                let keys = &claim.keys;
                 let reply = shared.nodes[index]
-                    .eval(
-                        &EXTEND,
-                        keys.len(),
-                        |cmd| {
-                            cmd.arg(keys.lock_keys())
-                                .arg(claim.token.as_bytes())
-                                .arg(ttl_ms)
-                                .arg(keys.len());
-                        },
-                        None,
-                    )
+                    .eval(&call, None)
                     .await
                     .and_then(|v| int(&v));
                 (index, reply)
@@ -257,8 +258,9 @@ impl LeaseCore {
     async fn release_inner(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
         let total = self.shared.total();
         let quorum = self.shared.quorum;
+        let call = Arc::new(release_call(&self.claim, true));
         let mut fanout = Fanout::new(total, self.shared.config.node_timeout, |index| {
-            release_on(self.shared.clone(), self.claim.clone(), index)
+            release_on(self.shared.clone(), call.clone(), index)
         });
         let (mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0);
         while let Some((index, reply)) = fanout.next().await {
@@ -289,22 +291,23 @@ impl LeaseCore {
     }
 }
 
-/// The per-node release call of a lease; announces the release to waiters.
-async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Reply<i64> {
+/// The release script call: deletes the keys that still hold our token; `announce`
+/// publishes the release to waiters (not for cleanups of failed attempts).
+pub(crate) fn release_call(claim: &Claim, announce: bool) -> ScriptCall {
     let keys = &claim.keys;
+    ScriptCall::new(&RELEASE, 2 * keys.len(), |cmd| {
+        cmd.arg(keys.lock_keys())
+            .arg(keys.channels())
+            .arg(claim.token.as_bytes())
+            .arg(keys.len())
+            .arg(if announce { "1" } else { "0" });
+    })
+}
+
+/// The per-node release call of a lease.
+async fn release_on(shared: Arc<Shared>, call: Arc<ScriptCall>, index: usize) -> Reply<i64> {
     let reply = shared.nodes[index]
-        .eval(
-            &RELEASE,
-            2 * keys.len(),
-            |cmd| {
-                cmd.arg(keys.lock_keys())
-                    .arg(keys.channels())
-                    .arg(claim.token.as_bytes())
-                    .arg(keys.len())
-                    .arg("1");
-            },
-            None,
-        )
+        .eval(&call, None)
         .await
         .and_then(|v| int(&v));
     (index, reply)
@@ -312,27 +315,17 @@ async fn release_on(shared: Arc<Shared>, claim: Arc<Claim>, index: usize) -> Rep
 
 /// Releases (without announcing it) on exactly `conn`: the cleanup of a failed or
 /// cancelled acquisition, sent down the socket its request used.
-pub(crate) async fn release_via(conn: node::Shared, claim: Arc<Claim>) {
-    let keys = &claim.keys;
-    let _ = node::eval_on(conn, &RELEASE, 2 * keys.len(), |cmd| {
-        cmd.arg(keys.lock_keys())
-            .arg(keys.channels())
-            .arg(claim.token.as_bytes())
-            .arg(keys.len())
-            .arg("0");
-    })
-    .await;
+pub(crate) async fn release_via(conn: node::Shared, call: Arc<ScriptCall>) {
+    let _ = node::eval_on(conn, &call).await;
 }
 
-/// Owns the watchdog; releases the lease in the background when the last clone drops.
+/// Releases the lease in the background when the last clone drops.
 struct LeaseHandle {
     core: Arc<LeaseCore>,
-    watchdog: AbortHandle,
 }
 
 impl Drop for LeaseHandle {
     fn drop(&mut self) {
-        self.watchdog.abort();
         if self.core.mark_released() {
             let core = self.core.clone();
             // Never block in Drop: the release runs on the runtime the lease was made on.
@@ -378,10 +371,20 @@ impl HeldLock {
         fencing_token: Option<u64>,
         acquired_at: Instant,
         valid_until: Instant,
-        stragglers: Option<watchdog::Stragglers>,
     ) -> HeldLock {
         let drift_factor = shared.config.drift_factor;
-        let core = Arc::new(LeaseCore {
+        // No task until the watchdog has work: the engine's timers start it when due.
+        let (first_wake, _) = watchdog::first_wake(
+            acquired_at,
+            valid_until,
+            options.ttl,
+            options.auto_extend,
+            options
+                .max_hold
+                .and_then(|limit| acquired_at.checked_add(limit)),
+        );
+        let timer = shared.timers.key(first_wake);
+        let core = LeaseCore {
             shared,
             claim,
             ttl: options.ttl,
@@ -395,11 +398,13 @@ impl HeldLock {
             state: watch::Sender::new(LeaseState::Held),
             runtime: Handle::current(),
             turn: std::sync::Mutex::new(None),
-        });
+            timer,
+        };
         core.set_valid_until(valid_until);
-        let watchdog = watchdog::spawn(core.clone(), stragglers);
+        let core = Arc::new(core);
+        core.shared.timers.schedule(core.timer, &core);
         HeldLock {
-            inner: Arc::new(LeaseHandle { core, watchdog }),
+            inner: Arc::new(LeaseHandle { core }),
         }
     }
 
@@ -503,7 +508,6 @@ impl HeldLock {
         if !core.mark_released() {
             return Ok(ReleaseOutcome::AlreadyReleased);
         }
-        self.inner.watchdog.abort();
         let outcome = core.release_nodes().await;
         // The next local waiter goes now, and finds the nodes free.
         core.pass_on();

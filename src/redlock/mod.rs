@@ -24,6 +24,7 @@ mod queue;
 mod retry;
 mod scripts;
 mod telemetry;
+mod timers;
 mod token;
 mod validity;
 mod wake;

@@ -135,25 +135,31 @@ impl Node {
     /// calls pipeline over one socket and cost no checkout); when it breaks, a healthy one is
     /// checked out of the pool (which replaces broken ones) and becomes current.
     async fn connection(&self) -> Result<Shared, NodeError> {
-        {
-            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(current) = current.as_ref()
-                && !current.1.load(Ordering::Relaxed)
-            {
-                return Ok(current.clone());
-            }
+        match self.healthy_current() {
+            Some(current) => Ok(current),
+            // Boxed: the set-up future is large (connect, script loading) and rarely needed,
+            // so it stays out of every call's future (which the fan-outs allocate per node).
+            None => Box::pin(self.replace_connection()).await,
         }
+    }
+
+    /// The current connection, unless there is none or it is marked broken.
+    fn healthy_current(&self) -> Option<Shared> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .filter(|current| !current.1.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    /// Sets up the next connection.
+    async fn replace_connection(&self) -> Result<Shared, NodeError> {
         // One caller at a time (FIFO) sets up the next connection and everyone uses it, so
         // commands to a node keep the order they were issued in (a cleanup never overtakes
         // the SET it undoes on another socket).
         let _setup = self.setup.lock().await;
-        {
-            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(current) = current.as_ref()
-                && !current.1.load(Ordering::Relaxed)
-            {
-                return Ok(current.clone());
-            }
+        if let Some(current) = self.healthy_current() {
+            return Ok(current);
         }
         // Made by the pool's manager (connect timeout, scripts loaded). `dedicated_connection`
         // reports a refused connection at once, where a pool checkout would wait out its
@@ -211,36 +217,12 @@ impl Node {
             .map_err(|_| NodeError::Timeout(self.timeout))?
     }
 
-    /// Runs a pipeline (one round trip). Not bounded here: callers run it inside a
-    /// [`Fanout`](super::fanout::Fanout), whose one deadline bounds every node.
-    pub(crate) async fn pipeline(
+    /// Sends `cmd` (built once, sent as is to every node) on the node's current connection.
+    /// A connection found dead is replaced and the call tried once more. Not bounded here:
+    /// callers run it inside a [`Fanout`](super::fanout::Fanout) or a timeout.
+    pub(crate) async fn send(
         &self,
-        pipe: &redis::Pipeline,
-        sent_on: Option<&SentOn>,
-    ) -> Result<Vec<Value>, NodeError> {
-        let mut tries = 0;
-        loop {
-            let used = self.connection().await?;
-            record(sent_on, &used);
-            let (mut conn, broken) = used;
-            match pipe.query_async::<Vec<Value>>(&mut conn).await {
-                Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
-                    mark_if_broken(e, &broken);
-                }
-                other => return other.map_err(|e| mark_if_broken(e, &broken)),
-            }
-        }
-    }
-
-    /// Runs a script by SHA, loading it with `EVAL` when the node does not know it (after a
-    /// restart or `SCRIPT FLUSH`). `args` appends keys and arguments after the key count.
-    /// Not bounded here: callers run it inside a [`Fanout`](super::fanout::Fanout) or a
-    /// timeout.
-    pub(crate) async fn eval(
-        &self,
-        script: &Script,
-        key_count: usize,
-        args: impl Fn(&mut Cmd),
+        cmd: &Cmd,
         sent_on: Option<&SentOn>,
     ) -> Result<Value, NodeError> {
         let mut tries = 0;
@@ -248,8 +230,27 @@ impl Node {
             let used = self.connection().await?;
             record(sent_on, &used);
             let (mut conn, broken) = used;
-            let result = eval_raw(&mut conn, script, key_count, &args).await;
-            match result {
+            match send_on(&mut conn, cmd).await {
+                Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
+                    mark_if_broken(e, &broken);
+                }
+                other => return other.map_err(|e| mark_if_broken(e, &broken)),
+            }
+        }
+    }
+
+    /// Runs a script call on the node (see [`send`](Node::send)).
+    pub(crate) async fn eval(
+        &self,
+        call: &ScriptCall,
+        sent_on: Option<&SentOn>,
+    ) -> Result<Value, NodeError> {
+        let mut tries = 0;
+        loop {
+            let used = self.connection().await?;
+            record(sent_on, &used);
+            let (mut conn, broken) = used;
+            match call.run(&mut conn).await {
                 Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
                     mark_if_broken(e, &broken);
                 }
@@ -259,36 +260,62 @@ impl Node {
     }
 }
 
-/// Runs a script on `conn` by SHA, with the `EVAL` fallback.
-async fn eval_raw(
-    conn: &mut MultiplexedConnection,
-    script: &Script,
-    key_count: usize,
-    args: &impl Fn(&mut Cmd),
-) -> Result<Value, RedisError> {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(&script.sha).arg(key_count);
-    args(&mut cmd);
-    match cmd.query_async::<Value>(conn).await {
-        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(script.body).arg(key_count);
-            args(&mut cmd);
-            cmd.query_async::<Value>(conn).await
+/// Sends one command and reads its reply (a server error reply becomes an error). Goes
+/// straight to the multiplexed connection: no boxed future per call.
+async fn send_on(conn: &mut MultiplexedConnection, cmd: &Cmd) -> Result<Value, RedisError> {
+    conn.send_packed_command(cmd).await?.extract_error()
+}
+
+/// A script call built once per operation: the same `EVALSHA` goes to every node, and
+/// the `EVAL` fallback is built only for a node that does not know the script (after a
+/// restart or `SCRIPT FLUSH`).
+pub(crate) struct ScriptCall {
+    script: &'static Script,
+    evalsha: Cmd,
+}
+
+impl ScriptCall {
+    /// `EVALSHA sha key_count ...`, `args` appending the keys and arguments.
+    pub(crate) fn new(
+        script: &'static Script,
+        key_count: usize,
+        args: impl FnOnce(&mut Cmd),
+    ) -> ScriptCall {
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(&script.sha).arg(key_count);
+        args(&mut evalsha);
+        ScriptCall { script, evalsha }
+    }
+
+    /// Runs the script on `conn` by SHA, loading it with `EVAL` when the node does not
+    /// know it.
+    async fn run(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
+        match send_on(conn, &self.evalsha).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                send_on(conn, &self.eval()).await
+            }
+            other => other,
         }
-        other => other,
+    }
+
+    /// The same call as `EVAL body key_count ...`.
+    fn eval(&self) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.script.body);
+        // After the command name and the SHA come the key count, keys and arguments.
+        for arg in self.evalsha.args_iter().skip(2) {
+            if let redis::Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
+            }
+        }
+        cmd
     }
 }
 
-/// Runs a script on exactly `conn` (one try; the caller bounds it).
-pub(crate) async fn eval_on(
-    conn: Shared,
-    script: &Script,
-    key_count: usize,
-    args: impl Fn(&mut Cmd),
-) -> Result<Value, NodeError> {
+/// Runs a script call on exactly `conn` (one try; the caller bounds it).
+pub(crate) async fn eval_on(conn: Shared, call: &ScriptCall) -> Result<Value, NodeError> {
     let (mut conn, broken) = conn;
-    eval_raw(&mut conn, script, key_count, &args)
+    call.run(&mut conn)
         .await
         .map_err(|e| mark_if_broken(e, &broken))
 }

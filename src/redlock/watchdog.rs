@@ -1,11 +1,8 @@
 //! The watchdog: extends a lease every ~ttl/3 and declares it lost when it cannot.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until};
 
 use super::error::LockError;
@@ -16,39 +13,53 @@ fn retry_pause(ttl: Duration) -> Duration {
     (ttl / 20).clamp(Duration::from_millis(5), Duration::from_millis(500))
 }
 
-/// Work the watchdog's task also carries: reading the acquire replies still on their way,
-/// so that those nodes take the lease too (one task per lease instead of two).
-pub(crate) type Stragglers = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// When the watchdog next has work, counting from the last renewal: the next extension
+/// (every ~ttl/3, while auto-extension is on and the hold limit allows), or else the end of
+/// the validity (the lease is lost then). The flag says whether it is an extension.
+pub(crate) fn next_wake(core: &LeaseCore, renewed_at: Instant) -> (Instant, bool) {
+    first_wake(
+        renewed_at,
+        core.valid_until(),
+        core.ttl,
+        core.auto_extend,
+        core.max_hold
+            .and_then(|limit| core.acquired_at.checked_add(limit)),
+    )
+}
 
-/// Starts the watchdog of a lease; the returned handle stops it (and the stragglers).
-pub(crate) fn spawn(core: Arc<LeaseCore>, stragglers: Option<Stragglers>) -> AbortHandle {
-    let runtime = core.runtime.clone();
-    let watch = run(core);
-    match stragglers {
-        Some(stragglers) => runtime
-            .spawn(async move {
-                futures_util::future::join(stragglers, watch).await;
-            })
-            .abort_handle(),
-        None => runtime.spawn(watch).abort_handle(),
+/// [`next_wake`] from its parts (for a lease still being built).
+pub(crate) fn first_wake(
+    renewed_at: Instant,
+    valid_until: Instant,
+    ttl: Duration,
+    auto_extend: bool,
+    hold_limit: Option<Instant>,
+) -> (Instant, bool) {
+    let next = renewed_at + ttl / 3;
+    let extending = auto_extend && hold_limit.is_none_or(|limit| next < limit);
+    if extending {
+        (next.min(valid_until), true)
+    } else {
+        (valid_until, false)
     }
+}
+
+/// Starts the watchdog task of a lease whose first deadline has come (see
+/// [`Timers`](super::timers::Timers)); it runs until the lease is lost or released.
+pub(crate) fn start(core: Arc<LeaseCore>) {
+    let runtime = core.runtime.clone();
+    // A runtime that has shut down drops the task: its leases are gone with it.
+    drop(runtime.spawn(run(core)));
 }
 
 async fn run(core: Arc<LeaseCore>) {
     let mut state = core.subscribe();
     let mut renewed_at = core.acquired_at;
     loop {
-        let valid_until = core.valid_until();
-        let hold_limit = core
-            .max_hold
-            .and_then(|limit| core.acquired_at.checked_add(limit));
-        let next = renewed_at + core.ttl / 3;
-        let extending = core.auto_extend && hold_limit.is_none_or(|limit| next < limit);
-        let wake = if extending {
-            next.min(valid_until)
-        } else {
-            valid_until
-        };
+        if *state.borrow_and_update() != LeaseState::Held {
+            return;
+        }
+        let (wake, extending) = next_wake(&core, renewed_at);
         tokio::select! {
             () = sleep_until(wake) => {}
             changed = state.changed() => {
@@ -58,9 +69,13 @@ async fn run(core: Arc<LeaseCore>) {
                 continue;
             }
         }
-        if !extending || Instant::now() >= core.valid_until() {
+        if Instant::now() >= core.valid_until() {
             core.mark_lost();
             return;
+        }
+        if !extending {
+            // Extended by hand meanwhile: wait for the new end.
+            continue;
         }
         // Extend; on a transient failure try again until the validity ends.
         loop {

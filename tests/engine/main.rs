@@ -12,3 +12,4 @@ mod faults;
 mod fencing;
 mod health;
 mod quorum;
+mod watchdog;

@@ -1,0 +1,88 @@
+//! The watchdog costs no task until a lease is held long enough to need an extension.
+
+use std::time::Duration;
+
+use tower_redlock::LockOptions;
+
+use crate::support::*;
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_leases_cost_no_task_until_an_extension_is_due() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    // A first cycle starts whatever the engine starts once (pub/sub is not involved).
+    redlock
+        .acquire("warm")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    let before = alive_tasks();
+    let mut locks = Vec::new();
+    for i in 0..50 {
+        let lock = redlock
+            .acquire_with(
+                format!("many:{i}"),
+                LockOptions::new().ttl(Duration::from_secs(30)),
+            )
+            .await
+            .unwrap();
+        locks.push(lock);
+    }
+    let held = alive_tasks();
+    assert!(
+        held <= before + 2,
+        "50 held leases: {before} tasks before, {held} while held"
+    );
+    for lock in locks {
+        lock.release().await.unwrap();
+    }
+    for i in 0..50 {
+        assert!(released_everywhere(&cluster, &format!("many:{i}")).await);
+    }
+}
+
+/// The engine's timer task lives on the runtime the engine was built on. When that runtime
+/// is gone, the next lease starts it again on its own runtime, so leases are still extended.
+#[test]
+fn leases_are_extended_after_the_engine_runtime_is_gone() {
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (cluster, holder) = first.block_on(async {
+        let cluster = cluster().await;
+        let holder = redlock(&cluster).await;
+        (cluster, holder)
+    });
+    drop(first);
+    let second = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let rival = redlock(&cluster).await;
+        let ttl = Duration::from_millis(400);
+        let lock = holder
+            .acquire_with("moved", LockOptions::new().ttl(ttl))
+            .await
+            .unwrap();
+        let start = tokio::time::Instant::now();
+        for _ in 0..1_000 {
+            if start.elapsed() > ttl * 3 {
+                break;
+            }
+            let err = rival.try_acquire("moved").await.unwrap_err();
+            assert!(err.is_contended(), "{err:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(lock.is_held());
+        lock.release().await.unwrap();
+        assert!(released_everywhere(&cluster, "moved").await);
+    });
+}
