@@ -433,10 +433,13 @@ async fn attempt(
     };
     // Equal to `now + validity`, without the time spent since computing it.
     let valid_until = start + options.ttl.saturating_sub(options.drift);
-    // The replies still on their way are not waited for. Requests already written still run
-    // (those nodes take the lease too, and the release this lease sends follows them on the
-    // node's connection); the driver skips those not yet written once nobody waits for them.
-    drop(pending.fanout.take());
+    // The replies still on their way are read in the background (a request nobody waits
+    // for any more would not even be sent), so that those nodes take the lease too: more
+    // room for node failures while it is held. Whatever they say needs no cleanup: on each
+    // node's single connection they precede the release this lease will send.
+    if let Some(fanout) = pending.fanout.take() {
+        finish_in_background(shared, fanout);
+    }
     let lock = lease::HeldLock::start(
         shared.clone(),
         claim,
@@ -492,7 +495,7 @@ async fn sync_fence(
         }
         if ok >= shared.quorum {
             // The rest still get the write, in the background.
-            shared.janitor.run(fanout.drain(|_| {}));
+            finish_in_background(shared, fanout);
             return Ok(());
         }
         if failed > total - shared.quorum {
@@ -519,4 +522,14 @@ pub(crate) fn warn_node(shared: &Arc<Shared>, index: usize, op: &'static str, er
             .janitor
             .run(async move { probing.nodes[index].probe().await });
     }
+}
+
+/// Reads the late replies of a decided fan-out in the background, to their end (bounded by
+/// the node timeout): a request nobody waits for any more would not even be sent.
+pub(crate) fn finish_in_background<F, T>(shared: &Arc<Shared>, fanout: Fanout<F>)
+where
+    F: std::future::Future<Output = Reply<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    shared.janitor.run(fanout.drain(|_| {}));
 }

@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::acquire::warn_node;
+use super::acquire::{finish_in_background, warn_node};
 use super::client::Shared;
 use super::error::LockError;
 use super::fanout::{Fanout, Reply};
@@ -216,7 +216,7 @@ impl LeaseCore {
                 break;
             }
         }
-        shared.janitor.run(fanout.drain(|_| {}));
+        finish_in_background(shared, fanout);
         if ok >= shared.quorum {
             let Some(validity) = validity::validity(ttl, Duration::ZERO, drift) else {
                 return Err(LockError::Expired);
@@ -278,7 +278,7 @@ impl LeaseCore {
             }
         }
         // Stragglers still get their delete, without the caller waiting for them.
-        self.shared.janitor.run(fanout.drain(|_| {}));
+        finish_in_background(&self.shared, fanout);
         if released > 0 {
             Ok(ReleaseOutcome::Released)
         } else if foreign > 0 {

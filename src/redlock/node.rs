@@ -66,7 +66,15 @@ impl bb8::ManageConnection for NodeManager {
         for script in scripts::ALL.iter() {
             load.cmd("SCRIPT").arg("LOAD").arg(script.body);
         }
-        load.query_async::<()>(&mut conn).await?;
+        // Bounded too: a frozen node accepts connections (the kernel does) but never answers.
+        tokio::time::timeout(self.timeout, load.query_async::<()>(&mut conn))
+            .await
+            .map_err(|_| {
+                RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "loading scripts timed out",
+                ))
+            })??;
         Ok(NodeConnection {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
