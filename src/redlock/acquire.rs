@@ -15,7 +15,7 @@ use super::keys::LockKeys;
 use super::lease::{self, Claim, HeldLock};
 use super::node::{NodeError, ScriptCall, SentOn, int, int_pair};
 use super::options::Resolved;
-use super::scripts::{ACQUIRE, FENCE_SYNC};
+use super::scripts::{ACQUIRE, FENCE_SYNC, MARK};
 use super::telemetry::{self, KeyHash};
 use super::validity;
 use super::wake::Interest;
@@ -127,6 +127,7 @@ async fn retry_loop(
         }
         match interest.as_mut().filter(|_| contended) {
             Some(interest) => {
+                mark_awaited(shared, keys);
                 tokio::select! {
                     () = interest.released() => {}
                     () = tokio::time::sleep(sleep) => {}
@@ -135,6 +136,20 @@ async fn retry_loop(
             None => tokio::time::sleep(sleep).await,
         }
     }
+}
+
+/// Marks the keys as awaited on every node, in the background, so that the holder's release
+/// publishes a wake-up (an unmarked release publishes nothing). A mark that lands after the
+/// release costs no more than the fallback timer.
+fn mark_awaited(shared: &Arc<Shared>, keys: &Arc<LockKeys>) {
+    let call = Arc::new(ScriptCall::new(&MARK, keys.len(), |cmd| {
+        cmd.arg(keys.lock_keys());
+    }));
+    let fanout = Fanout::new(shared.total(), shared.config.node_timeout, |index| {
+        let (shared, call) = (shared.clone(), call.clone());
+        async move { (index, shared.nodes[index].eval(&call, None).await.map(drop)) }
+    });
+    finish_in_background(shared, fanout);
 }
 
 /// One attempt, unless the circuit breaker says to fail fast.

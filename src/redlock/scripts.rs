@@ -46,13 +46,18 @@ return {1, fence}",
     )
 });
 
+/// A lock value is the holder's token, with a `+` appended once someone in another process
+/// waits for the lock ([`MARK`]): only then does the release publish a wake-up, so that an
+/// uncontended release costs no `PUBLISH`. Both forms count as the holder's.
+///
 /// Extend: `KEYS[1..n]` lock keys; `ARGV = [token, ttl_ms, n]`. Compare-only: sets a new
 /// expiry when every key still holds our token, never re-creates a key. Returns 1 or 0.
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local n = tonumber(ARGV[3])
 for i = 1, n do
-  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+  local v = redis.call('GET', KEYS[i])
+  if v ~= ARGV[1] and v ~= ARGV[1] .. '+' then return 0 end
 end
 for i = 1, n do
   redis.call('PEXPIRE', KEYS[i], ARGV[2])
@@ -63,8 +68,9 @@ return 1",
 
 /// Release: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels;
 /// `ARGV = [token, n, announce]`. Deletes the keys that hold our token and, when `announce`
-/// is `1`, announces each release on its channel (cleanups of failed attempts do not: waking
-/// every waiter for a lock nobody held only makes contenders collide again).
+/// is `1` and a waiter marked the key, announces the release on its channel (cleanups of
+/// failed attempts do not: waking every waiter for a lock nobody held only makes
+/// contenders collide again).
 /// Returns 1 (released something), 0 (nothing there: expired) or -1 (held by another token).
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -72,9 +78,13 @@ pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 local released, foreign = 0, 0
 for i = 1, n do
   local v = redis.call('GET', KEYS[i])
+  local awaited = false
+  if v and v ~= ARGV[1] and v == ARGV[1] .. '+' then
+    v, awaited = ARGV[1], true
+  end
   if v == ARGV[1] then
     redis.call('DEL', KEYS[i])
-    if ARGV[3] == '1' then redis.call('PUBLISH', KEYS[n + i], '1') end
+    if awaited and ARGV[3] == '1' then redis.call('PUBLISH', KEYS[n + i], '1') end
     released = released + 1
   elseif v then
     foreign = foreign + 1
@@ -83,6 +93,18 @@ end
 if released > 0 then return 1 end
 if foreign > 0 then return -1 end
 return 0",
+    )
+});
+
+/// Mark: `KEYS` lock keys. A waiter appends `+` to each held key's value (once; `APPEND`
+/// keeps the expiry), so that the holder's release publishes a wake-up. Returns 1.
+pub(crate) static MARK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v and string.byte(v, -1) ~= 43 then redis.call('APPEND', KEYS[i], '+') end
+end
+return 1",
     )
 });
 
@@ -100,5 +122,5 @@ return 1",
 });
 
 /// Every script, for loading on connect.
-pub(crate) static ALL: LazyLock<[&'static Script; 4]> =
-    LazyLock::new(|| [&*ACQUIRE, &*EXTEND, &*RELEASE, &*FENCE_SYNC]);
+pub(crate) static ALL: LazyLock<[&'static Script; 5]> =
+    LazyLock::new(|| [&*ACQUIRE, &*EXTEND, &*RELEASE, &*MARK, &*FENCE_SYNC]);

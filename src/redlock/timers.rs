@@ -70,7 +70,7 @@ impl Timers {
             restart: Mutex::new(()),
             closed: AtomicBool::new(false),
         });
-        tokio::spawn(run(inner.clone()));
+        tokio::spawn(run(Running(inner.clone())));
         Timers { inner }
     }
 
@@ -118,7 +118,7 @@ impl Timers {
             self.inner.running.store(true, Ordering::Release);
             // Whatever was scheduled is looked at again.
             self.inner.next_wake.store(0, Ordering::SeqCst);
-            handle.spawn(run(self.inner.clone()));
+            handle.spawn(run(Running(self.inner.clone())));
         }
     }
 }
@@ -130,7 +130,8 @@ impl Drop for Timers {
     }
 }
 
-/// Marks the task gone when its future is dropped (finished, or its runtime shut down).
+/// Marks the task gone when its future is dropped: finished, or its runtime shut down —
+/// possibly before ever polling it, so the guard is made before the task is spawned.
 struct Running(Arc<Inner>);
 
 impl Drop for Running {
@@ -139,8 +140,8 @@ impl Drop for Running {
     }
 }
 
-async fn run(inner: Arc<Inner>) {
-    let _running = Running(inner.clone());
+async fn run(running: Running) {
+    let inner = running.0.clone();
     let mut due = Vec::new();
     while !inner.closed.load(Ordering::Acquire) {
         // Anything scheduled from here on lowers this again and notifies.

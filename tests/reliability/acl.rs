@@ -31,7 +31,8 @@ const PREFIX: &str = "app:";
 /// acquire), `PTTL` (the holder's remaining time after a refused `SET`), `EVALSHA` (scripts: acquire with fencing or several
 /// keys, extend, release, fencing write-back) and `EVAL` (the fallback when a node answers
 /// `NOSCRIPT`, e.g. after `SCRIPT FLUSH`); the scripts call `EXISTS`, `PTTL`, `SET`, `INCR`,
-/// `GET`, `PEXPIRE`, `DEL` and `PUBLISH`, which ACLs check too; `SUBSCRIBE`/`UNSUBSCRIBE`
+/// `GET`, `PEXPIRE`, `DEL`, `APPEND` (a waiter marks the held key) and `PUBLISH`, which ACLs
+/// check too; `SUBSCRIBE`/`UNSUBSCRIBE`
 /// (wake-on-release), `PING`/`INFO` (health).
 pub const COMMANDS: &[&str] = &[
     "script|load",
@@ -41,6 +42,7 @@ pub const COMMANDS: &[&str] = &[
     "exists",
     "pttl",
     "pexpire",
+    "append",
     "incr",
     "publish",
     "subscribe",
