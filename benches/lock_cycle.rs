@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 const ROUNDS: usize = 10;
 const PER_ROUND: usize = 200;
-const THROUGHPUT_FOR: Duration = Duration::from_secs(3);
+const THROUGHPUT_FOR: Duration = Duration::from_secs(1);
+const THROUGHPUT_ROUNDS: usize = 4;
 const TASKS: usize = 16;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -112,23 +113,37 @@ async fn bench() {
     );
     let healthy_p50 = lock_s.p50();
 
-    // 2. Throughput: 16 tasks on distinct keys for a fixed time.
-    let raw2 = raw.clone();
-    let raw_rate = throughput(move |task, n| {
-        let raw = raw2.clone();
-        async move { raw.cycle(&format!("traw:{task}:{n}"), "token").await }
-    })
-    .await;
-    let redlock2 = redlock.clone();
-    let lock_rate = throughput(move |task, n| {
-        let redlock = redlock2.clone();
-        async move {
-            lock_cycle(&redlock, format!("t:{task}:{n}")).await;
-        }
-    })
-    .await;
+    // 2. Throughput: 16 tasks on distinct keys, in interleaved rounds (raw, lock, raw, ...)
+    // so that the machine's drift hits both alike.
+    let (mut raw_cycles, mut lock_cycles, mut raw_time, mut lock_time) = (0, 0, 0.0, 0.0);
+    for round in 0..THROUGHPUT_ROUNDS {
+        let raw2 = raw.clone();
+        let (n, secs) = throughput(move |task, n| {
+            let raw = raw2.clone();
+            async move {
+                raw.cycle(&format!("traw:{round}:{task}:{n}"), "token")
+                    .await
+            }
+        })
+        .await;
+        raw_cycles += n;
+        raw_time += secs;
+        let redlock2 = redlock.clone();
+        let (n, secs) = throughput(move |task, n| {
+            let redlock = redlock2.clone();
+            async move {
+                lock_cycle(&redlock, format!("t:{round}:{task}:{n}")).await;
+            }
+        })
+        .await;
+        lock_cycles += n;
+        lock_time += secs;
+    }
+    let (raw_rate, lock_rate) = (raw_cycles as f64 / raw_time, lock_cycles as f64 / lock_time);
     let ratio = lock_rate / raw_rate;
-    println!("\n2. throughput, {TASKS} tasks, distinct keys, {THROUGHPUT_FOR:?} each");
+    println!(
+        "\n2. throughput, {TASKS} tasks, distinct keys, {THROUGHPUT_ROUNDS} interleaved rounds of {THROUGHPUT_FOR:?} each"
+    );
     println!("   raw floor      {raw_rate:>10.0} cycles/s");
     println!("   tower-redlock  {lock_rate:>10.0} cycles/s");
     println!(
@@ -209,8 +224,8 @@ async fn bench() {
     );
 }
 
-/// Runs `cycle(task, n)` on 16 tasks for [`THROUGHPUT_FOR`]; returns cycles per second.
-async fn throughput<F, Fut>(cycle: F) -> f64
+/// Runs `cycle` in `TASKS` tasks for `THROUGHPUT_FOR`: (cycles done, seconds taken).
+async fn throughput<F, Fut>(cycle: F) -> (u64, f64)
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -234,5 +249,5 @@ where
     for t in tasks {
         t.await.unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    (done.load(Ordering::Relaxed), start.elapsed().as_secs_f64())
 }
