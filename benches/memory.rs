@@ -6,12 +6,43 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use common::*;
 
 const TASKS: u64 = 16;
+
+/// The system allocator, counting the bytes currently allocated: live heap, which (unlike
+/// RSS) does not keep the allocator's high-water marks.
+struct Counting;
+
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; only a counter is kept.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_heap() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / 1048576.0
+}
 
 /// Resident set size in bytes, from `/proc/self/statm`.
 fn rss() -> u64 {
@@ -60,16 +91,18 @@ async fn main() {
     let metrics = tokio::runtime::Handle::current().metrics();
     let tasks_before = metrics.num_alive_tasks();
     let before = rss();
+    let heap_before = live_heap();
     let start = tokio::time::Instant::now();
     // In chunks, so a leak (linear growth) can be told from a high-water mark (flat).
     let chunk = (cycles / 8).max(1);
-    let mut curve = Vec::new();
+    let (mut curve, mut heap_curve) = (Vec::new(), Vec::new());
     let mut done = 0;
     while done < cycles {
         let n = chunk.min(cycles - done);
         run(n, done).await;
         done += n;
         curve.push(format!("{:.2}", rss() as f64 / 1048576.0));
+        heap_curve.push(format!("{:.2}", live_heap()));
     }
     let took = start.elapsed();
     let after = rss();
@@ -77,6 +110,8 @@ async fn main() {
     // Background work (late replies, releases) is bounded by the node timeout.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let tasks_after = metrics.num_alive_tasks();
+    let heap_after = live_heap();
+    let heap_growth = heap_after / heap_before.max(f64::MIN_POSITIVE) - 1.0;
     println!("\n6. memory: {cycles} cycles ({TASKS} tasks, distinct keys) in {took:.1?}");
     println!(
         "   RSS before {:.1} MiB, after {:.1} MiB, growth {:+.2} % (target within 5 %: {})",
@@ -86,6 +121,15 @@ async fn main() {
         verdict(growth.abs() <= 0.05)
     );
     println!("   RSS (MiB) after each eighth: {}", curve.join(" "));
+    println!(
+        "   live heap before {heap_before:.2} MiB, after {heap_after:.2} MiB (background work finished), growth {:+.2} % ({})",
+        heap_growth * 100.0,
+        verdict(heap_growth.abs() <= 0.05)
+    );
+    println!(
+        "   live heap (MiB) after each eighth: {}",
+        heap_curve.join(" ")
+    );
     println!(
         "   live tasks before {tasks_before}, after {tasks_after} (no per-lock task outlives its lease)"
     );
@@ -98,6 +142,9 @@ async fn main() {
             ("rss_before_mib", before as f64 / 1048576.0),
             ("rss_after_mib", after as f64 / 1048576.0),
             ("growth_pct", growth * 100.0),
+            ("heap_before_mib", heap_before),
+            ("heap_after_mib", heap_after),
+            ("heap_growth_pct", heap_growth * 100.0),
         ],
     );
 }
