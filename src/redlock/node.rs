@@ -233,18 +233,7 @@ impl Node {
         cmd: &Cmd,
         sent_on: Option<&SentOn>,
     ) -> Result<Value, NodeError> {
-        let mut tries = 0;
-        loop {
-            let used = self.connection().await?;
-            record(sent_on, &used);
-            let (mut conn, broken) = used;
-            match send_on(&mut conn, cmd).await {
-                Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
-                    mark_if_broken(e, &broken);
-                }
-                other => return other.map_err(|e| mark_if_broken(e, &broken)),
-            }
-        }
+        self.request(Request::Command(cmd), sent_on).await
     }
 
     /// Runs a script call on the node (see [`send`](Node::send)).
@@ -253,17 +242,40 @@ impl Node {
         call: &ScriptCall,
         sent_on: Option<&SentOn>,
     ) -> Result<Value, NodeError> {
+        self.request(Request::Script(call), sent_on).await
+    }
+
+    async fn request(
+        &self,
+        request: Request<'_>,
+        sent_on: Option<&SentOn>,
+    ) -> Result<Value, NodeError> {
         let mut tries = 0;
         loop {
             let used = self.connection().await?;
             record(sent_on, &used);
             let (mut conn, broken) = used;
-            match call.run(&mut conn).await {
+            match request.run(&mut conn).await {
                 Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
                     mark_if_broken(e, &broken);
                 }
                 other => return other.map_err(|e| mark_if_broken(e, &broken)),
             }
+        }
+    }
+}
+
+/// What a node call sends.
+enum Request<'a> {
+    Command(&'a Cmd),
+    Script(&'a ScriptCall),
+}
+
+impl Request<'_> {
+    async fn run(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
+        match self {
+            Request::Command(cmd) => send_on(conn, cmd).await,
+            Request::Script(call) => call.run(conn).await,
         }
     }
 }
