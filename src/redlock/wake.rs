@@ -8,6 +8,7 @@
 //! retry policy), so a lost message costs latency, never correctness.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ use super::node_url::NodeUrl;
 #[derive(Default)]
 struct Channels {
     map: Mutex<HashMap<String, Channel>>,
+    /// `map.len()`, readable without the lock: a release with nobody waiting in the
+    /// process (the common case) does not touch the mutex.
+    entries: AtomicUsize,
 }
 
 struct Channel {
@@ -100,6 +104,9 @@ impl WakeHub {
     /// Wakes this process's waiters on `channels` directly (after a local release), without
     /// waiting for the nodes' message.
     pub(crate) fn notify_local(&self, channels: &[String]) {
+        if self.channels.entries.load(Ordering::Acquire) == 0 {
+            return;
+        }
         for channel in channels {
             self.channels.bump(channel);
         }
@@ -124,6 +131,7 @@ impl WakeHub {
                 entry.interested += 1;
                 receivers.push(entry.generation.subscribe());
             }
+            self.channels.entries.store(map.len(), Ordering::Release);
         }
         if !new.is_empty() {
             self.for_each_node(
@@ -178,6 +186,7 @@ impl WakeHub {
                     }
                 }
             }
+            self.channels.entries.store(map.len(), Ordering::Release);
         }
         if gone.is_empty() {
             return;
