@@ -12,7 +12,9 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tower_redlock::testkit::{ClusterOptions, LocalCluster, NodeState, TestkitError, ping};
+use tower_redlock::testkit::{
+    ClusterOptions, LocalCluster, NodeState, TestkitError, eventually, ping,
+};
 
 const SHORT: Duration = Duration::from_millis(300);
 const LONG: Duration = Duration::from_secs(5);
@@ -49,17 +51,7 @@ async fn read_line(stream: &mut TcpStream) -> Option<String> {
 
 /// Polls `ping` until it answers, bounded by count and deadline.
 async fn eventually_pings(addr: SocketAddr) -> bool {
-    let deadline = Instant::now() + LONG;
-    for _ in 0..100 {
-        if ping(addr, Duration::from_millis(500)).await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    eventually(LONG, || ping(addr, Duration::from_millis(500))).await
 }
 
 fn alive(pid: u32) -> bool {

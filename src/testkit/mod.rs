@@ -126,6 +126,37 @@ pub enum TestkitError {
     },
 }
 
+/// Polls `check` every 10 ms until it returns `true`: at most 10 000 times and within
+/// `deadline`. Returns whether it did. For outcomes a test cannot await directly, such as a
+/// key expiring on the nodes or a port answering again.
+///
+/// ```no_run
+/// # async fn demo(addr: std::net::SocketAddr) {
+/// use std::time::Duration;
+/// use tower_redlock::testkit::{eventually, ping};
+///
+/// let back = eventually(Duration::from_secs(5), || ping(addr, Duration::from_millis(200))).await;
+/// assert!(back, "the node did not come back");
+/// # }
+/// ```
+pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    for _ in 0..10_000 {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// Sends `PING` over a fresh TCP connection and reports whether `+PONG`
 /// came back within `timeout`. Never panics; any error means `false`.
 pub async fn ping(addr: SocketAddr, timeout: Duration) -> bool {

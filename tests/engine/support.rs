@@ -1,11 +1,10 @@
 //! Shared helpers: a cluster, an engine on it, and raw access to the nodes.
 
-use std::future::Future;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use tokio::time::Instant;
 use tower_redlock::testkit::LocalCluster;
+pub use tower_redlock::testkit::eventually;
 use tower_redlock::{Redlock, RedlockBuilder, RetryPolicy};
 
 pub const PREFIX: &str = "t:";
@@ -96,23 +95,4 @@ pub fn resume(cluster: &LocalCluster, nodes: std::ops::Range<usize>) {
     for i in nodes {
         cluster.resume(i).unwrap();
     }
-}
-
-/// Polls `check` until it is true, at most `tries` times within `deadline`.
-pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + deadline;
-    for _ in 0..10_000 {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
 }

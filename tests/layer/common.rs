@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -16,7 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
-use tower_redlock::{LockError, Redlock, testkit::LocalCluster};
+use tower_redlock::testkit::{LocalCluster, eventually};
+use tower_redlock::{LockError, Redlock};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -188,22 +189,17 @@ pub async fn http(addr: SocketAddr, method: Method, path: &str) -> Reply {
 
 /// Polls `try_acquire(key)` until it succeeds (then releases), bounded by count and time.
 pub async fn eventually_free(redlock: &Redlock, key: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    for _ in 0..1_000 {
+    eventually(within, || async {
         match redlock.try_acquire(key).await {
             Ok(lock) => {
                 lock.release().await.expect("release");
-                return true;
+                true
             }
-            Err(LockError::Contended { .. }) | Err(LockError::Unavailable { .. }) => {}
+            Err(LockError::Contended { .. }) | Err(LockError::Unavailable { .. }) => false,
             Err(other) => panic!("unexpected error: {other}"),
         }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    })
+    .await
 }
 
 /// `true` if `key` is held by someone else right now.

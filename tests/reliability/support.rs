@@ -1,7 +1,6 @@
 //! Shared helpers: a cluster behind fault proxies, engines on it, raw node access, an axum
 //! app under the layer, and child processes that are always killed.
 
-use std::future::Future;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +9,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::time::Instant;
+pub use tower_redlock::testkit::eventually;
 use tower_redlock::testkit::{FaultProxy, LocalCluster};
 use tower_redlock::{Redlock, RedlockBuilder, RetryPolicy};
 
@@ -98,25 +97,6 @@ pub async fn lock_value(cluster: &LocalCluster, i: usize, key: &str) -> Option<V
         .await
         .ok()?
         .ok()?
-}
-
-/// Polls `check` every 10 ms until it is true: at most 1000 times and within `deadline`.
-pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + deadline;
-    for _ in 0..1_000 {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
 }
 
 /// Sets its flag when dropped: shows that a handler's future was dropped (cancelled).
