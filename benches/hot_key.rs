@@ -16,11 +16,8 @@ const TASKS: usize = 16;
 const HOLD: Duration = Duration::from_millis(1);
 const RUN_FOR: Duration = Duration::from_secs(5);
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    // Measured on a runtime worker, where request handlers run (not on the thread blocked
-    // in `main`, which every wake-up would have to reach across threads).
-    tokio::spawn(bench()).await.expect("bench task");
+fn main() {
+    on_worker(bench());
 }
 
 async fn bench() {

@@ -52,8 +52,11 @@ fn rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
+    on_worker(bench());
+}
+
+async fn bench() {
     let cycles: u64 = std::env::var("BENCH_MEMORY_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -27,11 +27,8 @@ fn app(layer: Option<RedlockLayer<key::Param>>) -> Router {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    // Measured on a runtime worker, where request handlers run (not on the thread blocked
-    // in `main`, which every wake-up would have to reach across threads).
-    tokio::spawn(bench()).await.expect("bench task");
+fn main() {
+    on_worker(bench());
 }
 
 async fn bench() {

@@ -16,6 +16,18 @@ pub use testkit::LocalCluster;
 /// The release script of the raw baseline: compare-and-delete, the classic Redlock release.
 pub const RAW_RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Runs `bench` on a two-worker runtime, in a task on a worker (where request handlers
+/// run), not on the thread blocked in `main`, which every wake-up would have to reach
+/// across threads.
+pub fn on_worker(bench: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async { tokio::spawn(bench).await.expect("bench task") });
+}
+
 pub async fn cluster() -> LocalCluster {
     LocalCluster::start(5)
         .await
