@@ -13,7 +13,7 @@ use super::error::LockError;
 use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
 use super::lease::{self, Claim, HeldLock};
-use super::node::{NodeError, ScriptCall, SentOn, int, int_pair};
+use super::node::{Call, NodeError, SentOn, int, int_pair};
 use super::options::Resolved;
 use super::scripts::{ACQUIRE, FENCE_SYNC, MARK};
 use super::telemetry::{self, KeyHash};
@@ -72,9 +72,10 @@ async fn retry_loop(
     if waits && shared.queues.is_busy(&keys.queue_id()) {
         // Others of this process already wait: queue behind them instead of barging in.
         let Some((local, _)) = shared.queues.turn(&keys.queue_id(), deadline).await else {
-            return Err(LockError::Contended {
+            let error = LockError::Contended {
                 retry_after: options.ttl,
-            });
+            };
+            return Err(settle(shared, keys, options, error).await);
         };
         turn = Some(local);
         interest = Some(shared.wake.interest(keys.channels()).await);
@@ -96,7 +97,7 @@ async fn retry_loop(
         let contended = matches!(error, LockError::Contended { .. });
         // The holder's remaining time, when known, caps the sleep.
         let hint = match &error {
-            LockError::Contended { retry_after } if *retry_after != PTTL_UNKNOWN => {
+            LockError::Contended { retry_after } if !bare_set(keys, options.fencing) => {
                 Some(*retry_after)
             }
             _ => None,
@@ -127,7 +128,10 @@ async fn retry_loop(
         }
         match interest.as_mut().filter(|_| contended) {
             Some(interest) => {
-                mark_awaited(shared, keys);
+                if mark_awaited(shared, keys).await == Mark::Free {
+                    // Released between our attempt and the mark: no wake-up will come.
+                    continue;
+                }
                 tokio::select! {
                     () = interest.released() => {}
                     () = tokio::time::sleep(sleep) => {}
@@ -138,18 +142,48 @@ async fn retry_loop(
     }
 }
 
-/// Marks the keys as awaited on every node, in the background, so that the holder's release
-/// publishes a wake-up (an unmarked release publishes nothing). A mark that lands after the
-/// release costs no more than the fallback timer.
-fn mark_awaited(shared: &Arc<Shared>, keys: &Arc<LockKeys>) {
-    let call = Arc::new(ScriptCall::new(&MARK, keys.len(), |cmd| {
+/// What marking the keys found.
+#[derive(Debug, PartialEq, Eq)]
+enum Mark {
+    /// A quorum held the keys and marked them: their release will wake us.
+    Held,
+    /// The keys are free on a quorum of nodes: released before the mark, so no wake-up
+    /// will follow; look again now.
+    Free,
+    /// Nodes failed or disagreed: the fallback timer decides.
+    Unknown,
+}
+
+/// Marks the keys as awaited on every node, so that the holder's release publishes a
+/// wake-up (an unmarked release publishes nothing). Called once subscribed, so a release
+/// after the mark wakes us.
+async fn mark_awaited(shared: &Arc<Shared>, keys: &Arc<LockKeys>) -> Mark {
+    let mut fanout = shared.broadcast(Call::script(&MARK, keys.len(), |cmd| {
         cmd.arg(keys.lock_keys());
     }));
-    let fanout = Fanout::new(shared.total(), shared.config.node_timeout, |index| {
-        let (shared, call) = (shared.clone(), call.clone());
-        async move { (index, shared.nodes[index].eval(&call, None).await.map(drop)) }
-    });
+    let (total, quorum) = (shared.total(), shared.quorum);
+    let (mut held, mut free, mut failed) = (0, 0, 0);
+    let mark = loop {
+        let Some((_, reply)) = fanout.next().await else {
+            break Mark::Unknown;
+        };
+        match reply.and_then(|v| int(&v)) {
+            Ok(1) => held += 1,
+            Ok(_) => free += 1,
+            Err(_) => failed += 1,
+        }
+        if held >= quorum {
+            break Mark::Held;
+        }
+        if free >= quorum {
+            break Mark::Free;
+        }
+        if held + free + failed == total {
+            break Mark::Unknown;
+        }
+    };
     finish_in_background(shared, fanout);
+    mark
 }
 
 /// One attempt, unless the circuit breaker says to fail fast.
@@ -184,56 +218,51 @@ async fn guarded_attempt(
     result
 }
 
-/// The acquire request, built once per attempt and sent as is to every node.
-enum AcquireCall {
-    /// One key without fencing (the common case): `SET key token NX PX ttl`, no script.
-    Set(Cmd),
-    /// Otherwise one script checks and sets every key, and bumps the fencing counters,
-    /// atomically.
-    Script(ScriptCall),
+/// Whether an attempt on `keys` is a bare `SET NX PX` (one key, no fencing: the common
+/// case) rather than the acquire script. A refused `SET` does not tell the holder's
+/// remaining time; it is asked ([`holder_pttl`]) only when a contended error is returned.
+fn bare_set(keys: &LockKeys, fencing: bool) -> bool {
+    keys.len() == 1 && !fencing
 }
 
-impl AcquireCall {
-    fn new(claim: &Claim, ttl_ms: u64, fencing: bool) -> AcquireCall {
-        let keys = &claim.keys;
-        if keys.len() == 1 && !fencing {
-            let mut cmd = Cmd::with_capacity(6, 64 + keys.lock_keys()[0].len());
-            cmd.arg("SET")
-                .arg(&keys.lock_keys()[0])
-                .arg(claim.token.as_bytes())
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms);
-            return AcquireCall::Set(cmd);
-        }
-        AcquireCall::Script(ScriptCall::new(&ACQUIRE, 2 * keys.len(), |cmd| {
-            cmd.arg(keys.lock_keys())
-                .arg(keys.fence_keys())
-                .arg(claim.token.as_bytes())
-                .arg(ttl_ms)
-                .arg(keys.len())
-                .arg(if fencing { "1" } else { "0" });
-        }))
+/// The acquire request, built once per attempt and sent as is to every node: a bare
+/// `SET key token NX PX ttl`, or else one script that checks and sets every key, and bumps
+/// the fencing counters, atomically.
+fn acquire_call(claim: &Claim, ttl_ms: u64, fencing: bool) -> Call {
+    let keys = &claim.keys;
+    if bare_set(keys, fencing) {
+        let mut cmd = Cmd::with_capacity(6, 64 + keys.lock_keys()[0].len());
+        cmd.arg("SET")
+            .arg(&keys.lock_keys()[0])
+            .arg(claim.token.as_bytes())
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms);
+        return Call::Command(cmd);
     }
+    Call::script(&ACQUIRE, 2 * keys.len(), |cmd| {
+        cmd.arg(keys.lock_keys())
+            .arg(keys.fence_keys())
+            .arg(claim.token.as_bytes())
+            .arg(ttl_ms)
+            .arg(keys.len())
+            .arg(if fencing { "1" } else { "0" });
+    })
 }
 
 /// The per-node acquire call.
-async fn acquire_on(
-    shared: Arc<Shared>,
-    call: Arc<AcquireCall>,
-    sent: Sent,
-    index: usize,
-) -> Reply<Vote> {
-    let node = &shared.nodes[index];
-    let sent_on = Some(&sent[index]);
-    let reply = match &*call {
-        AcquireCall::Set(cmd) => node.send(cmd, sent_on).await.and_then(|value| match value {
-            Value::Okay => Ok(Vote::Yes { fence: 0 }),
-            // Refused; the holder's remaining time is asked only if it is needed.
-            Value::Nil => Ok(Vote::Held { pttl: None }),
-            _ => Err(NodeError::Reply("unexpected SET NX reply")),
-        }),
-        AcquireCall::Script(call) => node.eval(call, sent_on).await.and_then(|value| {
+async fn acquire_on(shared: Arc<Shared>, call: Arc<Call>, sent: Sent, index: usize) -> Reply<Vote> {
+    let reply = shared.nodes[index].call(&call, Some(&sent[index])).await;
+    (index, reply.and_then(|value| vote(&call, value)))
+}
+
+/// Reads a node's answer to the acquire request `call`.
+fn vote(call: &Call, value: Value) -> Result<Vote, NodeError> {
+    match (call, value) {
+        (Call::Command(_), Value::Okay) => Ok(Vote::Yes { fence: 0 }),
+        (Call::Command(_), Value::Nil) => Ok(Vote::Held { pttl: None }),
+        (Call::Command(_), _) => Err(NodeError::Reply("unexpected SET NX reply")),
+        (Call::Script(_), value) => {
             let (ok, n) = int_pair(&value)?;
             Ok(if ok == 1 {
                 Vote::Yes {
@@ -242,17 +271,12 @@ async fn acquire_on(
             } else {
                 Vote::Held { pttl: Some(n) }
             })
-        }),
-    };
-    (index, reply)
+        }
+    }
 }
 
-/// `retry_after` of a [`LockError::Contended`] inside the retry loop when the holder's
-/// remaining time was not asked (a refused `SET NX` does not tell it). The loop then sleeps
-/// per its policy, and asks the nodes ([`holder_pttl`]) only before returning the error.
-const PTTL_UNKNOWN: Duration = Duration::ZERO;
-
-/// Fills in the holder's remaining time of a contended error about to be returned.
+/// Fills in the holder's remaining time of a contended error about to be returned, when
+/// the attempts were bare `SET`s.
 async fn settle(
     shared: &Arc<Shared>,
     keys: &Arc<LockKeys>,
@@ -260,37 +284,35 @@ async fn settle(
     error: LockError,
 ) -> LockError {
     match error {
-        LockError::Contended { retry_after } if retry_after == PTTL_UNKNOWN => {
-            LockError::Contended {
-                retry_after: holder_pttl(shared, keys)
-                    .await
-                    .unwrap_or(options.ttl)
-                    .max(Duration::from_millis(1)),
-            }
-        }
+        LockError::Contended { .. } if bare_set(keys, options.fencing) => LockError::Contended {
+            retry_after: holder_pttl(shared, keys)
+                .await
+                .unwrap_or(options.ttl)
+                .max(Duration::from_millis(1)),
+        },
         other => other,
     }
 }
 
-/// The holder's remaining time on the (single) key: the longest `PTTL` among the nodes that
-/// answer within the node timeout. Zero when the key is gone everywhere that answered
-/// (released meanwhile); `None` when no node told.
+/// The holder's remaining time on the (single) key: the longest `PTTL` among the first
+/// quorum of nodes to answer (the holder's nodes are a quorum, so at least one of them is
+/// among those). Zero when the key is gone there (released meanwhile); `None` when no
+/// quorum answered within the node timeout.
 async fn holder_pttl(shared: &Arc<Shared>, keys: &Arc<LockKeys>) -> Option<Duration> {
     let mut cmd = Cmd::with_capacity(2, 32 + keys.lock_keys()[0].len());
     cmd.arg("PTTL").arg(&keys.lock_keys()[0]);
-    let cmd = Arc::new(cmd);
-    let mut fanout = Fanout::new(shared.total(), shared.config.node_timeout, |index| {
-        let (shared, cmd) = (shared.clone(), cmd.clone());
-        async move { (index, shared.nodes[index].send(&cmd, None).await) }
-    });
-    let mut longest: Option<Duration> = None;
+    let mut fanout = shared.broadcast(Call::Command(cmd));
+    let (mut answered, mut longest) = (0, Duration::ZERO);
     while let Some((_, reply)) = fanout.next().await {
         if let Ok(pttl) = reply.and_then(|v| int(&v)) {
-            let left = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
-            longest = Some(longest.map_or(left, |l| l.max(left)));
+            answered += 1;
+            longest = longest.max(Duration::from_millis(u64::try_from(pttl).unwrap_or(0)));
+            if answered >= shared.quorum {
+                return Some(longest);
+            }
         }
     }
-    longest
+    None
 }
 
 /// The connection each node's acquire request went out on (`None`: not sent).
@@ -300,7 +322,7 @@ type Sent = Arc<[SentOn]>;
 /// connection the request used, so on the node it runs after the SET, even when the node
 /// was frozen and its current connection has been replaced since. Nothing sent, nothing to
 /// undo.
-fn undo(shared: &Arc<Shared>, cleanup: &Arc<ScriptCall>, sent: &Sent, index: usize) {
+fn undo(shared: &Arc<Shared>, cleanup: &Arc<Call>, sent: &Sent, index: usize) {
     let conn = sent[index].lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(conn) = conn {
         let task = tokio::time::timeout(
@@ -375,7 +397,7 @@ async fn attempt(
     // The clock starts before the first request is sent.
     let start = Instant::now();
     let sent: Sent = (0..total).map(|_| SentOn::default()).collect();
-    let call = Arc::new(AcquireCall::new(&claim, ttl_ms, options.fencing));
+    let call = Arc::new(acquire_call(&claim, ttl_ms, options.fencing));
     let fanout = Fanout::new(total, shared.config.node_timeout, |index| {
         acquire_on(shared.clone(), call.clone(), sent.clone(), index)
     });
@@ -387,7 +409,6 @@ async fn attempt(
         yes: Vec::with_capacity(total),
     };
     let (mut held, mut failed, mut fence, mut holder_pttl) = (0usize, 0usize, 0u64, None);
-    let mut pttl_unknown = false;
     let mut maybe = Vec::new();
     while let Some((index, reply)) = next(&mut pending.fanout).await {
         match reply {
@@ -397,12 +418,8 @@ async fn attempt(
             }
             Ok(Vote::Held { pttl }) => {
                 held += 1;
-                match pttl {
-                    Some(pttl) if pttl > 0 => {
-                        holder_pttl = holder_pttl.max(Some(pttl.unsigned_abs()));
-                    }
-                    Some(_) => {}
-                    None => pttl_unknown = true,
+                if let Some(pttl) = pttl.filter(|&ms| ms > 0) {
+                    holder_pttl = holder_pttl.max(Some(pttl.unsigned_abs()));
                 }
             }
             Err(error) => {
@@ -426,12 +443,11 @@ async fn attempt(
         let outstanding = pending.fanout.as_ref().map_or(0, Fanout::pending);
         let reachable = yes + held + outstanding;
         return Err(if held > 0 && reachable >= quorum {
+            // Bare `SET`s leave the holder's time unknown: our ttl until `settle` asks.
             LockError::Contended {
-                retry_after: match holder_pttl {
-                    Some(ms) => Duration::from_millis(ms).max(Duration::from_millis(1)),
-                    None if pttl_unknown => PTTL_UNKNOWN,
-                    None => options.ttl,
-                },
+                retry_after: holder_pttl
+                    .map_or(options.ttl, Duration::from_millis)
+                    .max(Duration::from_millis(1)),
             }
         } else {
             LockError::unavailable(yes + held, total, quorum)
@@ -489,20 +505,13 @@ async fn sync_fence(
     token: u64,
 ) -> Result<(), LockError> {
     let total = shared.total();
-    let call = Arc::new(ScriptCall::new(&FENCE_SYNC, keys.len(), |cmd| {
+    let mut fanout = shared.broadcast(Call::script(&FENCE_SYNC, keys.len(), |cmd| {
         cmd.arg(keys.fence_keys()).arg(token);
     }));
-    let mut fanout = Fanout::new(total, shared.config.node_timeout, |index| {
-        let (shared, call) = (shared.clone(), call.clone());
-        async move {
-            let reply = shared.nodes[index].eval(&call, None).await.map(drop);
-            (index, reply)
-        }
-    });
     let (mut ok, mut failed) = (0, 0);
     while let Some((index, reply)) = fanout.next().await {
         match reply {
-            Ok(()) => ok += 1,
+            Ok(_) => ok += 1,
             Err(error) => {
                 failed += 1;
                 warn_node(shared, index, "fence sync", &error);

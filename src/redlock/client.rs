@@ -5,12 +5,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::Value;
+
 use super::breaker::Breaker;
 use super::builder::RedlockBuilder;
 use super::error::{ConfigError, LockError};
+use super::fanout::{Fanout, Reply};
 use super::janitor::Janitor;
 use super::lease::HeldLock;
-use super::node::Node;
+use super::node::{Call, Node};
 use super::options::{LockOptions, Resolved};
 use super::queue::LocalQueues;
 use super::retry::RetryPolicy;
@@ -83,6 +86,19 @@ impl Shared {
     /// Number of nodes.
     pub(crate) fn total(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Sends `call` to every node at once; the replies are read as they land, each node
+    /// bounded by the node timeout (see [`Fanout`]).
+    pub(crate) fn broadcast(
+        self: &Arc<Self>,
+        call: Call,
+    ) -> Fanout<impl Future<Output = Reply<Value>> + Send + 'static> {
+        let call = Arc::new(call);
+        Fanout::new(self.total(), self.config.node_timeout, |index| {
+            let (shared, call) = (self.clone(), call.clone());
+            async move { (index, shared.nodes[index].call(&call, None).await) }
+        })
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::breaker::BreakerState;
 use super::client::{Redlock, Shared};
 use super::fanout::Fanout;
+use super::node::Call;
 use super::options::LockOptions;
 
 /// The reserved key of the health check's test lock.
@@ -162,7 +163,7 @@ async fn probe(shared: Arc<Shared>, index: usize) -> (usize, NodeHealth) {
         error: None,
     };
     let start = Instant::now();
-    match node.query(&redis::cmd("PING")).await {
+    match node.query(&Call::Command(redis::cmd("PING"))).await {
         Ok(_) => {
             health.reachable = true;
             health.latency = Some(start.elapsed());
@@ -174,7 +175,7 @@ async fn probe(shared: Arc<Shared>, index: usize) -> (usize, NodeHealth) {
     }
     let mut info = redis::cmd("INFO");
     info.arg("server").arg("memory");
-    if let Ok(value) = node.query(&info).await {
+    if let Ok(value) = node.query(&Call::Command(info)).await {
         let text = match value {
             Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Value::VerbatimString { text, .. } => text,

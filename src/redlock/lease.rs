@@ -13,9 +13,8 @@ use tokio::time::Instant;
 use super::acquire::{finish_in_background, warn_node};
 use super::client::Shared;
 use super::error::LockError;
-use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
-use super::node::{self, ScriptCall, int};
+use super::node::{self, Call, int};
 use super::options::Resolved;
 use super::queue::LocalTurn;
 use super::scripts::{EXTEND, RELEASE};
@@ -186,25 +185,15 @@ impl LeaseCore {
         let (shared, claim) = (&self.shared, &self.claim);
         let total = shared.total();
         let keys = &claim.keys;
-        let call = Arc::new(ScriptCall::new(&EXTEND, keys.len(), |cmd| {
+        let mut fanout = shared.broadcast(Call::script(&EXTEND, keys.len(), |cmd| {
             cmd.arg(keys.lock_keys())
                 .arg(claim.token.as_bytes())
                 .arg(ttl_ms)
                 .arg(keys.len());
         }));
-        let mut fanout = Fanout::new(total, shared.config.node_timeout, |index| {
-            let (shared, call) = (shared.clone(), call.clone());
-            async move {
-                let reply = shared.nodes[index]
-                    .eval(&call, None)
-                    .await
-                    .and_then(|v| int(&v));
-                (index, reply)
-            }
-        });
         let (mut ok, mut refused, mut failed) = (0, 0, 0);
         while let Some((index, reply)) = fanout.next().await {
-            match reply {
+            match reply.and_then(|v| int(&v)) {
                 Ok(1) => ok += 1,
                 Ok(_) => refused += 1,
                 Err(error) => {
@@ -258,13 +247,10 @@ impl LeaseCore {
     async fn release_inner(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
         let total = self.shared.total();
         let quorum = self.shared.quorum;
-        let call = Arc::new(release_call(&self.claim, true));
-        let mut fanout = Fanout::new(total, self.shared.config.node_timeout, |index| {
-            release_on(self.shared.clone(), call.clone(), index)
-        });
+        let mut fanout = self.shared.broadcast(release_call(&self.claim, true));
         let (mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0);
         while let Some((index, reply)) = fanout.next().await {
-            match reply {
+            match reply.and_then(|v| int(&v)) {
                 Ok(1) => released += 1,
                 Ok(0) => expired += 1,
                 Ok(_) => foreign += 1,
@@ -293,9 +279,9 @@ impl LeaseCore {
 
 /// The release script call: deletes the keys that still hold our token; `announce`
 /// publishes the release to waiters (not for cleanups of failed attempts).
-pub(crate) fn release_call(claim: &Claim, announce: bool) -> ScriptCall {
+pub(crate) fn release_call(claim: &Claim, announce: bool) -> Call {
     let keys = &claim.keys;
-    ScriptCall::new(&RELEASE, 2 * keys.len(), |cmd| {
+    Call::script(&RELEASE, 2 * keys.len(), |cmd| {
         cmd.arg(keys.lock_keys())
             .arg(keys.channels())
             .arg(claim.token.as_bytes())
@@ -304,19 +290,10 @@ pub(crate) fn release_call(claim: &Claim, announce: bool) -> ScriptCall {
     })
 }
 
-/// The per-node release call of a lease.
-async fn release_on(shared: Arc<Shared>, call: Arc<ScriptCall>, index: usize) -> Reply<i64> {
-    let reply = shared.nodes[index]
-        .eval(&call, None)
-        .await
-        .and_then(|v| int(&v));
-    (index, reply)
-}
-
 /// Releases (without announcing it) on exactly `conn`: the cleanup of a failed or
 /// cancelled acquisition, sent down the socket its request used.
-pub(crate) async fn release_via(conn: node::Shared, call: Arc<ScriptCall>) {
-    let _ = node::eval_on(conn, &call).await;
+pub(crate) async fn release_via(conn: node::Shared, call: Arc<Call>) {
+    let _ = node::call_on(conn, &call).await;
 }
 
 /// Releases the lease in the background when the last clone drops.

@@ -212,42 +212,20 @@ impl Node {
         let _ = tokio::time::timeout(self.timeout, self.connection()).await;
     }
 
-    /// Runs a command, bounded by the node timeout (checkout included).
-    pub(crate) async fn query(&self, cmd: &Cmd) -> Result<Value, NodeError> {
-        let run = async {
-            let (mut conn, broken) = self.connection().await?;
-            cmd.query_async::<Value>(&mut conn)
-                .await
-                .map_err(|e| mark_if_broken(e, &broken))
-        };
-        tokio::time::timeout(self.timeout, run)
+    /// Runs `call`, bounded by the node timeout (checkout included).
+    pub(crate) async fn query(&self, call: &Call) -> Result<Value, NodeError> {
+        tokio::time::timeout(self.timeout, self.call(call, None))
             .await
             .map_err(|_| NodeError::Timeout(self.timeout))?
     }
 
-    /// Sends `cmd` (built once, sent as is to every node) on the node's current connection.
-    /// A connection found dead is replaced and the call tried once more. Not bounded here:
-    /// callers run it inside a [`Fanout`](super::fanout::Fanout) or a timeout.
-    pub(crate) async fn send(
+    /// Sends `call` (built once, sent as is to every node) on the node's current
+    /// connection, recording that connection in `sent_on`. A connection found dead is
+    /// replaced and the call tried once more. Not bounded here: callers run it inside a
+    /// [`Fanout`](super::fanout::Fanout) or a timeout.
+    pub(crate) async fn call(
         &self,
-        cmd: &Cmd,
-        sent_on: Option<&SentOn>,
-    ) -> Result<Value, NodeError> {
-        self.request(Request::Command(cmd), sent_on).await
-    }
-
-    /// Runs a script call on the node (see [`send`](Node::send)).
-    pub(crate) async fn eval(
-        &self,
-        call: &ScriptCall,
-        sent_on: Option<&SentOn>,
-    ) -> Result<Value, NodeError> {
-        self.request(Request::Script(call), sent_on).await
-    }
-
-    async fn request(
-        &self,
-        request: Request<'_>,
+        call: &Call,
         sent_on: Option<&SentOn>,
     ) -> Result<Value, NodeError> {
         let mut tries = 0;
@@ -255,7 +233,7 @@ impl Node {
             let used = self.connection().await?;
             record(sent_on, &used);
             let (mut conn, broken) = used;
-            match request.run(&mut conn).await {
+            match call.run(&mut conn).await {
                 Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
                     mark_if_broken(e, &broken);
                 }
@@ -265,17 +243,33 @@ impl Node {
     }
 }
 
-/// What a node call sends.
-enum Request<'a> {
-    Command(&'a Cmd),
-    Script(&'a ScriptCall),
+/// A request built once per operation and sent, as is, to every node.
+pub(crate) enum Call {
+    /// A plain command.
+    Command(Cmd),
+    /// A script, by SHA.
+    Script(ScriptCall),
 }
 
-impl Request<'_> {
+impl Call {
+    /// `EVALSHA sha key_count ...`, `args` appending the keys and arguments; the `EVAL`
+    /// fallback is built only for a node that does not know the script (after a restart or
+    /// `SCRIPT FLUSH`).
+    pub(crate) fn script(
+        script: &'static Script,
+        key_count: usize,
+        args: impl FnOnce(&mut Cmd),
+    ) -> Call {
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(&script.sha).arg(key_count);
+        args(&mut evalsha);
+        Call::Script(ScriptCall { script, evalsha })
+    }
+
     async fn run(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
         match self {
-            Request::Command(cmd) => send_on(conn, cmd).await,
-            Request::Script(call) => call.run(conn).await,
+            Call::Command(cmd) => send_on(conn, cmd).await,
+            Call::Script(call) => call.run(conn).await,
         }
     }
 }
@@ -286,27 +280,13 @@ async fn send_on(conn: &mut MultiplexedConnection, cmd: &Cmd) -> Result<Value, R
     conn.send_packed_command(cmd).await?.extract_error()
 }
 
-/// A script call built once per operation: the same `EVALSHA` goes to every node, and
-/// the `EVAL` fallback is built only for a node that does not know the script (after a
-/// restart or `SCRIPT FLUSH`).
+/// A script call: `EVALSHA`, with `EVAL` as the fallback.
 pub(crate) struct ScriptCall {
     script: &'static Script,
     evalsha: Cmd,
 }
 
 impl ScriptCall {
-    /// `EVALSHA sha key_count ...`, `args` appending the keys and arguments.
-    pub(crate) fn new(
-        script: &'static Script,
-        key_count: usize,
-        args: impl FnOnce(&mut Cmd),
-    ) -> ScriptCall {
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(&script.sha).arg(key_count);
-        args(&mut evalsha);
-        ScriptCall { script, evalsha }
-    }
-
     /// Runs the script on `conn` by SHA, loading it with `EVAL` when the node does not
     /// know it.
     async fn run(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
@@ -332,8 +312,8 @@ impl ScriptCall {
     }
 }
 
-/// Runs a script call on exactly `conn` (one try; the caller bounds it).
-pub(crate) async fn eval_on(conn: Shared, call: &ScriptCall) -> Result<Value, NodeError> {
+/// Runs `call` on exactly `conn` (one try; the caller bounds it).
+pub(crate) async fn call_on(conn: Shared, call: &Call) -> Result<Value, NodeError> {
     let (mut conn, broken) = conn;
     call.run(&mut conn)
         .await

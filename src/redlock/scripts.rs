@@ -97,14 +97,20 @@ return 0",
 });
 
 /// Mark: `KEYS` lock keys. A waiter appends `+` to each held key's value (once; `APPEND`
-/// keeps the expiry), so that the holder's release publishes a wake-up. Returns 1.
+/// keeps the expiry), so that the holder's release publishes a wake-up. Returns 1 when every
+/// key was held (and is now marked), 0 when one was free.
 pub(crate) static MARK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"for i = 1, #KEYS do
+        r"local held = 1
+for i = 1, #KEYS do
   local v = redis.call('GET', KEYS[i])
-  if v and string.byte(v, -1) ~= 43 then redis.call('APPEND', KEYS[i], '+') end
+  if not v then
+    held = 0
+  elseif string.byte(v, -1) ~= 43 then
+    redis.call('APPEND', KEYS[i], '+')
+  end
 end
-return 1",
+return held",
     )
 });
 

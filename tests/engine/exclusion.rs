@@ -85,7 +85,8 @@ async fn a_waiter_in_another_process_is_woken_by_the_release() {
         lock.release().await.unwrap();
         got
     });
-    // Let the waiter fail once and subscribe.
+    // Let the waiter fail once, subscribe, and mark the held key (only a marked release
+    // publishes).
     let subscribed = eventually(Duration::from_secs(5), || async {
         let mut conn = raw(&cluster, 0).await;
         let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
@@ -94,10 +95,13 @@ async fn a_waiter_in_another_process_is_woken_by_the_release() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        subs.first().is_some_and(|(_, n)| *n > 0)
+        let marked = lock_value(&cluster, 0, "handoff")
+            .await
+            .is_some_and(|v| v.ends_with('+'));
+        subs.first().is_some_and(|(_, n)| *n > 0) && marked
     })
     .await;
-    assert!(subscribed, "the waiter never subscribed");
+    assert!(subscribed, "the waiter never subscribed and marked the key");
     let released = Instant::now();
     lock.release().await.unwrap();
     let got = task.await.unwrap();

@@ -110,6 +110,22 @@ async fn subscribers(cluster: &LocalCluster, channel: &str) -> Vec<i64> {
     counts
 }
 
+/// Whether lock key `key` is marked as awaited (its value ends in `+`) on every node.
+async fn marked(cluster: &LocalCluster, key: &str) -> bool {
+    for i in 0..cluster.len() {
+        let mut conn = redis::Client::open(cluster.url(i))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let value: Option<String> = conn.get(format!("{PREFIX}lock:{key}")).await.unwrap();
+        if !value.is_some_and(|v| v.ends_with('+')) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Runs every engine feature as the lock user; `texts` collects every `Debug`/`Display`
 /// text produced on the way. `Err` says which feature failed.
 async fn exercise(
@@ -223,6 +239,11 @@ async fn exercise(
     if !subscribed {
         wait.abort();
         return Err("the waiter never subscribed (SUBSCRIBE refused?)".to_owned());
+    }
+    // The waiter marks the held key once subscribed; only a marked release publishes.
+    if !eventually(Duration::from_secs(1), || marked(cluster, "wake")).await {
+        wait.abort();
+        return Err("the waiter never marked the held key (APPEND refused?)".to_owned());
     }
     let released = Instant::now();
     held.release()
