@@ -368,17 +368,6 @@ async fn proxy_follows_node_restart_and_stops_on_drop() {
 
     drop(proxies);
     // The listener goes away once the aborted task is dropped.
-    let deadline = Instant::now() + LONG;
-    let mut closed = false;
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_err() {
-            closed = true;
-            break;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let closed = eventually(LONG, || async { TcpStream::connect(addr).await.is_err() }).await;
     assert!(closed, "proxy still listening after drop");
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tower_redlock::testkit::eventually;
 use tower_redlock::{LockOptions, Redlock};
 
 /// The test's nodes and files; stops the nodes (by PID) and removes the files on drop.
@@ -161,16 +161,12 @@ async fn locks_over_tls_with_a_private_ca() {
         .unwrap();
 
     // The nodes take a moment to listen: bounded wait for a healthy quorum.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut report = redlock.health().await;
-    for _ in 0..100 {
-        if report.is_healthy() || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        report = redlock.health().await;
-    }
-    assert!(report.is_healthy(), "{report:?}");
+    let healthy = eventually(Duration::from_secs(10), || async {
+        redlock.health().await.is_healthy()
+    })
+    .await;
+    let report = redlock.health().await;
+    assert!(healthy && report.is_healthy(), "{report:?}");
     assert_eq!(report.reachable, 3);
 
     let lock = redlock
