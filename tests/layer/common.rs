@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::routing::post;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -17,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use tower_redlock::testkit::{LocalCluster, eventually};
-use tower_redlock::{LockError, Redlock};
+use tower_redlock::{LockError, Redlock, RedlockLayer};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -271,4 +272,29 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 pub async fn call_request(app: &Router, request: Request<Body>) -> Reply {
     let response = app.clone().oneshot(request).await.unwrap();
     Reply::read(response).await
+}
+
+/// A handler that signals, then never finishes; reports when its future is dropped.
+pub fn hanging_app(
+    layer: RedlockLayer<tower_redlock::key::Constant>,
+) -> (Router, Signal, tokio::sync::oneshot::Receiver<()>) {
+    let entered = Signal::default();
+    let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
+    let slot = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+    let e = entered.clone();
+    let app = Router::new()
+        .route(
+            "/hang",
+            post(move || {
+                let (e, slot) = (e.clone(), slot.clone());
+                async move {
+                    let _flag = DropFlag(slot.lock().unwrap().take());
+                    e.notify();
+                    std::future::pending::<()>().await;
+                    "unreachable"
+                }
+            }),
+        )
+        .layer(layer);
+    (app, entered, dropped_rx)
 }

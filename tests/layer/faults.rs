@@ -22,25 +22,9 @@ fn resume_all(cluster: &LocalCluster) {
 #[tokio::test]
 async fn majority_paused_cancels_the_handler_with_503() {
     let n = nodes(TTL).await;
-    let entered = Signal::default();
-    let (dropped_tx, dropped) = tokio::sync::oneshot::channel();
-    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
-    let e = entered.clone();
-    let app = Router::new()
-        .route(
-            "/job",
-            post(move || {
-                let (e, slot) = (e.clone(), slot.clone());
-                async move {
-                    let _flag = DropFlag(slot.lock().unwrap().take());
-                    e.notify();
-                    std::future::pending::<()>().await;
-                    "unreachable"
-                }
-            }),
-        )
-        .layer(RedlockLayer::new(n.redlock.clone(), key::constant("job")));
-    let request = tokio::spawn(async move { call(&app, Method::POST, "/job").await });
+    let (app, entered, dropped) =
+        hanging_app(RedlockLayer::new(n.redlock.clone(), key::constant("job")));
+    let request = tokio::spawn(async move { call(&app, Method::POST, "/hang").await });
     entered.wait().await;
     for i in 0..3 {
         n.cluster.pause(i).unwrap();

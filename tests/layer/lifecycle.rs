@@ -1,6 +1,5 @@
 //! How long the lease is held: long handlers, disconnects, panics, early release, bodies.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -11,7 +10,6 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tower_redlock::{HeldLock, RedlockLayer, key};
 
 use crate::common::*;
@@ -51,29 +49,6 @@ async fn handler_running_three_ttls_keeps_the_lock() {
         (StatusCode::OK, "done")
     );
     assert!(!is_held(&n.redlock, "slow").await);
-}
-
-/// A handler that signals, then never finishes; reports when its future is dropped.
-fn hanging_app(layer: RedlockLayer<key::Constant>) -> (Router, Signal, oneshot::Receiver<()>) {
-    let entered = Signal::default();
-    let (dropped_tx, dropped_rx) = oneshot::channel();
-    let slot = Arc::new(Mutex::new(Some(dropped_tx)));
-    let e = entered.clone();
-    let app = Router::new()
-        .route(
-            "/hang",
-            post(move || {
-                let (e, slot) = (e.clone(), slot.clone());
-                async move {
-                    let _flag = DropFlag(slot.lock().unwrap().take());
-                    e.notify();
-                    std::future::pending::<()>().await;
-                    "unreachable"
-                }
-            }),
-        )
-        .layer(layer);
-    (app, entered, dropped_rx)
 }
 
 #[tokio::test]

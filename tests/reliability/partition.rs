@@ -15,8 +15,14 @@ const NODE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Scheduling slack on a loaded 2-core machine: only a "no hang" bound.
 const SLACK: Duration = Duration::from_secs(1);
 
-async fn warm(redlock: &Redlock) {
-    // Connections exist before the partition, as in a running service.
+/// An engine on `env` with the partition tests' node timeout, connected to every node
+/// before the partition (as in a running service): a first lock goes through.
+async fn connected_engine(env: &Proxied) -> Redlock {
+    let redlock = builder(env.urls())
+        .node_timeout(NODE_TIMEOUT)
+        .build()
+        .await
+        .unwrap();
     redlock
         .try_acquire("warm")
         .await
@@ -24,6 +30,7 @@ async fn warm(redlock: &Redlock) {
         .release()
         .await
         .unwrap();
+    redlock
 }
 
 fn assert_unavailable(err: &LockError) {
@@ -48,12 +55,7 @@ fn assert_unavailable(err: &LockError) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_majority_is_unavailable_without_hanging() {
     let env = Proxied::start(5).await;
-    let redlock = builder(env.urls())
-        .node_timeout(NODE_TIMEOUT)
-        .build()
-        .await
-        .unwrap();
-    warm(&redlock).await;
+    let redlock = connected_engine(&env).await;
     env.blackhole([0, 1, 2]);
 
     // One attempt: decided when the third node times out.
@@ -132,12 +134,7 @@ async fn acquire_within_a_second_of(redlock: &Redlock, healed: Instant) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healed_partition_without_traffic_acquires_at_once() {
     let env = Proxied::start(5).await;
-    let redlock = builder(env.urls())
-        .node_timeout(NODE_TIMEOUT)
-        .build()
-        .await
-        .unwrap();
-    warm(&redlock).await;
+    let redlock = connected_engine(&env).await;
     // Nothing is sent while partitioned: the idle connections survive the partition.
     env.blackhole([0, 1, 2]);
     env.heal_all();
@@ -151,12 +148,7 @@ async fn healed_partition_without_traffic_acquires_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healed_partition_acquires_again_within_a_second() {
     let env = Proxied::start(5).await;
-    let redlock = builder(env.urls())
-        .node_timeout(NODE_TIMEOUT)
-        .build()
-        .await
-        .unwrap();
-    warm(&redlock).await;
+    let redlock = connected_engine(&env).await;
     env.blackhole([0, 1, 2]);
     // Requests are sent into the partition: those connections are dead for good.
     let err = redlock.try_acquire("heal").await.unwrap_err();
