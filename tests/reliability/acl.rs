@@ -18,7 +18,7 @@ use tower_redlock::testkit::{ClusterOptions, LocalCluster};
 use tower_redlock::{LockError, LockOptions, Redlock, ReleaseOutcome, RetryPolicy};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::support::eventually;
+use crate::support::{eventually, raw};
 
 const USER: &str = "locker";
 const PASSWORD: &str = "s3cret-Pa55-acl-7Qx";
@@ -94,11 +94,7 @@ async fn engine(cluster: &LocalCluster, password: &str, prefix: &str) -> Redlock
 async fn subscribers(cluster: &LocalCluster, channel: &str) -> Vec<i64> {
     let mut counts = Vec::new();
     for i in 0..cluster.len() {
-        let mut conn = redis::Client::open(cluster.url(i))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut conn = raw(cluster, i).await.expect("a direct connection");
         let reply: (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
             .arg(channel)
@@ -113,11 +109,7 @@ async fn subscribers(cluster: &LocalCluster, channel: &str) -> Vec<i64> {
 /// Whether lock key `key` is marked as awaited (its value ends in `+`) on every node.
 async fn marked(cluster: &LocalCluster, key: &str) -> bool {
     for i in 0..cluster.len() {
-        let mut conn = redis::Client::open(cluster.url(i))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut conn = raw(cluster, i).await.expect("a direct connection");
         let value: Option<String> = conn.get(format!("{PREFIX}lock:{key}")).await.unwrap();
         if !value.is_some_and(|v| v.ends_with('+')) {
             return false;
@@ -163,11 +155,7 @@ async fn exercise(
     // The nodes forget the scripts (SCRIPT FLUSH, as the default user): EVALSHA answers
     // NOSCRIPT and the engine falls back to EVAL on the same connection.
     for i in 0..cluster.len() {
-        let mut conn = redis::Client::open(cluster.url(i))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut conn = raw(cluster, i).await.expect("a direct connection");
         redis::cmd("SCRIPT")
             .arg("FLUSH")
             .query_async::<()>(&mut conn)

@@ -137,14 +137,9 @@ async fn delayed_restart_keeps_the_lock_exclusive() {
 
 /// The run id of node `i` (changes when the process restarts, even with the same PID).
 async fn run_id(cluster: &LocalCluster, i: usize) -> Option<String> {
-    let bound = Duration::from_millis(500);
-    let client = redis::Client::open(cluster.url(i)).ok()?;
-    let mut conn = tokio::time::timeout(bound, client.get_multiplexed_async_connection())
-        .await
-        .ok()?
-        .ok()?;
+    let mut conn = raw(cluster, i).await?;
     let info: String = tokio::time::timeout(
-        bound,
+        RAW_BOUND,
         redis::cmd("INFO").arg("server").query_async(&mut conn),
     )
     .await
@@ -161,8 +156,7 @@ async fn crash_and_recover(cluster: &LocalCluster, i: usize) {
     let before = run_id(cluster, i)
         .await
         .expect("node answers before the crash");
-    let client = redis::Client::open(cluster.url(i)).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = raw(cluster, i).await.expect("connection before the crash");
     // The process is replaced: the reply is an error or a closed connection.
     let _ = tokio::time::timeout(
         Duration::from_secs(2),

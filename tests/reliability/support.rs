@@ -84,16 +84,24 @@ pub async fn holders(cluster: &LocalCluster, key: &str) -> usize {
     count
 }
 
-/// The value (token) of `key`'s lock on node `i`, asked directly; `None` when absent or
-/// when the node does not answer within 500 ms.
-pub async fn lock_value(cluster: &LocalCluster, i: usize, key: &str) -> Option<Vec<u8>> {
-    let bound = Duration::from_millis(500);
+/// A direct connection to node `i` as the default user; `None` when the node does not
+/// accept one within 500 ms.
+pub async fn raw(cluster: &LocalCluster, i: usize) -> Option<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(cluster.url(i)).ok()?;
-    let mut conn = tokio::time::timeout(bound, client.get_multiplexed_async_connection())
+    tokio::time::timeout(RAW_BOUND, client.get_multiplexed_async_connection())
         .await
         .ok()?
-        .ok()?;
-    tokio::time::timeout(bound, conn.get(format!("{PREFIX}lock:{key}")))
+        .ok()
+}
+
+/// How long a direct question to a node may take.
+pub const RAW_BOUND: Duration = Duration::from_millis(500);
+
+/// The value (token) of `key`'s lock on node `i`, asked directly; `None` when absent or
+/// when the node does not answer within [`RAW_BOUND`].
+pub async fn lock_value(cluster: &LocalCluster, i: usize, key: &str) -> Option<Vec<u8>> {
+    let mut conn = raw(cluster, i).await?;
+    tokio::time::timeout(RAW_BOUND, conn.get(format!("{PREFIX}lock:{key}")))
         .await
         .ok()?
         .ok()?
