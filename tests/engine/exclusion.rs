@@ -68,8 +68,12 @@ async fn thirty_two_tasks_never_overlap() {
 async fn a_waiter_in_another_process_is_woken_by_the_release() {
     use tower_redlock::{LockOptions, RetryPolicy};
     let cluster = cluster().await;
-    let holder = redlock(&cluster).await;
-    let waiter = redlock(&cluster).await;
+    // This test is about wake-up, not timeouts: a generous node timeout keeps a loaded CI
+    // machine from leaving a node unsubscribed (a subscription that times out is not
+    // retried; the fallback timer covers it, which is what this test rules out).
+    let generous = || builder(&cluster).node_timeout(Duration::from_secs(3));
+    let holder = generous().build().await.unwrap();
+    let waiter = generous().build().await.unwrap();
     let lock = holder.acquire("handoff").await.unwrap();
     // Without wake-up the waiter would sleep 4 s between attempts.
     let slow_polling = RetryPolicy::until(Duration::from_secs(20))
@@ -87,7 +91,7 @@ async fn a_waiter_in_another_process_is_woken_by_the_release() {
     });
     // Let the waiter fail once, subscribe, and mark the held key (only a marked release
     // publishes).
-    let subscribed = eventually(Duration::from_secs(5), || async {
+    let subscribed = eventually(Duration::from_secs(15), || async {
         let mut conn = raw(&cluster, 0).await;
         let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
             .arg("NUMSUB")
