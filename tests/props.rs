@@ -48,6 +48,17 @@ fn config(cases: u32) -> Config {
     }
 }
 
+/// A runner with a fixed seed: every run tries the same cases, so a pass is repeatable
+/// (a random seed made the "every status seen" check fail about once in a hundred runs).
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new_with_rng(
+        config(cases),
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    )
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -211,7 +222,7 @@ fn key_extractors_never_panic_and_follow_their_docs() {
     // No node listens on these ports: keys that pass validation fail as Unavailable.
     let dead = rt.block_on(dead_engine());
     let cases = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(config(2 * CASES));
+    let mut runner = runner(2 * CASES);
     let strategy = (method(), path(), headers());
     let result = runner.run(&strategy, |(method, path, headers)| {
         cases.fetch_add(1, Ordering::Relaxed);
@@ -452,7 +463,7 @@ fn config_parsing_never_panics_nor_shows_the_password() {
     let cases = AtomicUsize::new(0);
     let outcomes = Mutex::new(BTreeMap::<&'static str, usize>::new());
     let count = |what: &'static str| *outcomes.lock().unwrap().entry(what).or_default() += 1;
-    let mut runner = TestRunner::new(config(2 * CASES));
+    let mut runner = runner(2 * CASES);
     let result = runner.run(&vars(), |vars| {
         cases.fetch_add(1, Ordering::Relaxed);
         for url in vars.nodes.iter().flat_map(|n| n.split(',')) {
@@ -521,6 +532,8 @@ fn malformed_urls_never_show_the_password() {
         format!("redis:/user:{PASSWORD}@127.0.0.1:6379"),
         format!("redis://us/er:{PASSWORD}@127.0.0.1:6379"),
         format!("?:{PASSWORD}@host"),
+        // Found by the generator: a `://` after the user info.
+        format!(":{PASSWORD}@127.0.0.1://"),
     ] {
         let err = NodeUrl::parse(&url).unwrap_err();
         let text = format!("{err} {err:?}");
@@ -668,7 +681,7 @@ fn extreme_builder_settings_are_errors_not_panics() {
     let cases = AtomicUsize::new(0);
     let outcomes = Mutex::new(BTreeMap::<String, usize>::new());
     let count = |what: String| *outcomes.lock().unwrap().entry(what).or_default() += 1;
-    let mut runner = TestRunner::new(config(CASES));
+    let mut runner = runner(CASES);
     let result = runner.run(&knobs(), |k| {
         cases.fetch_add(1, Ordering::Relaxed);
         let policy = RetryPolicy::default()
@@ -818,7 +831,7 @@ fn http_layer_answers_known_statuses_and_never_shows_a_key() {
     let cases = AtomicUsize::new(0);
     let statuses = Mutex::new(BTreeMap::<u16, usize>::new());
     let allowed = [200u16, 400, 404, 405, 423, 503];
-    let mut runner = TestRunner::new(config(CASES));
+    let mut runner = runner(CASES);
     let result = runner.run(&(method(), path(), headers()), |(method, path, headers)| {
         cases.fetch_add(1, Ordering::Relaxed);
         let Ok(uri) = Uri::try_from(path.as_str()) else {

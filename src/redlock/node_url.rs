@@ -106,9 +106,16 @@ impl fmt::Debug for NodeUrl {
 /// every shape; its part after the first `:` is the password. Without `://`, an `@` still
 /// hides everything before it.
 pub(crate) fn redact(url: &str) -> String {
+    // Only a real scheme (letters, digits, `+`, `-`, `.`) before `://` counts: in
+    // `:pw@host://` the `://` comes after the user info.
     let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (Some(s), r),
-        None => (None, url),
+        Some((s, r))
+            if s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            (Some(s), r)
+        }
+        _ => (None, url),
     };
     let Some((userinfo, host_and_tail)) = rest.rsplit_once('@') else {
         return url.to_owned();
@@ -135,6 +142,8 @@ mod tests {
         assert_eq!(redact("redis://u:p:q@x@h/0"), "redis://u:***@h/0");
         assert_eq!(redact("garbage:pw@host"), "garbage:***@host");
         assert_eq!(redact("pw@host"), "***@host");
+        assert_eq!(redact(":pw@127.0.0.1://"), ":***@127.0.0.1://");
+        assert_eq!(redact("u:pw@h://x"), "u:***@h://x");
         assert_eq!(redact("redis://h:6379"), "redis://h:6379");
         assert_eq!(redact("redis://u:pa/ss@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact("redis://u:p?a#s@h"), "redis://u:***@h");
