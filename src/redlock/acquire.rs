@@ -15,6 +15,7 @@ use super::keys::LockKeys;
 use super::lease::{self, Claim, HeldLock};
 use super::node::{Call, NodeError, SentOn, int, int_pair};
 use super::options::Resolved;
+use super::queue::LocalTurn;
 use super::scripts::{ACQUIRE, FENCE_SYNC, MARK};
 use super::telemetry::{self, KeyHash};
 use super::validity;
@@ -77,6 +78,10 @@ async fn retry_loop(
             };
             return Err(settle(shared, keys, options, error).await);
         };
+        let local = match handed_on(local, options) {
+            Ok(lock) => return Ok(lock),
+            Err(local) => local,
+        };
         turn = Some(local);
         interest = Some(shared.wake.interest(keys.channels()).await);
     }
@@ -115,6 +120,13 @@ async fn retry_loop(
             let Some((local, waited)) = shared.queues.turn(&keys.queue_id(), deadline).await else {
                 return Err(settle(shared, keys, options, error).await);
             };
+            let local = match handed_on(local, options) {
+                Ok(lock) => {
+                    tracing::Span::current().record("attempts", finished);
+                    return Ok(lock);
+                }
+                Err(local) => local,
+            };
             turn = Some(local);
             // Listen for the holder's release from now on. A release that happened before
             // costs no more than the fallback timer.
@@ -139,6 +151,18 @@ async fn retry_loop(
             }
             None => tokio::time::sleep(sleep).await,
         }
+    }
+}
+
+/// The lease the previous local holder handed on with the turn, if there is one this
+/// waiter can take; else the turn back.
+fn handed_on(turn: LocalTurn, options: &Resolved) -> Result<HeldLock, LocalTurn> {
+    match turn.take_handoff().and_then(|h| h.into_lock(options)) {
+        Some(lock) => {
+            lock.hold_turn(Some(turn));
+            Ok(lock)
+        }
+        None => Err(turn),
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::acquire::{finish_in_background, warn_node};
 use super::client::Shared;
 use super::error::LockError;
+use super::handoff::{self, Handoff};
 use super::keys::LockKeys;
 use super::node::{self, Call, int};
 use super::options::Resolved;
@@ -142,10 +143,29 @@ impl LeaseCore {
         self.turn.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// After a release: hands the local turn on and wakes local waiters at once.
-    fn pass_on(&self) {
-        drop(self.take_turn());
-        self.shared.wake.notify_local(self.claim.keys.channels());
+    /// Whether the lease is held with validity left (worth handing on).
+    fn is_live(&self) -> bool {
+        self.state() == LeaseState::Held && Instant::now() < self.valid_until()
+    }
+
+    /// Ends a lease that [`mark_released`](Self::mark_released) just closed (`live`: it was
+    /// held until then): moves it to the next holder in this process when one waits and
+    /// it can be handed on (see [`handoff`]), else releases it on the nodes; then passes
+    /// the local turn on and wakes local waiters.
+    async fn finish(self: &Arc<Self>, live: bool) -> Result<ReleaseOutcome, LockError> {
+        let turn = self.take_turn();
+        let hand_on = live
+            && self.fencing_token.is_none()
+            && turn.as_ref().is_some_and(LocalTurn::has_followers);
+        let (outcome, handoff) = self.release_nodes(hand_on).await;
+        match (turn, handoff) {
+            (Some(turn), Some(handoff)) => turn.pass(handoff),
+            (turn, _) => {
+                drop(turn);
+                self.shared.wake.notify_local(self.claim.keys.channels());
+            }
+        }
+        outcome
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<LeaseState> {
@@ -224,14 +244,24 @@ impl LeaseCore {
         Err(LockError::unavailable(ok + refused, total, shared.quorum))
     }
 
-    /// Deletes our token from every node; decides once a quorum has released.
-    async fn release_nodes(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
+    /// Deletes our token from every node, or moves it to a hand-off (`hand_on`); decides
+    /// once a quorum has answered.
+    async fn release_nodes(
+        self: &Arc<Self>,
+        hand_on: bool,
+    ) -> (Result<ReleaseOutcome, LockError>, Option<Handoff>) {
         let span = tracing::debug_span!(
             "redlock.release",
             key = %KeyHash::of(&self.claim.keys.user),
             outcome = tracing::field::Empty,
+            handed_on = hand_on,
         );
-        let result = tracing::Instrument::instrument(self.release_inner(), span.clone()).await;
+        let (result, handoff) = if hand_on {
+            tracing::Instrument::instrument(handoff::transfer(self), span.clone()).await
+        } else {
+            let released = tracing::Instrument::instrument(self.release_inner(), span.clone());
+            (released.await, None)
+        };
         let outcome = match &result {
             Ok(ReleaseOutcome::Released) => "released",
             Ok(ReleaseOutcome::AlreadyExpired) => "expired",
@@ -241,7 +271,7 @@ impl LeaseCore {
         };
         span.record("outcome", outcome);
         telemetry::release(&self.label, outcome);
-        result
+        (result, handoff)
     }
 
     async fn release_inner(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
@@ -303,12 +333,12 @@ struct LeaseHandle {
 
 impl Drop for LeaseHandle {
     fn drop(&mut self) {
+        let live = self.core.is_live();
         if self.core.mark_released() {
             let core = self.core.clone();
             // Never block in Drop: the release runs on the runtime the lease was made on.
             self.core.runtime.spawn(async move {
-                let _ = core.release_nodes().await;
-                core.pass_on();
+                let _ = core.finish(live).await;
             });
         }
     }
@@ -482,12 +512,12 @@ impl HeldLock {
     /// the remaining nodes are released in the background.
     pub async fn release(self) -> Result<ReleaseOutcome, LockError> {
         let core = self.core().clone();
+        let live = core.is_live();
         if !core.mark_released() {
             return Ok(ReleaseOutcome::AlreadyReleased);
         }
-        let outcome = core.release_nodes().await;
-        // The next local waiter goes now, and finds the nodes free.
-        core.pass_on();
-        outcome
+        // The next local waiter goes now: with the lease handed on, or finding the nodes
+        // free.
+        core.finish(live).await
     }
 }

@@ -13,6 +13,7 @@ mod builder;
 mod client;
 mod error;
 mod fanout;
+mod handoff;
 pub(crate) mod health;
 mod janitor;
 mod keys;

@@ -1,6 +1,7 @@
 //! Local queueing: waiters for the same key in one process line up (FIFO) so that only one
 //! of them competes on the nodes, and the lease passes to the next local waiter the moment
-//! it is released.
+//! it is released — as a [`Handoff`] when the nodes could be switched to its token
+//! directly (see [`super::handoff`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
@@ -10,9 +11,19 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::handoff::Handoff;
+
 const SHARDS: usize = 32;
 
-type Shard = Mutex<HashMap<Box<str>, Arc<Semaphore>>>;
+type Shard = Mutex<HashMap<Box<str>, Arc<Entry>>>;
+
+/// One key's line: one turn at a time, and the lease left for the next turn, if any.
+struct Entry {
+    semaphore: Arc<Semaphore>,
+    /// Filled by a turn that ends with a hand-off, just before it lets the next one go; a
+    /// hand-off nobody takes is released when the entry goes.
+    mailbox: Mutex<Option<Handoff>>,
+}
 
 /// Per-key FIFO turns, sharded so that unrelated keys never share a mutex. An entry lives
 /// only while someone holds or waits for a turn on its key.
@@ -50,26 +61,31 @@ impl LocalQueues {
         id: &str,
         deadline: Option<Instant>,
     ) -> Option<(LocalTurn, bool)> {
-        let semaphore = {
+        let entry = {
             let mut shard = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
             shard
                 .entry(id.into())
-                .or_insert_with(|| Arc::new(Semaphore::new(1)))
+                .or_insert_with(|| {
+                    Arc::new(Entry {
+                        semaphore: Arc::new(Semaphore::new(1)),
+                        mailbox: Mutex::default(),
+                    })
+                })
                 .clone()
         };
         let slot = Slot {
             queues: self.clone(),
             id: id.into(),
-            semaphore,
+            entry,
         };
-        if let Ok(permit) = slot.semaphore.clone().try_acquire_owned() {
+        if let Ok(permit) = slot.entry.semaphore.clone().try_acquire_owned() {
             let turn = LocalTurn {
                 _permit: permit,
-                _slot: slot,
+                slot,
             };
             return Some((turn, false));
         }
-        let acquire = slot.semaphore.clone().acquire_owned();
+        let acquire = slot.entry.semaphore.clone().acquire_owned();
         let permit = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, acquire).await.ok()?,
             None => acquire.await,
@@ -77,7 +93,7 @@ impl LocalQueues {
         .ok()?;
         let turn = LocalTurn {
             _permit: permit,
-            _slot: slot,
+            slot,
         };
         Some((turn, true))
     }
@@ -92,7 +108,7 @@ impl LocalQueues {
 struct Slot {
     queues: Arc<LocalQueues>,
     id: Box<str>,
-    semaphore: Arc<Semaphore>,
+    entry: Arc<Entry>,
 }
 
 impl Drop for Slot {
@@ -103,7 +119,7 @@ impl Drop for Slot {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         // Only the map and this slot refer to it: nobody else holds or waits for a turn.
-        if Arc::strong_count(&self.semaphore) == 2 {
+        if Arc::strong_count(&self.entry) == 2 {
             shard.remove(&self.id);
         }
     }
@@ -114,7 +130,38 @@ pub(crate) struct LocalTurn {
     // Field order matters: the permit (which holds the semaphore) drops before the slot
     // checks whether it was the last user.
     _permit: OwnedSemaphorePermit,
-    _slot: Slot,
+    slot: Slot,
+}
+
+impl LocalTurn {
+    /// Whether someone else in this process holds a place in this key's line (waits for
+    /// the turn, or is about to).
+    pub(crate) fn has_followers(&self) -> bool {
+        Arc::strong_count(&self.slot.entry) > 2
+    }
+
+    /// Ends the turn, leaving `handoff` to whoever takes the next one.
+    pub(crate) fn pass(self, handoff: Handoff) {
+        let previous = self
+            .slot
+            .entry
+            .mailbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(handoff);
+        // A turn is taken by one holder at a time, who empties the mailbox first.
+        drop(previous);
+    }
+
+    /// The lease the previous turn left, if any.
+    pub(crate) fn take_handoff(&self) -> Option<Handoff> {
+        self.slot
+            .entry
+            .mailbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
 }
 
 #[cfg(test)]

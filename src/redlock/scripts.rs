@@ -96,6 +96,43 @@ return 0",
     )
 });
 
+/// Transfer (local hand-off): `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels;
+/// `ARGV = [token, new_token, ttl_ms, n]`. When every key holds our unmarked token, it
+/// becomes `new_token` with a fresh expiry (the next holder in this process takes over
+/// without the keys ever being free) and 2 is returned. Otherwise (a key expired, taken,
+/// or marked by a waiter elsewhere, who must get a fair chance) it is exactly [`RELEASE`]
+/// with `announce`, returning 1, 0 or -1.
+pub(crate) static TRANSFER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local n = tonumber(ARGV[4])
+local plus = ARGV[1] .. '+'
+local whole = true
+for i = 1, n do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then whole = false end
+end
+if whole then
+  for i = 1, n do
+    redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
+  end
+  return 2
+end
+local released, foreign = 0, 0
+for i = 1, n do
+  local v = redis.call('GET', KEYS[i])
+  if v == ARGV[1] or v == plus then
+    redis.call('DEL', KEYS[i])
+    if v == plus then redis.call('PUBLISH', KEYS[n + i], '1') end
+    released = released + 1
+  elseif v then
+    foreign = foreign + 1
+  end
+end
+if released > 0 then return 1 end
+if foreign > 0 then return -1 end
+return 0",
+    )
+});
+
 /// Mark: `KEYS` lock keys. A waiter appends `+` to each held key's value (once; `APPEND`
 /// keeps the expiry), so that the holder's release publishes a wake-up. Returns 1 when every
 /// key was held (and is now marked), 0 when one was free.
@@ -128,5 +165,13 @@ return 1",
 });
 
 /// Every script, for loading on connect.
-pub(crate) static ALL: LazyLock<[&'static Script; 5]> =
-    LazyLock::new(|| [&*ACQUIRE, &*EXTEND, &*RELEASE, &*MARK, &*FENCE_SYNC]);
+pub(crate) static ALL: LazyLock<[&'static Script; 6]> = LazyLock::new(|| {
+    [
+        &*ACQUIRE,
+        &*EXTEND,
+        &*RELEASE,
+        &*TRANSFER,
+        &*MARK,
+        &*FENCE_SYNC,
+    ]
+});

@@ -10,6 +10,7 @@ mod exclusion;
 mod extend;
 mod faults;
 mod fencing;
+mod handoff;
 mod health;
 mod quorum;
 mod watchdog;

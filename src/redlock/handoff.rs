@@ -1,0 +1,155 @@
+//! Local hand-off: a lease released while others in this process wait for its key goes
+//! straight to the next of them, in one round trip instead of two.
+//!
+//! A plain hand-over costs a release (one round trip), a wake-up and an acquire (another
+//! round trip), with the keys free in between. Instead, the releasing lease runs
+//! [`TRANSFER`] on every node: where the keys still hold its token, they take a fresh token
+//! (from the CSPRNG, like any acquisition) with a fresh expiry. Decided at quorum, that is an
+//! acquisition for the next local holder, with validity counted from the start of the call.
+//!
+//! It is not done when:
+//! - fencing is on (every holder needs a new fencing token from the nodes);
+//! - a waiter in another process marked the key: the script then releases and announces
+//!   instead, so waiters elsewhere get a fair chance at the lock;
+//! - the lease was lost or ran out of validity (nothing to hand on).
+//!
+//! A hand-off that reaches no quorum, or that nobody takes (the waiters gave up), is
+//! released in the background, announced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::acquire::{finish_in_background, warn_node};
+use super::client::Shared;
+use super::error::LockError;
+use super::lease::{Claim, HeldLock, LeaseCore, ReleaseOutcome, release_call};
+use super::node::{Call, int};
+use super::options::Resolved;
+use super::scripts::TRANSFER;
+use super::validity;
+
+/// A lease moved to a fresh token for the next local holder, not yet taken.
+pub(crate) struct Handoff {
+    shared: Arc<Shared>,
+    /// `None` once taken.
+    claim: Option<Arc<Claim>>,
+    ttl: Duration,
+    valid_until: Instant,
+}
+
+impl Handoff {
+    /// The lease for a waiter with `options`; `None` (and the hand-off is released) when it
+    /// cannot take it: it wants fencing or another ttl, or the validity ran out meanwhile.
+    pub(crate) fn into_lock(mut self, options: &Resolved) -> Option<HeldLock> {
+        let now = Instant::now();
+        if options.fencing || options.ttl != self.ttl || now >= self.valid_until {
+            return None;
+        }
+        let claim = self.claim.take()?;
+        Some(HeldLock::start(
+            self.shared.clone(),
+            claim,
+            options,
+            None,
+            now,
+            self.valid_until,
+        ))
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            release_in_background(&self.shared, &claim);
+        }
+    }
+}
+
+/// Deletes `claim`'s token wherever it is, announced (no block in `Drop`: the engine's
+/// background task does it).
+fn release_in_background(shared: &Arc<Shared>, claim: &Claim) {
+    let call = release_call(claim, true);
+    let task_shared = shared.clone();
+    shared.janitor.run(async move {
+        task_shared.broadcast(call).drain(|_| {}).await;
+    });
+}
+
+/// The transfer call: our token becomes `next`'s, with a fresh `ttl_ms` expiry.
+fn transfer_call(ours: &Claim, next: &Claim, ttl_ms: u64) -> Call {
+    let keys = &ours.keys;
+    Call::script(&TRANSFER, 2 * keys.len(), |cmd| {
+        cmd.arg(keys.lock_keys())
+            .arg(keys.channels())
+            .arg(ours.token.as_bytes())
+            .arg(next.token.as_bytes())
+            .arg(ttl_ms)
+            .arg(keys.len());
+    })
+}
+
+/// Ends `core`'s lease by moving it to a fresh token for the next local holder. Returns how
+/// the lease ended (as [`release`](HeldLock::release) would report it) and the hand-off, if
+/// a quorum took the new token while there is validity left.
+pub(crate) async fn transfer(
+    core: &Arc<LeaseCore>,
+) -> (Result<ReleaseOutcome, LockError>, Option<Handoff>) {
+    let shared = &core.shared;
+    let (total, quorum) = (shared.total(), shared.quorum);
+    let next = Arc::new(Claim::new(core.claim.keys.clone()));
+    // The new holder's clock starts before the first request, as for any acquisition.
+    let start = Instant::now();
+    let mut fanout = shared.broadcast(transfer_call(
+        &core.claim,
+        &next,
+        validity::millis_ceil(core.ttl),
+    ));
+    let (mut moved, mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0, 0);
+    while let Some((index, reply)) = fanout.next().await {
+        match reply.and_then(|v| int(&v)) {
+            Ok(2) => moved += 1,
+            Ok(1) => released += 1,
+            Ok(0) => expired += 1,
+            Ok(_) => foreign += 1,
+            Err(error) => {
+                failed += 1;
+                warn_node(shared, index, "transfer", &error);
+            }
+        }
+        if moved >= quorum || released + expired + foreign + failed > total - quorum {
+            break;
+        }
+    }
+    let drift = validity::drift(core.ttl, core.drift_factor);
+    if moved >= quorum && validity::validity(core.ttl, start.elapsed(), drift).is_some() {
+        finish_in_background(shared, fanout);
+        let handoff = Handoff {
+            shared: shared.clone(),
+            claim: Some(next),
+            ttl: core.ttl,
+            valid_until: start + core.ttl.saturating_sub(drift),
+        };
+        return (Ok(ReleaseOutcome::Released), Some(handoff));
+    }
+    // No hand-off: once every reply is in, the new token goes from wherever it landed.
+    let cleanup_shared = shared.clone();
+    shared.janitor.run(async move {
+        fanout.drain(|_| {}).await;
+        cleanup_shared
+            .broadcast(release_call(&next, true))
+            .drain(|_| {})
+            .await;
+    });
+    let outcome = if moved + released > 0 {
+        Ok(ReleaseOutcome::Released)
+    } else if foreign > 0 {
+        Ok(ReleaseOutcome::OwnedByOther)
+    } else if expired > 0 {
+        Ok(ReleaseOutcome::AlreadyExpired)
+    } else {
+        Err(LockError::unavailable(total - failed, total, quorum))
+    };
+    (outcome, None)
+}

@@ -1,0 +1,208 @@
+//! Local hand-off: a lease released while another task of the same process waits for the
+//! key moves to that task's fresh token in one step, never leaving the key free; waiters
+//! elsewhere are not starved by it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tower_redlock::testkit::LocalCluster;
+use tower_redlock::{HeldLock, LockError, LockOptions, Redlock, ReleaseOutcome, RetryPolicy};
+
+use crate::support::*;
+
+/// Spawns `acquire` and returns once its first poll is over: when it is pending, the task
+/// holds its place in the process's line for the key (taken synchronously on first poll).
+async fn spawn_queued<F>(acquire: F) -> JoinHandle<Result<HeldLock, LockError>>
+where
+    F: Future<Output = Result<HeldLock, LockError>> + Send + 'static,
+{
+    let (polled, queued) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut acquire = Box::pin(acquire);
+        let first = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
+        let _ = polled.send(());
+        match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => acquire.await,
+        }
+    });
+    queued.await.expect("the acquiring task was polled");
+    task
+}
+
+/// Sets up, on `engine`: a lease `b` on `key` that owns the process's turn on it (it waited
+/// for it), and a task queued behind it, acquiring with `follower`. Returns `b`, its value on
+/// the nodes, a node that holds it, and the follower's task.
+async fn holder_with_follower(
+    cluster: &LocalCluster,
+    engine: &Redlock,
+    key: &'static str,
+    follower: LockOptions,
+) -> (
+    HeldLock,
+    String,
+    usize,
+    JoinHandle<Result<HeldLock, LockError>>,
+) {
+    let a = engine.acquire(key).await.unwrap();
+    // B fails once, takes the turn, marks the key and waits for A's release.
+    let e = engine.clone();
+    let b = tokio::spawn(async move { e.acquire(key).await });
+    let marked = eventually(Duration::from_secs(5), || async {
+        lock_value(cluster, 0, key)
+            .await
+            .is_some_and(|v| v.ends_with('+'))
+    })
+    .await;
+    assert!(marked, "the first waiter never marked the key");
+    let e = engine.clone();
+    let c = spawn_queued(async move { e.acquire_with(key, follower).await }).await;
+    assert_eq!(a.release().await.unwrap(), ReleaseOutcome::Released);
+    let b = b.await.unwrap().expect("the first waiter gets the lock");
+    // A node where B's token landed (a release straggler of A's may have refused it on one).
+    let found = std::sync::Mutex::new(None);
+    let seen = eventually(Duration::from_secs(5), || async {
+        for i in 0..cluster.len() {
+            if let Some(v) = lock_value(cluster, i, key)
+                .await
+                .filter(|v| !v.ends_with('+'))
+            {
+                *found.lock().unwrap() = Some((v, i));
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(seen, "B's token is on no node");
+    let (value, node) = found.into_inner().unwrap().unwrap();
+    (b, value, node, c)
+}
+
+/// Subscribes to the keyspace events of lock key `key` on node `i`.
+async fn key_events(
+    cluster: &LocalCluster,
+    i: usize,
+    key: &str,
+) -> impl futures_util::Stream<Item = String> + Unpin {
+    let mut conn = raw(cluster, i).await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Kg$")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut pubsub = redis::Client::open(cluster.url(i))
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub
+        .subscribe(format!("__keyspace@0__:{PREFIX}lock:{key}"))
+        .await
+        .unwrap();
+    pubsub
+        .into_on_message()
+        .map(|msg| msg.get_payload::<String>().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_waiter_takes_the_lease_over_without_the_key_going_free() {
+    let cluster = cluster().await;
+    let engine = redlock(&cluster).await;
+    let (b, b_value, node, c) =
+        holder_with_follower(&cluster, &engine, "relay", LockOptions::new()).await;
+    let mut events = key_events(&cluster, node, "relay").await;
+
+    assert_eq!(b.release().await.unwrap(), ReleaseOutcome::Released);
+    let c = c.await.unwrap().expect("the follower gets the lease");
+    assert!(c.is_held());
+    assert!(c.remaining() <= engine.ttl());
+    // On the node, B's token was replaced by C's in one write: a set, never a del first.
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("a keyspace event for the hand-off")
+        .unwrap();
+    assert_eq!(
+        first, "set",
+        "the key went through {first:?} before the hand-off"
+    );
+    let c_value = lock_value(&cluster, node, "relay").await.unwrap();
+    assert_ne!(c_value, b_value, "the new holder has a fresh token");
+    assert!(holders(&cluster, "relay").await >= engine.quorum());
+    assert_eq!(c.release().await.unwrap(), ReleaseOutcome::Released);
+    assert!(released_everywhere(&cluster, "relay").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_the_follower_cannot_take_is_released() {
+    let cluster = cluster().await;
+    let engine = redlock(&cluster).await;
+    // The follower wants another ttl: it cannot take B's lease as it is.
+    let other_ttl = LockOptions::new().ttl(Duration::from_secs(7));
+    let (b, _, _, c) = holder_with_follower(&cluster, &engine, "relay2", other_ttl).await;
+    let released = Instant::now();
+    assert_eq!(b.release().await.unwrap(), ReleaseOutcome::Released);
+    let c = c.await.unwrap().expect("the follower gets the lock");
+    // Well before the 5 s ttl of the handed-on token: it was released, not left to expire.
+    assert!(
+        released.elapsed() < Duration::from_secs(3),
+        "the follower waited {:?}",
+        released.elapsed()
+    );
+    assert!(c.is_held());
+    assert_eq!(c.release().await.unwrap(), ReleaseOutcome::Released);
+    assert!(released_everywhere(&cluster, "relay2").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_in_another_process_is_not_starved_by_hand_offs() {
+    let cluster = cluster().await;
+    let busy = redlock(&cluster).await;
+    let other = redlock(&cluster).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sections = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Four tasks of one process keep the key busy: each release has a local follower.
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let (busy, stop, sections) = (busy.clone(), stop.clone(), sections.clone());
+        loops.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok(lock) = busy.acquire("busy").await {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    sections.fetch_add(1, Ordering::Relaxed);
+                    lock.release().await.unwrap();
+                }
+            }
+        }));
+    }
+    let warm = eventually(Duration::from_secs(5), || async {
+        sections.load(Ordering::Relaxed) >= 20
+    })
+    .await;
+    assert!(warm, "the busy process never got going");
+    let asked = Instant::now();
+    let lock = other
+        .acquire_with(
+            "busy",
+            LockOptions::new().retry(RetryPolicy::until(Duration::from_secs(10))),
+        )
+        .await
+        .expect("the waiter elsewhere gets the lock between the local hand-offs");
+    let waited = asked.elapsed();
+    lock.release().await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for task in loops {
+        task.await.unwrap();
+    }
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+}
