@@ -400,6 +400,9 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
         }
         let (shared, sent) = (self.shared.clone(), self.sent.clone());
         self.shared.janitor.run(fanout.drain(move |(index, reply)| {
+            if let Err(error) = &reply {
+                shared.node_failed(index, error);
+            }
             // A late yes, or a failure that may hide one: release that node too.
             if !matches!(reply, Ok(Vote::Held { .. })) {
                 undo(&shared, &cleanup, &sent, index);
@@ -414,9 +417,14 @@ async fn attempt(
     keys: &Arc<LockKeys>,
     options: &Resolved,
 ) -> Result<HeldLock, LockError> {
-    let claim = Arc::new(Claim::new(keys.clone()));
     let total = shared.total();
     let quorum = shared.quorum;
+    let skipped = shared.nodes.iter().filter(|n| n.is_skipped()).count();
+    if skipped > total - quorum {
+        // Too many nodes stopped answering: no request can make a quorum.
+        return Err(LockError::unavailable(total - skipped, total, quorum));
+    }
+    let claim = Arc::new(Claim::new(keys.clone()));
     let ttl_ms = validity::millis_ceil(options.ttl);
     // The clock starts before the first request is sent.
     let start = Instant::now();
@@ -550,13 +558,15 @@ async fn sync_fence(
             break;
         }
     }
-    Err(LockError::unavailable(ok, total, shared.quorum))
+    Err(LockError::unavailable(total - failed, total, shared.quorum))
 }
 
-/// Logs a node failure with the node's index and redacted URL.
-/// After a timeout, the node's connection is probed in the background (see
-/// [`Node::probe`](super::node::Node::probe)).
+/// Logs a node failure with the node's index and redacted URL, and skips a node that did
+/// not answer until it does (see [`recovery`](super::recovery)).
 pub(crate) fn warn_node(shared: &Arc<Shared>, index: usize, op: &'static str, error: &NodeError) {
+    if matches!(error, NodeError::Skipped) {
+        return; // said once, when the node was first skipped
+    }
     tracing::warn!(
         node = index,
         url = %shared.nodes[index].url,
@@ -564,12 +574,7 @@ pub(crate) fn warn_node(shared: &Arc<Shared>, index: usize, op: &'static str, er
         %error,
         "Redlock node did not answer"
     );
-    if matches!(error, NodeError::Timeout(_)) {
-        let probing = shared.clone();
-        shared
-            .janitor
-            .run(async move { probing.nodes[index].probe().await });
-    }
+    shared.node_failed(index, error);
 }
 
 /// Reads the late replies of a decided fan-out in the background, to their end (bounded by
@@ -579,5 +584,10 @@ where
     F: std::future::Future<Output = Reply<T>> + Send + 'static,
     T: Send + 'static,
 {
-    shared.janitor.run(fanout.drain(|_| {}));
+    let engine = shared.clone();
+    shared.janitor.run(fanout.drain(move |(index, reply)| {
+        if let Err(error) = reply {
+            engine.node_failed(index, &error);
+        }
+    }));
 }

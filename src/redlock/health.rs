@@ -36,6 +36,9 @@ pub struct NodeHealth {
     pub used_memory: Option<u64>,
     /// Why the node is not reachable.
     pub error: Option<String>,
+    /// Whether locks were skipping the node when the check began: it had stopped answering
+    /// and had not answered a probe since. An answer to this check's `PING` ends that.
+    pub skipped: bool,
 }
 
 /// The result of [`Redlock::health`].
@@ -88,10 +91,11 @@ impl HealthReport {
             }
             let _ = write!(
                 out,
-                r#"{{"index":{},"url":{},"reachable":{},"latency_ms":{},"redis_version":{},"used_memory":{},"error":{}}}"#,
+                r#"{{"index":{},"url":{},"reachable":{},"skipped":{},"latency_ms":{},"redis_version":{},"used_memory":{},"error":{}}}"#,
                 node.index,
                 json_str(&node.url),
                 node.reachable,
+                node.skipped,
                 opt_ms(node.latency),
                 opt_str(node.redis_version.as_deref()),
                 node.used_memory
@@ -151,9 +155,10 @@ fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
     })
 }
 
-async fn probe(shared: Arc<Shared>, index: usize) -> (usize, NodeHealth) {
+/// Node `index` before its check: not known to be reachable.
+fn unchecked(shared: &Shared, index: usize) -> NodeHealth {
     let node = &shared.nodes[index];
-    let mut health = NodeHealth {
+    NodeHealth {
         index,
         url: node.url.redacted().to_owned(),
         reachable: false,
@@ -161,12 +166,19 @@ async fn probe(shared: Arc<Shared>, index: usize) -> (usize, NodeHealth) {
         redis_version: None,
         used_memory: None,
         error: None,
-    };
+        skipped: node.is_skipped(),
+    }
+}
+
+async fn probe(shared: Arc<Shared>, index: usize) -> (usize, NodeHealth) {
+    let node = &shared.nodes[index];
+    let mut health = unchecked(&shared, index);
     let start = Instant::now();
     match node.query(&Call::Command(redis::cmd("PING"))).await {
         Ok(_) => {
             health.reachable = true;
             health.latency = Some(start.elapsed());
+            node.answered();
         }
         Err(e) => {
             health.error = Some(e.to_string());
@@ -194,7 +206,9 @@ impl Redlock {
     /// even when nodes are down.
     pub async fn health(&self) -> HealthReport {
         let shared = &self.shared;
-        let mut fanout = Fanout::new(shared.total(), shared.config.node_timeout, |index| {
+        // Two calls per node (PING, then INFO), each bounded by the node timeout.
+        let limit = shared.config.node_timeout.saturating_mul(2);
+        let mut fanout = Fanout::new(shared.total(), limit, |index| {
             let shared = shared.clone();
             async move {
                 let (index, health) = probe(shared, index).await;
@@ -202,8 +216,12 @@ impl Redlock {
             }
         });
         let mut nodes = Vec::with_capacity(shared.total());
-        while let Some((_, Ok(health))) = fanout.next().await {
-            nodes.push(health);
+        while let Some((index, health)) = fanout.next().await {
+            // A node whose check ran out of time is in the report too, as unreachable.
+            nodes.push(health.unwrap_or_else(|error| NodeHealth {
+                error: Some(error.to_string()),
+                ..unchecked(shared, index)
+            }));
         }
         nodes.sort_by_key(|n| n.index);
         let reachable = nodes.iter().filter(|n| n.reachable).count();

@@ -241,7 +241,7 @@ impl LeaseCore {
             self.mark_lost();
             return Err(LockError::Lost);
         }
-        Err(LockError::unavailable(ok + refused, total, shared.quorum))
+        Err(LockError::unavailable(total - failed, total, shared.quorum))
     }
 
     /// Deletes our token from every node, or moves it to a hand-off (`hand_on`); decides

@@ -22,6 +22,7 @@ mod node;
 mod node_url;
 mod options;
 mod queue;
+mod recovery;
 mod retry;
 mod scripts;
 mod telemetry;

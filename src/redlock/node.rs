@@ -9,6 +9,10 @@
 //! commands in order and pipelines concurrent calls — and a broken one is replaced through
 //! the pool's manager (`dedicated_connection`, which fails at once on a refused connection
 //! instead of waiting out a checkout timeout).
+//!
+//! A node that stops answering (a timeout, a refused or dropped connection) is *skipped*:
+//! its calls fail at once, as a "no" vote, instead of piling requests onto a socket nobody
+//! reads, until a probe in the background gets an answer (see [`super::recovery`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -30,6 +34,25 @@ pub(crate) enum NodeError {
     Redis(#[from] RedisError),
     #[error("unexpected reply: {0}")]
     Reply(&'static str),
+    #[error("skipped: it stopped answering and has not answered a probe since")]
+    Skipped,
+}
+
+impl NodeError {
+    /// Whether the node failed to answer at all (as opposed to answering with an error):
+    /// a reason to skip it until it answers again.
+    pub(crate) fn is_unresponsive(&self) -> bool {
+        match self {
+            NodeError::Timeout(_) => true,
+            NodeError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+            }
+            NodeError::Reply(_) | NodeError::Skipped => false,
+        }
+    }
 }
 
 /// A multiplexed connection plus a flag the pool reads in `has_broken`.
@@ -110,7 +133,8 @@ pub(crate) struct Node {
     pool: bb8::Pool<NodeManager>,
     current: RwLock<Option<Shared>>,
     setup: tokio::sync::Mutex<()>,
-    probing: AtomicBool,
+    /// Calls fail at once while set; cleared when a probe gets an answer.
+    skipped: AtomicBool,
     timeout: Duration,
 }
 
@@ -134,7 +158,7 @@ impl Node {
             pool,
             current: RwLock::new(None),
             setup: tokio::sync::Mutex::new(()),
-            probing: AtomicBool::new(false),
+            skipped: AtomicBool::new(false),
             timeout,
         })
     }
@@ -182,28 +206,39 @@ impl Node {
         Ok(fresh)
     }
 
-    /// After a call timed out: asks the current connection for a `PING` (queued behind the
-    /// timed-out command, so command order is kept) and marks it broken when no answer comes
-    /// within the node timeout — a partition or a half-open socket would otherwise keep a dead
-    /// connection in use until the OS gives up on it. One probe per node at a time.
-    pub(crate) async fn probe(&self) {
-        if self.probing.swap(true, Ordering::AcqRel) {
-            return;
+    /// Whether calls to the node are skipped (see the module docs).
+    pub(crate) fn is_skipped(&self) -> bool {
+        self.skipped.load(Ordering::Acquire)
+    }
+
+    /// Starts skipping the node. Returns whether it was not skipped before (the caller
+    /// then starts the recovery probes).
+    pub(crate) fn skip(&self) -> bool {
+        !self.skipped.swap(true, Ordering::AcqRel)
+    }
+
+    /// The node answered a request sent on its current connection: use it again.
+    pub(crate) fn answered(&self) {
+        self.skipped.store(false, Ordering::Release);
+    }
+
+    /// One recovery probe: a `PING`, bounded by the node timeout, on the current connection
+    /// (queued behind whatever it still carries, so an answer means those ran too) or on a
+    /// new one. When it answers, the node is used again; when it does not, the connection
+    /// is marked broken (a partition or a half-open socket would otherwise keep a dead
+    /// connection in use until the OS gives up on it) and the next probe makes a new one.
+    pub(crate) async fn probe(&self) -> bool {
+        let sent = SentOn::default();
+        let ping = Call::Command(redis::cmd("PING"));
+        let answered = tokio::time::timeout(self.timeout, self.send(&ping, Some(&sent))).await;
+        if matches!(answered, Ok(Ok(_))) {
+            self.answered();
+            return true;
         }
-        let current = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some((mut conn, broken)) = current {
-            let ping = redis::cmd("PING");
-            let answered =
-                tokio::time::timeout(self.timeout, ping.query_async::<()>(&mut conn)).await;
-            if !matches!(answered, Ok(Ok(()))) {
-                broken.store(true, Ordering::Relaxed);
-            }
+        if let Some((_, broken)) = sent.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            broken.store(true, Ordering::Relaxed);
         }
-        self.probing.store(false, Ordering::Release);
+        false
     }
 
     /// Makes the first connection (bounded by the node timeout); failures are left for the
@@ -212,22 +247,32 @@ impl Node {
         let _ = tokio::time::timeout(self.timeout, self.connection()).await;
     }
 
-    /// Runs `call`, bounded by the node timeout (checkout included).
+    /// Runs `call`, bounded by the node timeout (checkout included), even while the node is
+    /// skipped: health checks look at the node itself.
     pub(crate) async fn query(&self, call: &Call) -> Result<Value, NodeError> {
-        tokio::time::timeout(self.timeout, self.call(call, None))
+        tokio::time::timeout(self.timeout, self.send(call, None))
             .await
             .map_err(|_| NodeError::Timeout(self.timeout))?
     }
 
     /// Sends `call` (built once, sent as is to every node) on the node's current
-    /// connection, recording that connection in `sent_on`. A connection found dead is
-    /// replaced and the call tried once more. Not bounded here: callers run it inside a
+    /// connection, recording that connection in `sent_on`; fails at once while the node is
+    /// skipped. Not bounded here: callers run it inside a
     /// [`Fanout`](super::fanout::Fanout) or a timeout.
     pub(crate) async fn call(
         &self,
         call: &Call,
         sent_on: Option<&SentOn>,
     ) -> Result<Value, NodeError> {
+        if self.is_skipped() {
+            return Err(NodeError::Skipped);
+        }
+        self.send(call, sent_on).await
+    }
+
+    /// [`call`](Self::call), skipped or not. A connection found dead is replaced and the
+    /// call tried once more.
+    async fn send(&self, call: &Call, sent_on: Option<&SentOn>) -> Result<Value, NodeError> {
         let mut tries = 0;
         loop {
             let used = self.connection().await?;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use tokio::time::Instant;
+use tower_redlock::testkit::LocalCluster;
 use tower_redlock::{LockError, LockOptions};
 
 use crate::support::*;
@@ -172,4 +173,68 @@ async fn down_node_at_start_up_does_not_stop_build() {
         .await
         .unwrap();
     lock.release().await.unwrap();
+}
+
+/// `EVALSHA` calls node `i` has run (every release is one).
+async fn evalsha_calls(cluster: &LocalCluster, i: usize) -> u64 {
+    let mut conn = raw(cluster, i).await;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_is_skipped_until_it_answers_again() {
+    let cluster = cluster().await;
+    let redlock = redlock(&cluster).await;
+    let before = evalsha_calls(&cluster, 4).await;
+    cluster.pause(4).unwrap();
+    // Until the node is skipped, releases still go to it: count them all.
+    let (mut releases, mut skipped) = (0u64, false);
+    for round in 0..50 {
+        for i in 0..5 {
+            let lock = redlock
+                .try_acquire(format!("stall-{round}-{i}"))
+                .await
+                .unwrap();
+            lock.release().await.unwrap();
+        }
+        let report = redlock.health().await;
+        assert_eq!(report.nodes.len(), 5, "a frozen node is in the report too");
+        // 5 cycles and the health check's test lock.
+        releases += 6;
+        if report.nodes[4].skipped {
+            skipped = true;
+            break;
+        }
+    }
+    assert!(skipped, "the stalled node was never skipped");
+    // While skipped, nothing is sent to it.
+    for i in 0..100 {
+        let lock = redlock.try_acquire(format!("skipped-{i}")).await.unwrap();
+        lock.release().await.unwrap();
+    }
+    cluster.resume(4).unwrap();
+    let back = eventually(Duration::from_secs(5), || async {
+        let lock = redlock.try_acquire("back").await.unwrap();
+        let on_node4 = lock_value(&cluster, 4, "back").await.is_some();
+        lock.release().await.unwrap();
+        on_node4
+    })
+    .await;
+    assert!(back, "the node was not used again once it answered");
+    let sent = evalsha_calls(&cluster, 4).await - before;
+    // The releases before the skip, those after the node came back (the last `eventually`
+    // rounds), and none of the 100 cycles in between.
+    assert!(
+        sent < releases + 50,
+        "{sent} releases reached the node, {releases} were sent before it was skipped"
+    );
 }
