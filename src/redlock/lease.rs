@@ -18,7 +18,7 @@ use super::keys::LockKeys;
 use super::node::{self, Call, int};
 use super::options::Resolved;
 use super::queue::LocalTurn;
-use super::scripts::{EXTEND, RELEASE};
+use super::scripts::{EXTEND, RELEASE, RELEASE_ONE};
 use super::telemetry::{self, KeyHash};
 use super::timers::TimerKey;
 use super::token::Token;
@@ -311,6 +311,13 @@ impl LeaseCore {
 /// publishes the release to waiters (not for cleanups of failed attempts).
 pub(crate) fn release_call(claim: &Claim, announce: bool) -> Call {
     let keys = &claim.keys;
+    if announce && keys.len() == 1 {
+        return Call::script(&RELEASE_ONE, 2, |cmd| {
+            cmd.arg(&keys.lock_keys()[0])
+                .arg(&keys.channels()[0])
+                .arg(claim.token.as_bytes());
+        });
+    }
     Call::script(&RELEASE, 2 * keys.len(), |cmd| {
         cmd.arg(keys.lock_keys())
             .arg(keys.channels())

@@ -96,6 +96,21 @@ return 0",
     )
 });
 
+/// Release of one key (the common case), always announced: [`RELEASE`] with `n = 1` and
+/// `announce = 1`, with as little work for the node as the classic compare-and-delete when
+/// nobody waits. `KEYS = [lock key, channel]`; `ARGV = [token]`.
+pub(crate) static RELEASE_ONE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if not v then return 0 end
+if v ~= ARGV[1] .. '+' then return -1 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', KEYS[2], '1')
+return 1",
+    )
+});
+
 /// Transfer (local hand-off): `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels;
 /// `ARGV = [token, new_token, ttl_ms, n]`. When every key holds our unmarked token, it
 /// becomes `new_token` with a fresh expiry (the next holder in this process takes over
@@ -165,11 +180,12 @@ return 1",
 });
 
 /// Every script, for loading on connect.
-pub(crate) static ALL: LazyLock<[&'static Script; 6]> = LazyLock::new(|| {
+pub(crate) static ALL: LazyLock<[&'static Script; 7]> = LazyLock::new(|| {
     [
         &*ACQUIRE,
         &*EXTEND,
         &*RELEASE,
+        &*RELEASE_ONE,
         &*TRANSFER,
         &*MARK,
         &*FENCE_SYNC,
