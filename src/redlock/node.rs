@@ -230,8 +230,14 @@ impl Node {
     pub(crate) async fn probe(&self) -> bool {
         let sent = SentOn::default();
         let ping = Call::Command(redis::cmd("PING"));
-        let answered = tokio::time::timeout(self.timeout, self.send(&ping, Some(&sent))).await;
-        if matches!(answered, Ok(Ok(_))) {
+        let answered = match tokio::time::timeout(self.timeout, self.send(&ping, Some(&sent))).await
+        {
+            Ok(Ok(_)) => true,
+            // An error reply (e.g. an ACL without `ping`) is an answer too.
+            Ok(Err(error)) => !error.is_unresponsive(),
+            Err(_) => false,
+        };
+        if answered {
             self.answered();
             return true;
         }
