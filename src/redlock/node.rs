@@ -135,6 +135,8 @@ pub(crate) struct Node {
     setup: tokio::sync::Mutex<()>,
     /// Calls fail at once while set; cleared when a probe gets an answer.
     skipped: AtomicBool,
+    /// A check (and, once skipped, the probes) of this node is running.
+    checking: AtomicBool,
     timeout: Duration,
 }
 
@@ -159,6 +161,7 @@ impl Node {
             current: RwLock::new(None),
             setup: tokio::sync::Mutex::new(()),
             skipped: AtomicBool::new(false),
+            checking: AtomicBool::new(false),
             timeout,
         })
     }
@@ -211,10 +214,19 @@ impl Node {
         self.skipped.load(Ordering::Acquire)
     }
 
-    /// Starts skipping the node. Returns whether it was not skipped before (the caller
-    /// then starts the recovery probes).
-    pub(crate) fn skip(&self) -> bool {
-        !self.skipped.swap(true, Ordering::AcqRel)
+    /// Starts skipping the node.
+    pub(crate) fn skip(&self) {
+        self.skipped.store(true, Ordering::Release);
+    }
+
+    /// Claims the node's check; `false` when one is already running.
+    pub(crate) fn begin_check(&self) -> bool {
+        !self.checking.swap(true, Ordering::AcqRel)
+    }
+
+    /// Ends the node's check.
+    pub(crate) fn end_check(&self) {
+        self.checking.store(false, Ordering::Release);
     }
 
     /// The node answered a request sent on its current connection: use it again.
