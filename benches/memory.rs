@@ -19,12 +19,19 @@ const TASKS: u64 = 16;
 struct Counting;
 
 static LIVE: AtomicI64 = AtomicI64::new(0);
+/// The most ever allocated at once: in-flight work at the busiest moment.
+static PEAK: AtomicI64 = AtomicI64::new(0);
+
+fn grew(by: i64) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 // SAFETY: every call is forwarded to `System` unchanged; only a counter is kept.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        grew(layout.size() as i64);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -32,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        grew(new_size as i64 - layout.size() as i64);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -42,6 +49,10 @@ static ALLOCATOR: Counting = Counting;
 
 fn live_heap() -> f64 {
     LIVE.load(Ordering::Relaxed) as f64 / 1048576.0
+}
+
+fn peak_heap() -> f64 {
+    PEAK.load(Ordering::Relaxed) as f64 / 1048576.0
 }
 
 /// Resident set size in bytes, from `/proc/self/statm`.
@@ -141,7 +152,7 @@ async fn bench(arenas: Option<i32>) {
     let start = tokio::time::Instant::now();
     // In chunks, so a leak (linear growth) can be told from a high-water mark (flat).
     let chunk = (cycles / 8).max(1);
-    let (mut curve, mut heap_curve) = (Vec::new(), Vec::new());
+    let (mut curve, mut heap_curve, mut peak_curve) = (Vec::new(), Vec::new(), Vec::new());
     let mut done = 0;
     while done < cycles {
         let n = chunk.min(cycles - done);
@@ -150,6 +161,7 @@ async fn bench(arenas: Option<i32>) {
         settle().await;
         curve.push(format!("{:.2}", rss() as f64 / 1048576.0));
         heap_curve.push(format!("{:.2}", live_heap()));
+        peak_curve.push(format!("{:.2}", peak_heap()));
     }
     let took = start.elapsed();
     let after = rss();
@@ -189,6 +201,11 @@ async fn bench(arenas: Option<i32>) {
     println!(
         "   live heap (MiB) after each eighth: {}",
         heap_curve.join(" ")
+    );
+    println!(
+        "   peak live heap so far (MiB) after each eighth: {} (RSS steps coincide with new \
+         peaks of in-flight allocations; the allocator keeps those pages)",
+        peak_curve.join(" ")
     );
     println!(
         "   live tasks before {tasks_before}, after {tasks_after} (no per-lock task outlives its lease)"
