@@ -76,6 +76,19 @@ const M_ARENA_MAX: i32 = -8;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 unsafe extern "C" {
     fn mallopt(param: i32, value: i32) -> i32;
+    fn malloc_trim(pad: usize) -> i32;
+}
+
+/// RSS after handing the allocator's free pages back to the OS (glibc's `malloc_trim`):
+/// what the process holds, without the allocator's high-water marks.
+fn trimmed_rss() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free memory to the OS.
+    #[allow(unsafe_code)]
+    unsafe {
+        malloc_trim(0);
+    }
+    rss()
 }
 
 /// Caps glibc's malloc arenas (`BENCH_MEMORY_ARENAS`, default 2: one per runtime worker;
@@ -152,7 +165,8 @@ async fn bench(arenas: Option<i32>) {
     let start = tokio::time::Instant::now();
     // In chunks, so a leak (linear growth) can be told from a high-water mark (flat).
     let chunk = (cycles / 8).max(1);
-    let (mut curve, mut heap_curve, mut peak_curve) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut curve, mut heap_curve, mut peak_curve, mut trimmed_curve) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut done = 0;
     while done < cycles {
         let n = chunk.min(cycles - done);
@@ -166,10 +180,25 @@ async fn bench(arenas: Option<i32>) {
     let took = start.elapsed();
     let after = rss();
     let growth = after as f64 / before.max(1) as f64 - 1.0;
+    // The same again, reading RSS after handing free pages back (malloc_trim): the memory
+    // the process holds, without the allocator's high-water marks.
+    let trimmed_before = trimmed_rss();
+    let mut done = 0;
+    while done < cycles {
+        let n = chunk.min(cycles - done);
+        run(n, cycles + done).await;
+        done += n;
+        settle().await;
+        trimmed_curve.push(format!("{:.2}", trimmed_rss() as f64 / 1048576.0));
+    }
+    let trimmed_after = trimmed_rss();
+    let trimmed_growth = trimmed_after as f64 / trimmed_before.max(1) as f64 - 1.0;
     let tasks_after = metrics.num_alive_tasks();
     let heap_after = live_heap();
     let heap_growth = heap_after / heap_before.max(f64::MIN_POSITIVE) - 1.0;
-    println!("\n6. memory: {cycles} cycles ({TASKS} tasks, distinct keys) in {took:.1?}");
+    println!(
+        "\n6. memory: {cycles} cycles ({TASKS} tasks, distinct keys) in {took:.1?}, then {cycles} more read after malloc_trim"
+    );
     println!(
         "   malloc arenas: {}",
         arenas.map_or_else(
@@ -190,16 +219,27 @@ async fn bench(arenas: Option<i32>) {
         verdict(growth.abs() <= 0.05)
     );
     println!("   RSS (MiB) after each eighth: {}", curve.join(" "));
+    println!(
+        "   {cycles} more cycles, RSS read after malloc_trim: before {:.2} MiB, after {:.2} MiB, growth {:+.2} % (target within 5 %: {})",
+        trimmed_before as f64 / 1048576.0,
+        trimmed_after as f64 / 1048576.0,
+        trimmed_growth * 100.0,
+        verdict(trimmed_growth.abs() <= 0.05)
+    );
+    println!(
+        "   RSS after malloc_trim (MiB) after each eighth: {}",
+        trimmed_curve.join(" ")
+    );
     // Capacity of buffers and maps can still step up at a busy moment (tens of KiB); a leak
     // grows with the cycles: one 64-byte allocation per cycle would be 64 bytes/cycle.
-    let per_cycle = (heap_after - heap_before) * 1048576.0 / cycles as f64;
+    let per_cycle = (heap_after - heap_before) * 1048576.0 / (2 * cycles) as f64;
     println!(
-        "   live heap before {heap_before:.2} MiB, after {heap_after:.2} MiB (background work finished), growth {:+.2} % = {per_cycle:.2} bytes/cycle ({} for < 1 byte/cycle)",
+        "   live heap before {heap_before:.2} MiB, after both runs {heap_after:.2} MiB (background work finished), growth {:+.2} % = {per_cycle:.2} bytes/cycle ({} for < 1 byte/cycle)",
         heap_growth * 100.0,
         verdict(per_cycle < 1.0)
     );
     println!(
-        "   live heap (MiB) after each eighth: {}",
+        "   live heap (MiB) after each eighth of the first run: {}",
         heap_curve.join(" ")
     );
     println!(
@@ -221,6 +261,9 @@ async fn bench(arenas: Option<i32>) {
             ("rss_before_mib", before as f64 / 1048576.0),
             ("rss_after_mib", after as f64 / 1048576.0),
             ("growth_pct", growth * 100.0),
+            ("trimmed_rss_before_mib", trimmed_before as f64 / 1048576.0),
+            ("trimmed_rss_after_mib", trimmed_after as f64 / 1048576.0),
+            ("trimmed_growth_pct", trimmed_growth * 100.0),
             ("heap_before_mib", heap_before),
             ("heap_after_mib", heap_after),
             ("heap_growth_pct", heap_growth * 100.0),
