@@ -37,13 +37,13 @@ where
     task
 }
 
-/// Sets up, on `engine`: a lease `b` on `key` that owns the process's turn on it (it waited
-/// for it), and a task queued behind it, acquiring with `follower`. Returns `b`, its value on
-/// the nodes, a node that holds it, and the follower's task.
+/// Sets up, on `engine`: a lease `b` on `keys` that owns the process's turn on them (it
+/// waited for it), and a task queued behind it, acquiring with `follower`. Returns `b`, its
+/// value on the nodes, a node that holds it, and the follower's task.
 async fn holder_with_follower(
     cluster: &LocalCluster,
     engine: &Redlock,
-    key: &'static str,
+    keys: &'static [&'static str],
     follower: LockOptions,
 ) -> (
     HeldLock,
@@ -51,10 +51,11 @@ async fn holder_with_follower(
     usize,
     JoinHandle<Result<HeldLock, LockError>>,
 ) {
-    let a = engine.acquire(key).await.unwrap();
-    // B fails once, takes the turn, marks the key and waits for A's release.
+    let key = keys[0];
+    let a = engine.acquire_many(keys).await.unwrap();
+    // B fails once, takes the turn, marks the keys and waits for A's release.
     let e = engine.clone();
-    let b = tokio::spawn(async move { e.acquire(key).await });
+    let b = tokio::spawn(async move { e.acquire_many(keys).await });
     let marked = eventually(Duration::from_secs(5), || async {
         lock_value(cluster, 0, key)
             .await
@@ -63,7 +64,7 @@ async fn holder_with_follower(
     .await;
     assert!(marked, "the first waiter never marked the key");
     let e = engine.clone();
-    let c = spawn_queued(async move { e.acquire_with(key, follower).await }).await;
+    let c = spawn_queued(async move { e.acquire_many_with(keys, follower).await }).await;
     assert_eq!(a.release().await.unwrap(), ReleaseOutcome::Released);
     let b = b.await.unwrap().expect("the first waiter gets the lock");
     // A node where B's token landed (a release straggler of A's may have refused it on one).
@@ -119,7 +120,7 @@ async fn a_local_waiter_takes_the_lease_over_without_the_key_going_free() {
     let cluster = cluster().await;
     let engine = redlock(&cluster).await;
     let (b, b_value, node, c) =
-        holder_with_follower(&cluster, &engine, "relay", LockOptions::new()).await;
+        holder_with_follower(&cluster, &engine, &["relay"], LockOptions::new()).await;
     let mut events = key_events(&cluster, node, "relay").await;
 
     assert_eq!(b.release().await.unwrap(), ReleaseOutcome::Released);
@@ -143,12 +144,49 @@ async fn a_local_waiter_takes_the_lease_over_without_the_key_going_free() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_key_lease_is_handed_on_whole() {
+    const KEYS: &[&str] = &["pair-a", "pair-b"];
+    let cluster = cluster().await;
+    let engine = redlock(&cluster).await;
+    let (b, b_value, node, c) =
+        holder_with_follower(&cluster, &engine, KEYS, LockOptions::new()).await;
+    let mut events_a = key_events(&cluster, node, KEYS[0]).await;
+    let mut events_b = key_events(&cluster, node, KEYS[1]).await;
+    assert_eq!(b.release().await.unwrap(), ReleaseOutcome::Released);
+    let c = c.await.unwrap().expect("the follower gets the lease");
+    assert_eq!(c.keys(), KEYS);
+    for events in [&mut events_a, &mut events_b] {
+        let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("a keyspace event for the hand-off")
+            .unwrap();
+        assert_eq!(
+            first, "set",
+            "a key went through {first:?} before the hand-off"
+        );
+    }
+    let (a_value, other_value) = (
+        lock_value(&cluster, node, KEYS[0]).await.unwrap(),
+        lock_value(&cluster, node, KEYS[1]).await.unwrap(),
+    );
+    assert_eq!(
+        a_value, other_value,
+        "both keys carry the new holder's token"
+    );
+    assert_ne!(a_value, b_value);
+    assert_eq!(c.release().await.unwrap(), ReleaseOutcome::Released);
+    for key in KEYS {
+        assert!(released_everywhere(&cluster, key).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_off_the_follower_cannot_take_is_released() {
     let cluster = cluster().await;
     let engine = redlock(&cluster).await;
     // The follower wants another ttl: it cannot take B's lease as it is.
     let other_ttl = LockOptions::new().ttl(Duration::from_secs(7));
-    let (b, _, _, c) = holder_with_follower(&cluster, &engine, "relay2", other_ttl).await;
+    let (b, _, _, c) = holder_with_follower(&cluster, &engine, &["relay2"], other_ttl).await;
     let released = Instant::now();
     assert_eq!(b.release().await.unwrap(), ReleaseOutcome::Released);
     let c = c.await.unwrap().expect("the follower gets the lock");
