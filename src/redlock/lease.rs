@@ -52,7 +52,8 @@ pub(crate) enum LeaseState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReleaseOutcome {
-    /// Our token was deleted from the nodes.
+    /// Our token is gone from the nodes: deleted, or handed on to the next holder waiting
+    /// in this process (see [`HeldLock::release`]).
     Released,
     /// The keys had already expired: nothing was held any more.
     AlreadyExpired,
@@ -517,6 +518,11 @@ impl HeldLock {
 
     /// Releases the lease on every node (for all clones). Returns once a quorum confirmed;
     /// the remaining nodes are released in the background.
+    ///
+    /// When another task of this process waits for the same keys, the lease is handed on
+    /// to it instead, in the same single round trip: the nodes switch to its fresh token,
+    /// so the keys are never free in between (not with fencing on, nor when a waiter in
+    /// another process is waiting too).
     pub async fn release(self) -> Result<ReleaseOutcome, LockError> {
         let core = self.core().clone();
         let live = core.is_live();
