@@ -6,9 +6,13 @@
 //! A waiter notes the generation before each attempt and, after a contended attempt, waits
 //! for it to move — or for the fallback timer (the holder's remaining time, capped by the
 //! retry policy), so a lost message costs latency, never correctness.
+//!
+//! A subscription that fails (a node that did not answer in time, or a pub/sub connection
+//! that died with the node's restart) is noted and made again, in the background, the next
+//! time a waiter starts waiting, for as long as the channel is wanted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -26,6 +30,12 @@ struct Channels {
     /// `map.len()`, readable without the lock: a release with nobody waiting in the
     /// process (the common case) does not touch the mutex.
     entries: AtomicUsize,
+    /// Subscriptions that failed: (node index, channel).
+    missing: Mutex<Vec<(usize, String)>>,
+    /// `missing.len()`, readable without the lock.
+    missing_count: AtomicUsize,
+    /// A repair of the missing subscriptions is running.
+    repairing: AtomicBool,
 }
 
 struct Channel {
@@ -34,6 +44,30 @@ struct Channel {
 }
 
 impl Channels {
+    /// Notes that node `index` is not subscribed to `channels`.
+    fn note_missing(&self, index: usize, channels: impl IntoIterator<Item = String>) {
+        let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        for channel in channels {
+            if !missing.iter().any(|(i, c)| *i == index && *c == channel) {
+                missing.push((index, channel));
+            }
+        }
+        self.missing_count.store(missing.len(), Ordering::Release);
+    }
+
+    /// Takes the missing subscriptions of channels still wanted (others are forgotten).
+    fn take_missing(&self) -> Vec<(usize, String)> {
+        let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = std::mem::take(&mut *missing);
+        self.missing_count.store(0, Ordering::Release);
+        drop(missing);
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        taken
+            .into_iter()
+            .filter(|(_, channel)| map.contains_key(channel))
+            .collect()
+    }
+
     fn bump(&self, channel: &str) {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = map.get(channel) {
@@ -44,16 +78,20 @@ impl Channels {
 
 /// One node's subscriber connection, made lazily and remade after it dies.
 struct NodeSubscriber {
+    index: usize,
     client: Client,
     timeout: Duration,
-    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    sink: tokio::sync::Mutex<Option<(PubSubSink, Arc<AtomicBool>)>>,
 }
 
 impl NodeSubscriber {
-    /// A live sink, connecting (bounded by the node timeout) when there is none.
+    /// A live sink, connecting (bounded by the node timeout) when there is none or the last
+    /// one's connection died.
     async fn sink(&self, channels: &Weak<Channels>) -> Option<PubSubSink> {
         let mut slot = self.sink.lock().await;
-        if let Some(sink) = slot.as_ref() {
+        if let Some((sink, dead)) = slot.as_ref()
+            && !dead.load(Ordering::Acquire)
+        {
             return Some(sink.clone());
         }
         let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
@@ -62,6 +100,8 @@ impl NodeSubscriber {
             .ok()?;
         let (sink, mut stream) = pubsub.split();
         let channels = channels.clone();
+        let dead = Arc::new(AtomicBool::new(false));
+        let (reader_dead, index) = (dead.clone(), self.index);
         tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 let Some(channels) = channels.upgrade() else {
@@ -69,8 +109,20 @@ impl NodeSubscriber {
                 };
                 channels.bump(msg.get_channel_name());
             }
+            // The connection died (e.g. the node restarted): its subscriptions went with it.
+            reader_dead.store(true, Ordering::Release);
+            if let Some(channels) = channels.upgrade() {
+                let wanted: Vec<String> = channels
+                    .map
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect();
+                channels.note_missing(index, wanted);
+            }
         });
-        *slot = Some(sink.clone());
+        *slot = Some((sink.clone(), dead));
         Some(sink)
     }
 
@@ -92,7 +144,9 @@ impl WakeHub {
             nodes: urls
                 .iter()
                 .filter_map(|url| super::node::client_for(url, tls_root).ok())
-                .map(|client| NodeSubscriber {
+                .enumerate()
+                .map(|(index, client)| NodeSubscriber {
+                    index,
                     client,
                     timeout,
                     sink: tokio::sync::Mutex::new(None),
@@ -134,13 +188,7 @@ impl WakeHub {
             self.channels.entries.store(map.len(), Ordering::Release);
         }
         if !new.is_empty() {
-            self.for_each_node(
-                |mut sink, timeout, channels| async move {
-                    tokio::time::timeout(timeout, sink.subscribe(channels)).await
-                },
-                &new,
-            )
-            .await;
+            self.subscribe(&new).await;
         }
         Interest {
             hub: self.clone(),
@@ -149,28 +197,97 @@ impl WakeHub {
         }
     }
 
-    async fn for_each_node<F, Fut, T>(&self, call: F, channels: &[String])
+    /// Subscribes to `channels` on every node (each bounded by the node timeout), noting
+    /// the nodes where that failed.
+    async fn subscribe(&self, channels: &[String]) {
+        let failed = self
+            .for_each_node(
+                |mut sink, timeout, channels| async move {
+                    tokio::time::timeout(timeout, sink.subscribe(channels)).await
+                },
+                self.nodes.iter(),
+                channels,
+            )
+            .await;
+        for index in failed {
+            self.channels.note_missing(index, channels.iter().cloned());
+        }
+    }
+
+    /// Makes the subscriptions that failed again, in the background (one repair at a time).
+    fn repair(self: &Arc<Self>) {
+        if self.channels.missing_count.load(Ordering::Acquire) == 0
+            || self.channels.repairing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let hub = self.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.channels.repairing.store(false, Ordering::Release);
+            return;
+        };
+        runtime.spawn(async move {
+            let missing = hub.channels.take_missing();
+            for node in hub.nodes.iter() {
+                let channels: Vec<String> = missing
+                    .iter()
+                    .filter(|(index, _)| *index == node.index)
+                    .map(|(_, channel)| channel.clone())
+                    .collect();
+                if !channels.is_empty() {
+                    let failed = hub
+                        .for_each_node(
+                            |mut sink, timeout, channels| async move {
+                                tokio::time::timeout(timeout, sink.subscribe(channels)).await
+                            },
+                            std::iter::once(node),
+                            &channels,
+                        )
+                        .await;
+                    for index in failed {
+                        hub.channels.note_missing(index, channels.iter().cloned());
+                    }
+                }
+            }
+            hub.channels.repairing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Runs `call` on `nodes` at once; returns the indexes of the nodes where it failed.
+    async fn for_each_node<'a, F, Fut, T>(
+        &self,
+        call: F,
+        nodes: impl Iterator<Item = &'a NodeSubscriber>,
+        channels: &[String],
+    ) -> Vec<usize>
     where
         F: Fn(PubSubSink, Duration, Vec<String>) -> Fut,
         Fut: std::future::Future<Output = Result<redis::RedisResult<T>, tokio::time::error::Elapsed>>,
     {
         let weak = Arc::downgrade(&self.channels);
-        let calls = self.nodes.iter().map(|node| {
+        let calls = nodes.map(|node| {
             let weak = weak.clone();
             let call = &call;
             async move {
                 let Some(sink) = node.sink(&weak).await else {
-                    return;
+                    return Some(node.index);
                 };
                 match call(sink, node.timeout, channels.to_vec()).await {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => None,
                     // Dead connection: make a new one next time. A timeout leaves it be.
-                    Ok(Err(_)) => node.forget().await,
-                    Err(_) => {}
+                    Ok(Err(_)) => {
+                        node.forget().await;
+                        Some(node.index)
+                    }
+                    Err(_) => Some(node.index),
                 }
             }
         });
-        futures_util::future::join_all(calls).await;
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     fn release_interest(self: &Arc<Self>, channels: &[String]) {
@@ -200,6 +317,7 @@ impl WakeHub {
                     |mut sink, timeout, channels| async move {
                         tokio::time::timeout(timeout, sink.unsubscribe(channels)).await
                     },
+                    hub.nodes.iter(),
                     &gone,
                 )
                 .await;
@@ -224,7 +342,9 @@ impl Interest {
     }
 
     /// Resolves when a release was heard since the last [`mark_seen`](Self::mark_seen).
+    /// Subscriptions that failed before are made again meanwhile.
     pub(crate) async fn released(&mut self) {
+        self.hub.repair();
         let waits = self.receivers.iter_mut().map(|rx| Box::pin(rx.changed()));
         let _ = futures_util::future::select_all(waits).await;
     }

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tower_redlock::testkit::LocalCluster;
+use tower_redlock::{LockOptions, Redlock, RetryPolicy};
 
 use crate::support::*;
 
@@ -64,45 +67,64 @@ async fn thirty_two_tasks_never_overlap() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiter_in_another_process_is_woken_by_the_release() {
-    use tower_redlock::{LockOptions, RetryPolicy};
-    let cluster = cluster().await;
-    // This test is about wake-up, not timeouts: a generous node timeout keeps a loaded CI
-    // machine from leaving a node unsubscribed (a subscription that times out is not
-    // retried; the fallback timer covers it, which is what this test rules out).
-    let generous = || builder(&cluster).node_timeout(Duration::from_secs(3));
-    let holder = generous().build().await.unwrap();
-    let waiter = generous().build().await.unwrap();
-    let lock = holder.acquire("handoff").await.unwrap();
-    // Without wake-up the waiter would sleep 4 s between attempts.
-    let slow_polling = RetryPolicy::until(Duration::from_secs(20))
-        .base_delay(Duration::from_secs(4))
-        .max_delay(Duration::from_secs(4))
+/// Spawns a task that acquires `key` on `waiter`, retrying every `every` (no jitter) for up
+/// to 30 s, then releases it; the task returns when it got the lock.
+fn polling_waiter(waiter: Redlock, key: &'static str, every: Duration) -> JoinHandle<Instant> {
+    let polling = RetryPolicy::until(Duration::from_secs(30))
+        .base_delay(every)
+        .max_delay(every)
         .jitter(0.0);
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let lock = waiter
-            .acquire_with("handoff", LockOptions::new().retry(slow_polling))
+            .acquire_with(key, LockOptions::new().retry(polling))
             .await
             .unwrap();
         let got = Instant::now();
         lock.release().await.unwrap();
         got
-    });
+    })
+}
+
+/// How many connections of node `i` subscribe to `key`'s release channel (0 when the node
+/// does not answer within 500 ms).
+async fn subscribers(cluster: &LocalCluster, i: usize, key: &str) -> i64 {
+    let client = redis::Client::open(cluster.url(i)).unwrap();
+    let Ok(Ok(mut conn)) = tokio::time::timeout(
+        Duration::from_millis(500),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    else {
+        return 0;
+    };
+    let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("{PREFIX}released:{key}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    subs.first().map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_in_another_process_is_woken_by_the_release() {
+    let cluster = cluster().await;
+    // This test is about wake-up, not timeouts: a generous node timeout keeps a loaded CI
+    // machine from leaving node 0 unsubscribed (a subscription that times out is made again
+    // only at the waiter's next wait, 4 s later here).
+    let generous = || builder(&cluster).node_timeout(Duration::from_secs(3));
+    let holder = generous().build().await.unwrap();
+    let waiter = generous().build().await.unwrap();
+    let lock = holder.acquire("handoff").await.unwrap();
+    // Without wake-up the waiter would sleep 4 s between attempts.
+    let task = polling_waiter(waiter, "handoff", Duration::from_secs(4));
     // Let the waiter fail once, subscribe, and mark the held key (only a marked release
     // publishes).
     let subscribed = eventually(Duration::from_secs(15), || async {
-        let mut conn = raw(&cluster, 0).await;
-        let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(format!("{PREFIX}released:handoff"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
         let marked = lock_value(&cluster, 0, "handoff")
             .await
             .is_some_and(|v| v.ends_with('+'));
-        subs.first().is_some_and(|(_, n)| *n > 0) && marked
+        subscribers(&cluster, 0, "handoff").await > 0 && marked
     })
     .await;
     assert!(subscribed, "the waiter never subscribed and marked the key");
@@ -114,4 +136,64 @@ async fn a_waiter_in_another_process_is_woken_by_the_release() {
         "woken {:?} after the release",
         got - released
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_failed_is_made_again() {
+    let cluster = cluster().await;
+    let holder = redlock(&cluster).await;
+    let waiter = redlock(&cluster).await;
+    let lock = holder.acquire("repair").await.unwrap();
+    // Node 0 is frozen while the waiter subscribes: its subscription there times out.
+    cluster.pause(0).unwrap();
+    let task = polling_waiter(waiter, "repair", Duration::from_millis(300));
+    // The mark comes after the subscriptions were tried.
+    let marked = eventually(Duration::from_secs(5), || async {
+        lock_value(&cluster, 1, "repair")
+            .await
+            .is_some_and(|v| v.ends_with('+'))
+    })
+    .await;
+    assert!(marked, "the waiter never marked the key");
+    cluster.resume(0).unwrap();
+    // One of the waiter's next waits subscribes on node 0 again.
+    let again = eventually(Duration::from_secs(10), || async {
+        subscribers(&cluster, 0, "repair").await > 0
+    })
+    .await;
+    assert!(again, "node 0's subscription was never made again");
+    lock.release().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the waiter gets the lock")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_lost_with_a_restarted_node_are_made_again() {
+    let cluster = cluster().await;
+    let holder = redlock(&cluster).await;
+    let waiter = redlock(&cluster).await;
+    let lock = holder.acquire("restart").await.unwrap();
+    let task = polling_waiter(waiter, "restart", Duration::from_millis(300));
+    let subscribed = eventually(Duration::from_secs(5), || async {
+        subscribers(&cluster, 0, "restart").await > 0
+    })
+    .await;
+    assert!(subscribed, "the waiter never subscribed on node 0");
+    // The restart takes the waiter's subscriptions there with it.
+    cluster.restart(0).await.unwrap();
+    let again = eventually(Duration::from_secs(10), || async {
+        subscribers(&cluster, 0, "restart").await > 0
+    })
+    .await;
+    assert!(
+        again,
+        "node 0's subscription was not made again after its restart"
+    );
+    lock.release().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the waiter gets the lock")
+        .unwrap();
 }
