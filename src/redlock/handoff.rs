@@ -2,9 +2,10 @@
 //! straight to the next of them, in one round trip instead of two.
 //!
 //! A plain hand-over costs a release (one round trip), a wake-up and an acquire (another
-//! round trip), with the keys free in between. Instead, the releasing lease runs
-//! [`TRANSFER`] on every node: where the keys still hold its token, they take a fresh token
-//! (from the CSPRNG, like any acquisition) with a fresh expiry. Decided at quorum, that is an
+//! round trip), with the keys free in between. Instead, the releasing lease runs the release
+//! script with a next token ([`RELEASE`](super::scripts::RELEASE)) on every node: where the
+//! keys still hold its token, they take a fresh token (from the CSPRNG, like any
+//! acquisition) with a fresh expiry. Decided at quorum, that is an
 //! acquisition for the next local holder, with validity counted from the start of the call.
 //!
 //! It is not done when:
@@ -24,10 +25,11 @@ use tokio::time::Instant;
 use super::acquire::{finish_in_background, warn_node};
 use super::client::Shared;
 use super::error::LockError;
-use super::lease::{Claim, HeldLock, LeaseCore, ReleaseOutcome, release_call};
-use super::node::{Call, int};
+use super::lease::{
+    Claim, HeldLock, LeaseCore, ReleaseOutcome, hand_on_call, release_call, release_outcome,
+};
+use super::node::int;
 use super::options::Resolved;
-use super::scripts::TRANSFER;
 use super::validity;
 
 /// A lease moved to a fresh token for the next local holder, not yet taken.
@@ -77,19 +79,6 @@ fn release_in_background(shared: &Arc<Shared>, claim: &Claim) {
     });
 }
 
-/// The transfer call: our token becomes `next`'s, with a fresh `ttl_ms` expiry.
-fn transfer_call(ours: &Claim, next: &Claim, ttl_ms: u64) -> Call {
-    let keys = &ours.keys;
-    Call::script(&TRANSFER, 2 * keys.len(), |cmd| {
-        cmd.arg(keys.lock_keys())
-            .arg(keys.channels())
-            .arg(ours.token.as_bytes())
-            .arg(next.token.as_bytes())
-            .arg(ttl_ms)
-            .arg(keys.len());
-    })
-}
-
 /// Ends `core`'s lease by moving it to a fresh token for the next local holder. Returns how
 /// the lease ended (as [`release`](HeldLock::release) would report it) and the hand-off, if
 /// a quorum took the new token while there is validity left.
@@ -101,7 +90,7 @@ pub(crate) async fn transfer(
     let next = Arc::new(Claim::new(core.claim.keys.clone()));
     // The new holder's clock starts before the first request, as for any acquisition.
     let start = Instant::now();
-    let mut fanout = shared.broadcast(transfer_call(
+    let mut fanout = shared.broadcast(hand_on_call(
         &core.claim,
         &next,
         validity::millis_ceil(core.ttl),
@@ -142,14 +131,6 @@ pub(crate) async fn transfer(
             .drain(|_| {})
             .await;
     });
-    let outcome = if moved + released > 0 {
-        Ok(ReleaseOutcome::Released)
-    } else if foreign > 0 {
-        Ok(ReleaseOutcome::OwnedByOther)
-    } else if expired > 0 {
-        Ok(ReleaseOutcome::AlreadyExpired)
-    } else {
-        Err(LockError::unavailable(total - failed, total, quorum))
-    };
+    let outcome = release_outcome(moved + released, foreign, expired, failed, total, quorum);
     (outcome, None)
 }

@@ -296,23 +296,47 @@ impl LeaseCore {
         }
         // Stragglers still get their delete, without the caller waiting for them.
         finish_in_background(&self.shared, fanout);
-        if released > 0 {
-            Ok(ReleaseOutcome::Released)
-        } else if foreign > 0 {
-            Ok(ReleaseOutcome::OwnedByOther)
-        } else if expired > 0 {
-            Ok(ReleaseOutcome::AlreadyExpired)
-        } else {
-            Err(LockError::unavailable(total - failed, total, quorum))
-        }
+        release_outcome(released, foreign, expired, failed, total, quorum)
+    }
+}
+
+/// How a release ended, from the nodes' answers: our token was gone from some node (it
+/// released), else another token held the keys, else they had expired; when no node
+/// answered, the quorum was unavailable.
+pub(crate) fn release_outcome(
+    released: usize,
+    foreign: usize,
+    expired: usize,
+    failed: usize,
+    total: usize,
+    quorum: usize,
+) -> Result<ReleaseOutcome, LockError> {
+    if released > 0 {
+        Ok(ReleaseOutcome::Released)
+    } else if foreign > 0 {
+        Ok(ReleaseOutcome::OwnedByOther)
+    } else if expired > 0 {
+        Ok(ReleaseOutcome::AlreadyExpired)
+    } else {
+        Err(LockError::unavailable(total - failed, total, quorum))
     }
 }
 
 /// The release script call: deletes the keys that still hold our token; `announce`
 /// publishes the release to waiters (not for cleanups of failed attempts).
 pub(crate) fn release_call(claim: &Claim, announce: bool) -> Call {
+    release_script(claim, announce, None)
+}
+
+/// The hand-off call: our token becomes `next`'s with a fresh `ttl_ms` expiry where the keys
+/// hold it unmarked; elsewhere an announced release (see [`RELEASE`]).
+pub(crate) fn hand_on_call(claim: &Claim, next: &Claim, ttl_ms: u64) -> Call {
+    release_script(claim, true, Some((next, ttl_ms)))
+}
+
+fn release_script(claim: &Claim, announce: bool, next: Option<(&Claim, u64)>) -> Call {
     let keys = &claim.keys;
-    if announce && keys.len() == 1 {
+    if announce && next.is_none() && keys.len() == 1 {
         return Call::script(&RELEASE_ONE, 2, |cmd| {
             cmd.arg(&keys.lock_keys()[0])
                 .arg(&keys.channels()[0])
@@ -325,6 +349,9 @@ pub(crate) fn release_call(claim: &Claim, announce: bool) -> Call {
             .arg(claim.token.as_bytes())
             .arg(keys.len())
             .arg(if announce { "1" } else { "0" });
+        if let Some((next, ttl_ms)) = next {
+            cmd.arg(next.token.as_bytes()).arg(ttl_ms);
+        }
     })
 }
 

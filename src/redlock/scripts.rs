@@ -67,14 +67,33 @@ return 1",
 });
 
 /// Release: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels;
-/// `ARGV = [token, n, announce]`. Deletes the keys that hold our token and, when `announce`
-/// is `1` and a waiter marked the key, announces the release on its channel (cleanups of
-/// failed attempts do not: waking every waiter for a lock nobody held only makes
-/// contenders collide again).
+/// `ARGV = [token, n, announce, next_token?, ttl_ms?]`.
+///
+/// With `next_token` (a local hand-off, see `handoff.rs`): when every key holds our unmarked
+/// token, each becomes `next_token` with a fresh `ttl_ms` expiry — the next holder in this
+/// process takes over without the keys ever being free — and 2 is returned. Otherwise (a key
+/// expired, taken, or marked by a waiter elsewhere, who must get a fair chance) it is a
+/// plain release.
+///
+/// A plain release deletes the keys that hold our token and, when `announce` is `1` and a
+/// waiter marked the key, announces the release on its channel (cleanups of failed attempts
+/// do not: waking every waiter for a lock nobody held only makes contenders collide again).
 /// Returns 1 (released something), 0 (nothing there: expired) or -1 (held by another token).
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local n = tonumber(ARGV[2])
+if ARGV[4] then
+  local whole = true
+  for i = 1, n do
+    if redis.call('GET', KEYS[i]) ~= ARGV[1] then whole = false end
+  end
+  if whole then
+    for i = 1, n do
+      redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[5])
+    end
+    return 2
+  end
+end
 local released, foreign = 0, 0
 for i = 1, n do
   local v = redis.call('GET', KEYS[i])
@@ -111,43 +130,6 @@ return 1",
     )
 });
 
-/// Transfer (local hand-off): `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels;
-/// `ARGV = [token, new_token, ttl_ms, n]`. When every key holds our unmarked token, it
-/// becomes `new_token` with a fresh expiry (the next holder in this process takes over
-/// without the keys ever being free) and 2 is returned. Otherwise (a key expired, taken,
-/// or marked by a waiter elsewhere, who must get a fair chance) it is exactly [`RELEASE`]
-/// with `announce`, returning 1, 0 or -1.
-pub(crate) static TRANSFER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local n = tonumber(ARGV[4])
-local plus = ARGV[1] .. '+'
-local whole = true
-for i = 1, n do
-  if redis.call('GET', KEYS[i]) ~= ARGV[1] then whole = false end
-end
-if whole then
-  for i = 1, n do
-    redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
-  end
-  return 2
-end
-local released, foreign = 0, 0
-for i = 1, n do
-  local v = redis.call('GET', KEYS[i])
-  if v == ARGV[1] or v == plus then
-    redis.call('DEL', KEYS[i])
-    if v == plus then redis.call('PUBLISH', KEYS[n + i], '1') end
-    released = released + 1
-  elseif v then
-    foreign = foreign + 1
-  end
-end
-if released > 0 then return 1 end
-if foreign > 0 then return -1 end
-return 0",
-    )
-});
-
 /// Mark: `KEYS` lock keys. A waiter appends `+` to each held key's value (once; `APPEND`
 /// keeps the expiry), so that the holder's release publishes a wake-up. Returns 1 when every
 /// key was held (and is now marked), 0 when one was free.
@@ -180,13 +162,12 @@ return 1",
 });
 
 /// Every script, for loading on connect.
-pub(crate) static ALL: LazyLock<[&'static Script; 7]> = LazyLock::new(|| {
+pub(crate) static ALL: LazyLock<[&'static Script; 6]> = LazyLock::new(|| {
     [
         &*ACQUIRE,
         &*EXTEND,
         &*RELEASE,
         &*RELEASE_ONE,
-        &*TRANSFER,
         &*MARK,
         &*FENCE_SYNC,
     ]
