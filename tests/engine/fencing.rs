@@ -5,48 +5,60 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use tower_redlock::Redlock;
+
 use crate::support::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_strictly_increase_over_1000_holders_from_4_clients() {
-    let cluster = cluster().await;
-    let seen = Arc::new(Mutex::new(Vec::with_capacity(1000)));
+/// Runs one task per engine in `engines`, all taking `key` in turn, until `holders` locks
+/// were held; returns their fencing tokens in acquisition order (each recorded while held).
+async fn tokens_of_successive_holders(
+    engines: Vec<Redlock>,
+    key: &'static str,
+    holders: usize,
+) -> Vec<u64> {
+    let seen = Arc::new(Mutex::new(Vec::with_capacity(holders)));
     let deadline = Instant::now() + Duration::from_secs(240);
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let redlock = builder(&cluster).fencing(true).build().await.unwrap();
-        let seen = seen.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                assert!(
-                    Instant::now() < deadline,
-                    "fencing test ran past its deadline"
-                );
-                let Ok(lock) = redlock.acquire("fenced").await else {
-                    continue;
-                };
-                let token = lock.fencing_token().expect("fencing is on");
-                let done = {
-                    let mut seen = seen.lock().unwrap();
-                    if seen.len() < 1000 {
-                        // Recorded while holding the lock: the vector is in acquisition order.
-                        seen.push(token);
+    let tasks: Vec<_> = engines
+        .into_iter()
+        .map(|redlock| {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                loop {
+                    assert!(
+                        Instant::now() < deadline,
+                        "fencing test ran past its deadline"
+                    );
+                    let Ok(lock) = redlock.acquire(key).await else {
+                        continue;
+                    };
+                    let token = lock
+                        .fencing_token()
+                        .expect("every holder has a fencing token");
+                    let done = {
+                        let mut seen = seen.lock().unwrap();
+                        if seen.len() < holders {
+                            seen.push(token);
+                        }
+                        seen.len() >= holders
+                    };
+                    lock.release().await.unwrap();
+                    if done {
+                        return;
                     }
-                    seen.len() >= 1000
-                };
-                lock.release().await.unwrap();
-                if done {
-                    return;
                 }
-            }
-        }));
-    }
+            })
+        })
+        .collect();
     for task in tasks {
         task.await.unwrap();
     }
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 1000);
-    for pair in seen.windows(2) {
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), holders);
+    seen
+}
+
+fn assert_strictly_increasing(tokens: &[u64]) {
+    for pair in tokens.windows(2) {
         assert!(
             pair[0] < pair[1],
             "fencing tokens went {} then {}",
@@ -54,6 +66,16 @@ async fn tokens_strictly_increase_over_1000_holders_from_4_clients() {
             pair[1]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_strictly_increase_over_1000_holders_from_4_clients() {
+    let cluster = cluster().await;
+    let mut engines = Vec::new();
+    for _ in 0..4 {
+        engines.push(builder(&cluster).fencing(true).build().await.unwrap());
+    }
+    assert_strictly_increasing(&tokens_of_successive_holders(engines, "fenced", 1000).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,40 +101,6 @@ async fn local_followers_get_fresh_fencing_tokens() {
     // fencing on the lease is released and acquired anew, never handed on.
     let cluster = cluster().await;
     let redlock = builder(&cluster).fencing(true).build().await.unwrap();
-    let seen = Arc::new(Mutex::new(Vec::with_capacity(200)));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (redlock, seen) = (redlock.clone(), seen.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                assert!(Instant::now() < deadline, "ran past its deadline");
-                let Ok(lock) = redlock.acquire("fenced-local").await else {
-                    continue;
-                };
-                let token = lock
-                    .fencing_token()
-                    .expect("every holder has a fencing token");
-                let done = {
-                    let mut seen = seen.lock().unwrap();
-                    if seen.len() < 200 {
-                        seen.push(token);
-                    }
-                    seen.len() >= 200
-                };
-                lock.release().await.unwrap();
-                if done {
-                    return;
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let seen = seen.lock().unwrap();
-    assert!(
-        seen.windows(2).all(|pair| pair[0] < pair[1]),
-        "fencing tokens did not strictly increase: {seen:?}"
-    );
+    let engines = vec![redlock; 4];
+    assert_strictly_increasing(&tokens_of_successive_holders(engines, "fenced-local", 200).await);
 }

@@ -115,6 +115,18 @@ async fn key_events(
         .map(|msg| msg.get_payload::<String>().unwrap())
 }
 
+/// The key's next event is a `set` (the hand-off), not a `del` first.
+async fn assert_set_first(events: &mut (impl futures_util::Stream<Item = String> + Unpin)) {
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("a keyspace event for the hand-off")
+        .unwrap();
+    assert_eq!(
+        first, "set",
+        "the key went through {first:?} before the hand-off"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_waiter_takes_the_lease_over_without_the_key_going_free() {
     let cluster = cluster().await;
@@ -128,14 +140,7 @@ async fn a_local_waiter_takes_the_lease_over_without_the_key_going_free() {
     assert!(c.is_held());
     assert!(c.remaining() <= engine.ttl());
     // On the node, B's token was replaced by C's in one write: a set, never a del first.
-    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
-        .await
-        .expect("a keyspace event for the hand-off")
-        .unwrap();
-    assert_eq!(
-        first, "set",
-        "the key went through {first:?} before the hand-off"
-    );
+    assert_set_first(&mut events).await;
     let c_value = lock_value(&cluster, node, "relay").await.unwrap();
     assert_ne!(c_value, b_value, "the new holder has a fresh token");
     assert!(holders(&cluster, "relay").await >= engine.quorum());
@@ -155,16 +160,8 @@ async fn a_multi_key_lease_is_handed_on_whole() {
     assert_eq!(b.release().await.unwrap(), ReleaseOutcome::Released);
     let c = c.await.unwrap().expect("the follower gets the lease");
     assert_eq!(c.keys(), KEYS);
-    for events in [&mut events_a, &mut events_b] {
-        let first = tokio::time::timeout(Duration::from_secs(5), events.next())
-            .await
-            .expect("a keyspace event for the hand-off")
-            .unwrap();
-        assert_eq!(
-            first, "set",
-            "a key went through {first:?} before the hand-off"
-        );
-    }
+    assert_set_first(&mut events_a).await;
+    assert_set_first(&mut events_b).await;
     let (a_value, other_value) = (
         lock_value(&cluster, node, KEYS[0]).await.unwrap(),
         lock_value(&cluster, node, KEYS[1]).await.unwrap(),
