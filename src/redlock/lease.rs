@@ -119,8 +119,9 @@ impl LeaseCore {
         changed
     }
 
-    /// Held or Lost → Released. Returns whether this call made the change.
-    fn mark_released(&self) -> bool {
+    /// Held or Lost → Released. Returns `None` when it was released already, else whether
+    /// it was still held.
+    fn mark_released(&self) -> Option<bool> {
         let mut was_held = false;
         let changed = self.state.send_if_modified(|s| {
             was_held = *s == LeaseState::Held;
@@ -133,10 +134,11 @@ impl LeaseCore {
         if was_held {
             telemetry::hold(&self.label, self.acquired_at.elapsed());
         }
-        if changed {
-            self.shared.timers.cancel(self.timer);
+        if !changed {
+            return None;
         }
-        changed
+        self.shared.timers.cancel(self.timer);
+        Some(was_held)
     }
 
     /// Takes this process's turn on the key (to pass it on).
@@ -144,20 +146,16 @@ impl LeaseCore {
         self.turn.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Whether the lease is held with validity left (worth handing on).
-    fn is_live(&self) -> bool {
-        self.state() == LeaseState::Held && Instant::now() < self.valid_until()
-    }
-
-    /// Ends a lease that [`mark_released`](Self::mark_released) just closed (`live`: it was
-    /// held until then): moves it to the next holder in this process when one waits and
-    /// it can be handed on (see [`handoff`]), else releases it on the nodes; then passes
-    /// the local turn on and wakes local waiters.
-    async fn finish(self: &Arc<Self>, live: bool) -> Result<ReleaseOutcome, LockError> {
+    /// Ends a lease that [`mark_released`](Self::mark_released) just closed (`was_held`: it
+    /// was not lost): moves it to the next holder in this process when one waits and it can
+    /// be handed on (see [`handoff`]), else releases it on the nodes; then passes the local
+    /// turn on and wakes local waiters.
+    async fn finish(self: &Arc<Self>, was_held: bool) -> Result<ReleaseOutcome, LockError> {
         let turn = self.take_turn();
-        let hand_on = live
+        let hand_on = was_held
             && self.fencing_token.is_none()
-            && turn.as_ref().is_some_and(LocalTurn::has_followers);
+            && turn.as_ref().is_some_and(LocalTurn::has_followers)
+            && Instant::now() < self.valid_until();
         let (outcome, handoff) = self.release_nodes(hand_on).await;
         match (turn, handoff) {
             (Some(turn), Some(handoff)) => turn.pass(handoff),
@@ -368,12 +366,11 @@ struct LeaseHandle {
 
 impl Drop for LeaseHandle {
     fn drop(&mut self) {
-        let live = self.core.is_live();
-        if self.core.mark_released() {
+        if let Some(was_held) = self.core.mark_released() {
             let core = self.core.clone();
             // Never block in Drop: the release runs on the runtime the lease was made on.
             self.core.runtime.spawn(async move {
-                let _ = core.finish(live).await;
+                let _ = core.finish(was_held).await;
             });
         }
     }
@@ -552,12 +549,11 @@ impl HeldLock {
     /// another process is waiting too).
     pub async fn release(self) -> Result<ReleaseOutcome, LockError> {
         let core = self.core().clone();
-        let live = core.is_live();
-        if !core.mark_released() {
+        let Some(was_held) = core.mark_released() else {
             return Ok(ReleaseOutcome::AlreadyReleased);
-        }
+        };
         // The next local waiter goes now: with the lease handed on, or finding the nodes
         // free.
-        core.finish(live).await
+        core.finish(was_held).await
     }
 }
