@@ -64,19 +64,20 @@ impl Handoff {
 impl Drop for Handoff {
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
-            release_in_background(&self.shared, &claim);
+            // No block in `Drop`: the engine's background task does it.
+            self.shared
+                .janitor
+                .run(release_everywhere(self.shared.clone(), claim));
         }
     }
 }
 
-/// Deletes `claim`'s token wherever it is, announced (no block in `Drop`: the engine's
-/// background task does it).
-fn release_in_background(shared: &Arc<Shared>, claim: &Claim) {
-    let call = release_call(claim, true);
-    let task_shared = shared.clone();
-    shared.janitor.run(async move {
-        task_shared.broadcast(call).drain(|_| {}).await;
-    });
+/// Deletes `claim`'s token wherever it is, announced.
+async fn release_everywhere(shared: Arc<Shared>, claim: Arc<Claim>) {
+    shared
+        .broadcast(release_call(&claim, true))
+        .drain(|_| {})
+        .await;
 }
 
 /// Ends `core`'s lease by moving it to a fresh token for the next local holder. Returns how
@@ -90,6 +91,14 @@ pub(crate) async fn transfer(
     let next = Arc::new(Claim::new(core.claim.keys.clone()));
     // The new holder's clock starts before the first request, as for any acquisition.
     let start = Instant::now();
+    // Made before any request goes out: if this call is dropped half-way, dropping it
+    // releases the new token wherever it landed.
+    let mut handoff = Handoff {
+        shared: shared.clone(),
+        claim: Some(next.clone()),
+        ttl: core.ttl,
+        valid_until: start,
+    };
     let mut fanout = shared.broadcast(hand_on_call(
         &core.claim,
         &next,
@@ -114,22 +123,16 @@ pub(crate) async fn transfer(
     let drift = validity::drift(core.ttl, core.drift_factor);
     if moved >= quorum && validity::validity(core.ttl, start.elapsed(), drift).is_some() {
         finish_in_background(shared, fanout);
-        let handoff = Handoff {
-            shared: shared.clone(),
-            claim: Some(next),
-            ttl: core.ttl,
-            valid_until: start + core.ttl.saturating_sub(drift),
-        };
+        handoff.valid_until = start + core.ttl.saturating_sub(drift);
         return (Ok(ReleaseOutcome::Released), Some(handoff));
     }
-    // No hand-off: once every reply is in, the new token goes from wherever it landed.
-    let cleanup_shared = shared.clone();
+    // No hand-off: once every reply is in (so that a late one cannot set it again), the new
+    // token goes from wherever it landed.
+    handoff.claim = None;
+    let cleanup = release_everywhere(shared.clone(), next);
     shared.janitor.run(async move {
         fanout.drain(|_| {}).await;
-        cleanup_shared
-            .broadcast(release_call(&next, true))
-            .drain(|_| {})
-            .await;
+        cleanup.await;
     });
     let outcome = release_outcome(moved + released, foreign, expired, failed, total, quorum);
     (outcome, None)
