@@ -188,7 +188,7 @@ impl WakeHub {
             self.channels.entries.store(map.len(), Ordering::Release);
         }
         if !new.is_empty() {
-            self.subscribe(&new).await;
+            self.subscribe(self.nodes.iter(), &new).await;
         }
         Interest {
             hub: self.clone(),
@@ -197,15 +197,19 @@ impl WakeHub {
         }
     }
 
-    /// Subscribes to `channels` on every node (each bounded by the node timeout), noting
-    /// the nodes where that failed.
-    async fn subscribe(&self, channels: &[String]) {
+    /// Subscribes to `channels` on `nodes` (each bounded by the node timeout), noting the
+    /// nodes where that failed.
+    async fn subscribe<'a>(
+        &self,
+        nodes: impl Iterator<Item = &'a NodeSubscriber>,
+        channels: &[String],
+    ) {
         let failed = self
             .for_each_node(
                 |mut sink, timeout, channels| async move {
                     tokio::time::timeout(timeout, sink.subscribe(channels)).await
                 },
-                self.nodes.iter(),
+                nodes,
                 channels,
             )
             .await;
@@ -228,27 +232,20 @@ impl WakeHub {
         };
         runtime.spawn(async move {
             let missing = hub.channels.take_missing();
-            for node in hub.nodes.iter() {
+            let repairs = hub.nodes.iter().map(|node| {
                 let channels: Vec<String> = missing
                     .iter()
                     .filter(|(index, _)| *index == node.index)
                     .map(|(_, channel)| channel.clone())
                     .collect();
-                if !channels.is_empty() {
-                    let failed = hub
-                        .for_each_node(
-                            |mut sink, timeout, channels| async move {
-                                tokio::time::timeout(timeout, sink.subscribe(channels)).await
-                            },
-                            std::iter::once(node),
-                            &channels,
-                        )
-                        .await;
-                    for index in failed {
-                        hub.channels.note_missing(index, channels.iter().cloned());
+                let hub = &hub;
+                async move {
+                    if !channels.is_empty() {
+                        hub.subscribe(std::iter::once(node), &channels).await;
                     }
                 }
-            }
+            });
+            futures_util::future::join_all(repairs).await;
             hub.channels.repairing.store(false, Ordering::Release);
         });
     }
