@@ -710,8 +710,11 @@ fn extreme_builder_settings_are_errors_not_panics() {
                 }
                 Ok(Ok(redlock)) => redlock,
             };
-            // Two attempts at most (the key is free: the first one decides).
-            let mut options = LockOptions::new().retry(policy.attempts(2).deadline(k.deadline));
+            // Two attempts at most, within 5 s: the key is free, so the first one decides
+            // unless a tiny node timeout runs out on a loaded machine, and then the
+            // policy's pause (which may be long) is capped by the deadline.
+            let deadline = k.deadline.min(Duration::from_secs(5));
+            let mut options = LockOptions::new().retry(policy.attempts(2).deadline(deadline));
             if let Some(ms) = k.lock_ttl_ms {
                 options = options.ttl(Duration::from_millis(ms));
             }
@@ -731,7 +734,12 @@ fn extreme_builder_settings_are_errors_not_panics() {
                     count("acquired".to_owned());
                     let released =
                         tokio::time::timeout(Duration::from_secs(10), lock.release()).await;
-                    prop_assert!(matches!(released, Ok(Ok(_))), "release: {:?}", released);
+                    // A tiny node timeout may run out here too: a clear error.
+                    prop_assert!(
+                        matches!(released, Ok(Ok(_)) | Ok(Err(LockError::Unavailable { .. }))),
+                        "release: {:?}",
+                        released
+                    );
                     Ok(())
                 }
                 Ok(Err(e)) => {

@@ -399,7 +399,7 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
             undo(&self.shared, &cleanup, &self.sent, index);
         }
         let (shared, sent) = (self.shared.clone(), self.sent.clone());
-        self.shared.janitor.run(fanout.drain(move |(index, reply)| {
+        let rest = fanout.drain(&self.shared, move |(index, reply)| {
             if let Err(error) = &reply {
                 shared.node_failed(index, error);
             }
@@ -407,7 +407,8 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
             if !matches!(reply, Ok(Vote::Held { .. })) {
                 undo(&shared, &cleanup, &sent, index);
             }
-        }));
+        });
+        self.shared.janitor.run(rest);
     }
 }
 
@@ -564,8 +565,8 @@ async fn sync_fence(
 /// Logs a node failure with the node's index and redacted URL, and skips a node that did
 /// not answer until it does (see [`recovery`](super::recovery)).
 pub(crate) fn warn_node(shared: &Arc<Shared>, index: usize, op: &'static str, error: &NodeError) {
-    if matches!(error, NodeError::Skipped) {
-        return; // said once, when the node was first skipped
+    if matches!(error, NodeError::Skipped | NodeError::Behind(_)) {
+        return; // said once, when the node was first skipped or fell behind
     }
     tracing::warn!(
         node = index,
@@ -585,9 +586,11 @@ where
     T: Send + 'static,
 {
     let engine = shared.clone();
-    shared.janitor.run(fanout.drain(move |(index, reply)| {
-        if let Err(error) = reply {
-            engine.node_failed(index, &error);
-        }
-    }));
+    shared
+        .janitor
+        .run(fanout.drain(shared, move |(index, reply)| {
+            if let Err(error) = reply {
+                engine.node_failed(index, &error);
+            }
+        }));
 }

@@ -19,6 +19,9 @@ use super::wake::WakeHub;
 
 const MAX_PREFIX_LEN: usize = 256;
 
+/// Default of [`RedlockBuilder::node_backlog`].
+const DEFAULT_NODE_BACKLOG: usize = 64;
+
 /// Configures a [`Redlock`]. Every setting has a default except the nodes.
 ///
 /// | setting | default |
@@ -27,6 +30,7 @@ const MAX_PREFIX_LEN: usize = 256;
 /// | `retry` | [`RetryPolicy::default`] (up to 10 s) |
 /// | `drift_factor` | 0.01 (plus 2 ms) |
 /// | `node_timeout` | 100 ms |
+/// | `node_backlog` | 64 overdue replies |
 /// | `key_prefix` | `"redlock:"` |
 /// | `fencing` | off |
 /// | `circuit_breaker` | on: opens after 5 unreachable quorums in a row, for 1 s |
@@ -53,6 +57,7 @@ pub struct RedlockBuilder {
     retry: RetryPolicy,
     drift_factor: f64,
     node_timeout: Duration,
+    node_backlog: usize,
     key_prefix: String,
     fencing: bool,
     max_hold: Option<Duration>,
@@ -69,6 +74,7 @@ impl Default for RedlockBuilder {
             retry: RetryPolicy::default(),
             drift_factor: 0.01,
             node_timeout: Duration::from_millis(100),
+            node_backlog: DEFAULT_NODE_BACKLOG,
             key_prefix: "redlock:".to_owned(),
             fencing: false,
             max_hold: None,
@@ -88,6 +94,7 @@ impl fmt::Debug for RedlockBuilder {
             .field("retry", &self.retry)
             .field("drift_factor", &self.drift_factor)
             .field("node_timeout", &self.node_timeout)
+            .field("node_backlog", &self.node_backlog)
             .field("key_prefix", &self.key_prefix)
             .field("fencing", &self.fencing)
             .field("max_hold", &self.max_hold)
@@ -138,6 +145,20 @@ impl RedlockBuilder {
     /// Bound on every call to one node, connection checkout included.
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = timeout;
+        self
+    }
+
+    /// How many replies of one node may be overdue before the node is passed by.
+    ///
+    /// Acquire, extend and release decide as soon as a quorum answered; the other nodes'
+    /// replies are read in the background. A node that lags (a busy host, a slow disk)
+    /// leaves more of them behind the faster requests come. Once `limit` are outstanding,
+    /// its calls fail at once, as "no" votes, until half of them have landed or timed out:
+    /// the memory a lagging node can cost stays bounded, and no more work piles up on it.
+    /// Releases still go to it (after what they undo, on the same connection), without
+    /// their replies being awaited. At least 1.
+    pub fn node_backlog(mut self, limit: usize) -> Self {
+        self.node_backlog = limit;
         self
     }
 
@@ -242,6 +263,7 @@ impl RedlockBuilder {
             retry,
             drift_factor,
             node_timeout,
+            node_backlog,
             key_prefix,
             fencing,
             max_hold,
@@ -257,6 +279,9 @@ impl RedlockBuilder {
         }
         validity::check_ttl(ttl, drift_factor)
             .map_err(|reason| ConfigError::InvalidTtl { ttl, reason })?;
+        if node_backlog == 0 {
+            return Err(ConfigError::InvalidNodeBacklog(node_backlog));
+        }
         if node_timeout.is_zero() {
             return Err(ConfigError::InvalidNodeTimeout {
                 timeout: node_timeout,
@@ -311,7 +336,7 @@ impl RedlockBuilder {
             .enumerate()
             .map(|(index, url)| {
                 let redacted = url.redacted().to_owned();
-                Node::new(url, node_timeout, tls_root.as_deref()).map_err(|_| {
+                Node::new(url, node_timeout, node_backlog, tls_root.as_deref()).map_err(|_| {
                     ConfigError::InvalidNodeUrl {
                         index,
                         url: redacted,

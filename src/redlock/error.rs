@@ -136,6 +136,9 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// The node backlog is zero: every node would be passed by at once.
+    #[error("node backlog of {0} is unusable: it must be at least 1")]
+    InvalidNodeBacklog(usize),
     /// The key prefix is too long or contains characters that make keys ambiguous.
     #[error("key prefix is invalid: {0}")]
     InvalidKeyPrefix(String),

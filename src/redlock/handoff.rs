@@ -76,7 +76,7 @@ impl Drop for Handoff {
 async fn release_everywhere(shared: Arc<Shared>, claim: Arc<Claim>) {
     shared
         .broadcast(release_call(&claim, true))
-        .drain(|_| {})
+        .drain(&shared, |_| {})
         .await;
 }
 
@@ -130,8 +130,9 @@ pub(crate) async fn transfer(
     // token goes from wherever it landed.
     handoff.claim = None;
     let cleanup = release_everywhere(shared.clone(), next);
+    let rest = fanout.drain(shared, |_| {});
     shared.janitor.run(async move {
-        fanout.drain(|_| {}).await;
+        rest.await;
         cleanup.await;
     });
     let outcome = release_outcome(moved + released, foreign, expired, failed, total, quorum);

@@ -39,6 +39,10 @@ pub struct NodeHealth {
     /// Whether locks were skipping the node when the check began: it had stopped answering
     /// and had not answered a probe since. An answer to this check's `PING` ends that.
     pub skipped: bool,
+    /// Whether locks were passing the node by when the check began: too many of its
+    /// replies were overdue (see
+    /// [`RedlockBuilder::node_backlog`](crate::RedlockBuilder::node_backlog)).
+    pub behind: bool,
 }
 
 /// The result of [`Redlock::health`].
@@ -91,11 +95,12 @@ impl HealthReport {
             }
             let _ = write!(
                 out,
-                r#"{{"index":{},"url":{},"reachable":{},"skipped":{},"latency_ms":{},"redis_version":{},"used_memory":{},"error":{}}}"#,
+                r#"{{"index":{},"url":{},"reachable":{},"skipped":{},"behind":{},"latency_ms":{},"redis_version":{},"used_memory":{},"error":{}}}"#,
                 node.index,
                 json_str(&node.url),
                 node.reachable,
                 node.skipped,
+                node.behind,
                 opt_ms(node.latency),
                 opt_str(node.redis_version.as_deref()),
                 node.used_memory
@@ -167,6 +172,7 @@ fn unchecked(shared: &Shared, index: usize) -> NodeHealth {
         used_memory: None,
         error: None,
         skipped: node.is_skipped(),
+        behind: node.is_behind(),
     }
 }
 

@@ -13,8 +13,14 @@
 //! A node that stops answering (a timeout, a refused or dropped connection) is *skipped*:
 //! its calls fail at once, as a "no" vote, instead of piling requests onto a socket nobody
 //! reads, until a probe in the background gets an answer (see [`super::recovery`]).
+//!
+//! A node that answers, but slower than the others, is *passed by* once too many of its
+//! replies are overdue: the engine decides at quorum and reads a slow node's replies in the
+//! background, so without a bound a lagging node would make that background work grow with
+//! the request rate for as long as it lags. See [`Node::straggler_started`]; releases still
+//! go to such a node, unawaited.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -36,6 +42,8 @@ pub(crate) enum NodeError {
     Reply(&'static str),
     #[error("skipped: it stopped answering and has not answered a probe since")]
     Skipped,
+    #[error("passed by: {0} of its replies are overdue; it is used again once it catches up")]
+    Behind(usize),
 }
 
 impl NodeError {
@@ -50,7 +58,7 @@ impl NodeError {
                     || e.is_connection_dropped()
                     || e.is_timeout()
             }
-            NodeError::Reply(_) | NodeError::Skipped => false,
+            NodeError::Reply(_) | NodeError::Skipped | NodeError::Behind(_) => false,
         }
     }
 }
@@ -137,6 +145,12 @@ pub(crate) struct Node {
     skipped: AtomicBool,
     /// A check (and, once skipped, the probes) of this node is running.
     checking: AtomicBool,
+    /// Replies of decided fan-outs still awaited in the background.
+    overdue: AtomicUsize,
+    /// Calls fail at once while set: `overdue` reached `backlog`, and has not yet fallen
+    /// back to half of it.
+    behind: AtomicBool,
+    backlog: usize,
     timeout: Duration,
 }
 
@@ -146,6 +160,7 @@ impl Node {
     pub(crate) fn new(
         url: NodeUrl,
         timeout: Duration,
+        backlog: usize,
         tls_root: Option<&[u8]>,
     ) -> Result<Node, RedisError> {
         let client = client_for(&url, tls_root)?;
@@ -162,6 +177,9 @@ impl Node {
             setup: tokio::sync::Mutex::new(()),
             skipped: AtomicBool::new(false),
             checking: AtomicBool::new(false),
+            overdue: AtomicUsize::new(0),
+            behind: AtomicBool::new(false),
+            backlog: backlog.max(1),
             timeout,
         })
     }
@@ -229,6 +247,36 @@ impl Node {
         self.checking.store(false, Ordering::Release);
     }
 
+    /// A reply of this node's is left to the background: its fan-out was decided without
+    /// it. Once `backlog` such replies are outstanding, the node is *behind*: its calls
+    /// fail at once (a "no" vote) until half of them have landed (or timed out), so a
+    /// lagging node costs a bounded amount of memory and gets no more work piled onto it.
+    /// Returns `true` when this reply put the node behind.
+    pub(crate) fn straggler_started(&self) -> bool {
+        let overdue = self.overdue.fetch_add(1, Ordering::Relaxed) + 1;
+        overdue >= self.backlog && !self.behind.swap(true, Ordering::Relaxed)
+    }
+
+    /// A reply left to the background landed or timed out. Returns `true` when the node
+    /// caught up (is no longer behind).
+    pub(crate) fn straggler_ended(&self) -> bool {
+        let overdue = self
+            .overdue
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        overdue <= self.backlog / 2
+            && self.behind.load(Ordering::Relaxed)
+            && self.behind.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether calls are passed by because too many replies are overdue. Also reads the
+    /// count, so a flag left set by a race between the two functions above cannot outlive
+    /// the backlog (every overdue reply lands or times out within the node timeout).
+    pub(crate) fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::Relaxed)
+            && self.overdue.load(Ordering::Relaxed) > self.backlog / 2
+    }
+
     /// The node answered a request sent on its current connection: use it again.
     pub(crate) fn answered(&self) {
         self.skipped.store(false, Ordering::Release);
@@ -275,7 +323,7 @@ impl Node {
 
     /// Sends `call` (built once, sent as is to every node) on the node's current
     /// connection, recording that connection in `sent_on`; fails at once while the node is
-    /// skipped. Not bounded here: callers run it inside a
+    /// skipped or behind. Not bounded here: callers run it inside a
     /// [`Fanout`](super::fanout::Fanout) or a timeout.
     pub(crate) async fn call(
         &self,
@@ -284,6 +332,19 @@ impl Node {
     ) -> Result<Value, NodeError> {
         if self.is_skipped() {
             return Err(NodeError::Skipped);
+        }
+        if self.is_behind() {
+            let overdue = self.overdue.load(Ordering::Relaxed);
+            if let Some(unanswered) = call.unanswered() {
+                // A release still goes out (on the one connection, after what it undoes),
+                // but its reply is not awaited: nothing is kept for it on our side.
+                let (mut conn, broken) = self.connection().await?;
+                record(sent_on, &(conn.clone(), broken.clone()));
+                if let Err(e) = conn.send_packed_command(&unanswered).await {
+                    return Err(mark_if_broken(e, &broken));
+                }
+            }
+            return Err(NodeError::Behind(overdue));
         }
         self.send(call, sent_on).await
     }
@@ -333,6 +394,19 @@ impl Call {
         match self {
             Call::Command(cmd) => send_on(conn, cmd).await,
             Call::Script(call) => call.run(conn).await,
+        }
+    }
+
+    /// For a release, the same request sent without waiting for its reply (by SHA: the
+    /// scripts are loaded on every connection); `None` for anything else.
+    fn unanswered(&self) -> Option<Cmd> {
+        match self {
+            Call::Script(call) if call.script.releases => {
+                let mut cmd = call.evalsha.clone();
+                cmd.set_no_response(true);
+                Some(cmd)
+            }
+            _ => None,
         }
     }
 }

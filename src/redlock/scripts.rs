@@ -9,6 +9,9 @@ use std::sync::LazyLock;
 pub(crate) struct Script {
     pub(crate) body: &'static str,
     pub(crate) sha: String,
+    /// A release: it goes to a node even when the node is behind (without waiting for
+    /// the reply there), since a key it leaves would block that node until its ttl.
+    pub(crate) releases: bool,
 }
 
 impl Script {
@@ -16,6 +19,14 @@ impl Script {
         Script {
             body,
             sha: redis::Script::new(body).get_hash().to_owned(),
+            releases: false,
+        }
+    }
+
+    fn release(body: &'static str) -> Script {
+        Script {
+            releases: true,
+            ..Script::new(body)
         }
     }
 }
@@ -80,7 +91,7 @@ return 1",
 /// do not: waking every waiter for a lock nobody held only makes contenders collide again).
 /// Returns 1 (released something), 0 (nothing there: expired) or -1 (held by another token).
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::release(
         r"local n = tonumber(ARGV[2])
 if ARGV[4] then
   local whole = true
@@ -119,7 +130,7 @@ return 0",
 /// `announce = 1`, with as little work for the node as the classic compare-and-delete when
 /// nobody waits. `KEYS = [lock key, channel]`; `ARGV = [token]`.
 pub(crate) static RELEASE_ONE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::release(
         r"local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 if not v then return 0 end

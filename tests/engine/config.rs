@@ -50,6 +50,10 @@ async fn config_errors_name_the_problem() {
         ConfigError::InvalidNodeTimeout { .. }
     ));
     assert!(matches!(
+        build_err(Redlock::builder().node(url).node_backlog(0)).await,
+        ConfigError::InvalidNodeBacklog(0)
+    ));
+    assert!(matches!(
         build_err(Redlock::builder().node(url).key_prefix("x".repeat(300))).await,
         ConfigError::InvalidKeyPrefix(_)
     ));

@@ -177,15 +177,21 @@ async fn down_node_at_start_up_does_not_stop_build() {
 
 /// `EVALSHA` calls node `i` has run (every release is one).
 async fn evalsha_calls(cluster: &LocalCluster, i: usize) -> u64 {
+    calls(cluster, i, "evalsha").await
+}
+
+/// Calls of `command` (lower case) node `i` has run.
+async fn calls(cluster: &LocalCluster, i: usize, command: &str) -> u64 {
     let mut conn = raw(cluster, i).await;
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut conn)
         .await
         .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
     stats
         .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -237,4 +243,92 @@ async fn a_stalled_node_is_skipped_until_it_answers_again() {
         sent < releases + 50,
         "{sent} releases reached the node, {releases} were sent before it was skipped"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_is_passed_by_but_still_gets_the_releases() {
+    const BACKLOG: usize = 4;
+    let cluster = cluster().await;
+    let proxies = cluster.proxies().await.unwrap();
+    let mut urls = cluster.urls();
+    urls[0] = proxies[0].url();
+    let redlock = tower_redlock::Redlock::builder()
+        .nodes(urls)
+        .key_prefix(PREFIX)
+        .ttl(Duration::from_secs(20))
+        .node_timeout(Duration::from_secs(3))
+        .node_backlog(BACKLOG)
+        .build()
+        .await
+        .unwrap();
+    // Node 0 now answers 600 ms late, far behind the other four (which decide).
+    proxies[0].set_latency(Duration::from_millis(300));
+    let options = LockOptions::new().no_retry();
+    let acquire_four = |round: &'static str| {
+        let (redlock, options) = (redlock.clone(), options.clone());
+        async move {
+            let mut held = Vec::new();
+            for i in 0..BACKLOG {
+                let key = format!("lag-{round}-{i}");
+                held.push(redlock.acquire_with(key, options.clone()).await.unwrap());
+            }
+            held
+        }
+    };
+    // Four acquisitions leave four replies of node 0 overdue: it falls behind. The next
+    // one is not sent to node 0 at all, and still gets a quorum.
+    let mut held = acquire_four("a").await;
+    let passed = redlock
+        .acquire_with("lag-passed", options.clone())
+        .await
+        .unwrap();
+    // Its releases still go to node 0 (unawaited), after what they undo.
+    for lock in held.drain(..) {
+        lock.release().await.unwrap();
+    }
+    passed.release().await.unwrap();
+    // Once the five releases ran there, so had anything sent before them.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            calls(&cluster, 0, "evalsha").await >= 5
+        })
+        .await,
+        "the releases never reached the lagging node"
+    );
+    assert_eq!(
+        calls(&cluster, 0, "set").await,
+        BACKLOG as u64,
+        "an acquisition went to the node while it was behind"
+    );
+    for i in 0..BACKLOG {
+        assert_eq!(lock_value(&cluster, 0, &format!("lag-a-{i}")).await, None);
+    }
+    // Health reports it while it lags (as of the start of the check), not as skipped.
+    held = acquire_four("b").await;
+    let health = redlock.health().await;
+    assert!(health.nodes[0].behind, "{health:?}");
+    assert!(
+        !health.nodes[0].skipped,
+        "lagging is not unresponsive: {health:?}"
+    );
+    for lock in held {
+        lock.release().await.unwrap();
+    }
+    // Caught up, it is used again.
+    proxies[0].set_latency(Duration::ZERO);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !redlock.health().await.nodes[0].behind
+        })
+        .await
+    );
+    let lock = redlock.acquire_with("lag-after", options).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            lock_value(&cluster, 0, "lag-after").await.is_some()
+        })
+        .await,
+        "node 0 was not used again"
+    );
+    lock.release().await.unwrap();
 }
