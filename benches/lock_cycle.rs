@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 const ROUNDS: usize = 10;
 const PER_ROUND: usize = 200;
-const THROUGHPUT_FOR: Duration = Duration::from_secs(1);
-const THROUGHPUT_ROUNDS: usize = 8;
+const THROUGHPUT_FOR: Duration = Duration::from_millis(200);
+const THROUGHPUT_ROUNDS: usize = 40;
 /// The engine's node timeout (see `common::redlock`).
 const NODE_TIMEOUT: Duration = Duration::from_millis(200);
 const TASKS: usize = 16;

@@ -334,19 +334,25 @@ impl Node {
             return Err(NodeError::Skipped);
         }
         if self.is_behind() {
-            let overdue = self.overdue.load(Ordering::Relaxed);
-            if let Some(unanswered) = call.unanswered() {
-                // A release still goes out (on the one connection, after what it undoes),
-                // but its reply is not awaited: nothing is kept for it on our side.
-                let (mut conn, broken) = self.connection().await?;
-                record(sent_on, &(conn.clone(), broken.clone()));
-                if let Err(e) = conn.send_packed_command(&unanswered).await {
-                    return Err(mark_if_broken(e, &broken));
-                }
-            }
-            return Err(NodeError::Behind(overdue));
+            // Boxed: rare, and it would otherwise make every call's future larger.
+            return Box::pin(self.pass_by(call, sent_on)).await;
         }
         self.send(call, sent_on).await
+    }
+
+    /// The call while the node is behind: a "no" vote, without sending anything, except
+    /// that a release still goes out (on the one connection, after what it undoes), its
+    /// reply not awaited: nothing is kept for it on our side.
+    async fn pass_by(&self, call: &Call, sent_on: Option<&SentOn>) -> Result<Value, NodeError> {
+        let overdue = self.overdue.load(Ordering::Relaxed);
+        if let Some(unanswered) = call.unanswered() {
+            let (mut conn, broken) = self.connection().await?;
+            record(sent_on, &(conn.clone(), broken.clone()));
+            if let Err(e) = conn.send_packed_command(&unanswered).await {
+                return Err(mark_if_broken(e, &broken));
+            }
+        }
+        Err(NodeError::Behind(overdue))
     }
 
     /// [`call`](Self::call), skipped or not. A connection found dead is replaced and the
@@ -411,10 +417,14 @@ impl Call {
     }
 }
 
-/// Sends one command and reads its reply (a server error reply becomes an error). Goes
-/// straight to the multiplexed connection: no boxed future per call.
+/// Sends one command and reads its reply (a server error reply becomes an error).
+///
+/// redis-rs's future is over 1 KiB: boxed once here, every layer above (and the fan-outs
+/// holding one call per node) moves a pointer instead of copying it at each step.
 async fn send_on(conn: &mut MultiplexedConnection, cmd: &Cmd) -> Result<Value, RedisError> {
-    conn.send_packed_command(cmd).await?.extract_error()
+    Box::pin(conn.send_packed_command(cmd))
+        .await?
+        .extract_error()
 }
 
 /// A script call: `EVALSHA`, with `EVAL` as the fallback.
