@@ -43,7 +43,7 @@ impl IntoResponse for Rejection {
 
 impl IntoResponse for LockError {
     /// `423`, `503`, `400` or `500` with a problem+json body; see
-    /// [`Rejection`](crate::layer::Rejection).
+    /// [`Rejection`].
     fn into_response(self) -> Response {
         Rejection::Lock(self).into_response()
     }

@@ -16,6 +16,7 @@ use super::lease::{self, Claim, HeldLock};
 use super::node::{Call, NodeError, SentOn, int, int_pair};
 use super::options::Resolved;
 use super::queue::LocalTurn;
+use super::release;
 use super::scripts::{ACQUIRE, FENCE_SYNC, MARK};
 use super::telemetry::{self, KeyHash};
 use super::validity;
@@ -27,7 +28,7 @@ pub(crate) enum Vote {
     /// Every key was free and is now ours; the node's fencing counter (0 without fencing).
     Yes { fence: u64 },
     /// A key is held by someone else, who has `pttl` ms left (negative: no expiry; `None`:
-    /// not asked, see [`PTTL_UNKNOWN`]).
+    /// not asked: a bare `SET` does not tell, see [`holder_pttl`]).
     Held { pttl: Option<i64> },
 }
 
@@ -351,7 +352,7 @@ fn undo(shared: &Arc<Shared>, cleanup: &Arc<Call>, sent: &Sent, index: usize) {
     if let Some(conn) = conn {
         let task = tokio::time::timeout(
             shared.config.node_timeout,
-            lease::release_via(conn, cleanup.clone()),
+            release::release_via(conn, cleanup.clone()),
         );
         shared.janitor.run(async move {
             let _ = task.await;
@@ -362,13 +363,13 @@ fn undo(shared: &Arc<Shared>, cleanup: &Arc<Call>, sent: &Sent, index: usize) {
 /// Releases the given nodes on the connections their requests used, and waits for the
 /// answers (bounded by the node timeout).
 async fn release_now(shared: &Arc<Shared>, claim: &Arc<Claim>, sent: &Sent, nodes: &[usize]) {
-    let cleanup = Arc::new(lease::release_call(claim, false));
+    let cleanup = Arc::new(release::release_call(claim, false));
     let calls = nodes.iter().filter_map(|&index| {
         let conn = sent[index]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()?;
-        Some(lease::release_via(conn, cleanup.clone()))
+        Some(release::release_via(conn, cleanup.clone()))
     });
     let _ = tokio::time::timeout(
         shared.config.node_timeout,
@@ -394,7 +395,7 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
         let Some(fanout) = self.fanout.take() else {
             return; // committed
         };
-        let cleanup = Arc::new(lease::release_call(&self.claim, false));
+        let cleanup = Arc::new(release::release_call(&self.claim, false));
         for &index in &self.yes {
             undo(&self.shared, &cleanup, &self.sent, index);
         }

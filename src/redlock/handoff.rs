@@ -23,51 +23,103 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::acquire::{finish_in_background, warn_node};
+use super::carry::{Carried, Swap};
 use super::client::Shared;
 use super::error::LockError;
-use super::lease::{
-    Claim, HeldLock, LeaseCore, ReleaseOutcome, hand_on_call, release_call, release_outcome,
-};
+use super::lease::{Claim, HeldLock, LeaseCore, ReleaseOutcome};
 use super::node::int;
 use super::options::Resolved;
+use super::release::{hand_on_call, release_call, release_outcome};
 use super::validity;
 
-/// A lease moved to a fresh token for the next local holder, not yet taken.
+/// A lease moved (or, carried over, being moved) to a fresh token for the next local
+/// holder, not yet taken.
 pub(crate) struct Handoff {
     shared: Arc<Shared>,
     /// `None` once taken.
     claim: Option<Arc<Claim>>,
     ttl: Duration,
     valid_until: Instant,
+    /// Carried over (see [`carry`](super::carry)): the swap to `claim`, maybe still under
+    /// way; until it is decided, `valid_until` is the ending lease's.
+    carried: Option<Arc<Carried>>,
 }
 
 impl Handoff {
+    /// A carried-over hand-off of `claim`, on the ending lease's `valid_until`.
+    pub(crate) fn carried(
+        shared: Arc<Shared>,
+        claim: Arc<Claim>,
+        ttl: Duration,
+        valid_until: Instant,
+        carried: Arc<Carried>,
+    ) -> Handoff {
+        Handoff {
+            shared,
+            claim: Some(claim),
+            ttl,
+            valid_until,
+            carried: Some(carried),
+        }
+    }
+
     /// The lease for a waiter with `options`; `None` (and the hand-off is released) when it
-    /// cannot take it: it wants fencing or another ttl, or the validity ran out meanwhile.
+    /// cannot take it: it wants fencing or another ttl, the validity ran out meanwhile, or
+    /// (carried over) the swap failed.
     pub(crate) fn into_lock(mut self, options: &Resolved) -> Option<HeldLock> {
+        if options.fencing || options.ttl != self.ttl {
+            return None;
+        }
+        let Some(carried) = self.carried.clone() else {
+            let valid_until = self.valid_until;
+            return self.start(options, valid_until).map(|core| core.0);
+        };
+        let mut lock = None;
+        carried.take_with(|swap| {
+            let valid_until = match swap {
+                Swap::Pending => self.valid_until,
+                Swap::Moved { valid_until, .. } => valid_until,
+                Swap::Failed => return None,
+            };
+            let (held, core) = self.start(options, valid_until)?;
+            core.set_carried(carried.clone());
+            core.carried_settled(swap);
+            lock = Some(held);
+            Some(core)
+        });
+        lock
+    }
+
+    /// Starts the lease on `claim`, unless `valid_until` has passed.
+    fn start(
+        &mut self,
+        options: &Resolved,
+        valid_until: Instant,
+    ) -> Option<(HeldLock, Arc<LeaseCore>)> {
         let now = Instant::now();
-        if options.fencing || options.ttl != self.ttl || now >= self.valid_until {
+        if now >= valid_until {
             return None;
         }
         let claim = self.claim.take()?;
-        Some(HeldLock::start(
-            self.shared.clone(),
-            claim,
-            options,
-            None,
-            now,
-            self.valid_until,
-        ))
+        let lock = HeldLock::start(self.shared.clone(), claim, options, None, now, valid_until);
+        let core = lock.core().clone();
+        Some((lock, core))
     }
 }
 
 impl Drop for Handoff {
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
-            // No block in `Drop`: the engine's background task does it.
-            self.shared
-                .janitor
-                .run(release_everywhere(self.shared.clone(), claim));
+            // No block in `Drop`: the engine's background task does it — after the swap
+            // of a carried hand-off, so that on every node the release follows it.
+            let release = release_everywhere(self.shared.clone(), claim);
+            let carried = self.carried.take();
+            self.shared.janitor.run(async move {
+                if let Some(carried) = carried {
+                    carried.settled().await;
+                }
+                release.await;
+            });
         }
     }
 }
@@ -98,11 +150,13 @@ pub(crate) async fn transfer(
         claim: Some(next.clone()),
         ttl: core.ttl,
         valid_until: start,
+        carried: None,
     };
     let mut fanout = shared.broadcast(hand_on_call(
         &core.claim,
         &next,
         validity::millis_ceil(core.ttl),
+        false,
     ));
     let (mut moved, mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0, 0);
     while let Some((index, reply)) = fanout.next().await {

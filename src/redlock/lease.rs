@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -11,14 +11,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::acquire::{finish_in_background, warn_node};
+use super::carry::{self, Carried, Swap};
 use super::client::Shared;
 use super::error::LockError;
-use super::handoff::{self, Handoff};
+use super::handoff;
 use super::keys::LockKeys;
-use super::node::{self, Call, int};
+use super::node::{Call, int};
 use super::options::Resolved;
 use super::queue::LocalTurn;
-use super::scripts::{EXTEND, RELEASE, RELEASE_ONE};
+use super::release::{release_call, release_outcome};
+use super::scripts::EXTEND;
 use super::telemetry::{self, KeyHash};
 use super::timers::TimerKey;
 use super::token::Token;
@@ -63,6 +65,17 @@ pub enum ReleaseOutcome {
     AlreadyReleased,
 }
 
+/// How a lease that was still open ends on the nodes.
+enum Ending {
+    /// Carried over to the next local holder at once (see [`carry`]).
+    Carry(LocalTurn),
+    /// Released, or handed on to the next local holder (`hand_on`), then the turn passed.
+    Release {
+        hand_on: bool,
+        turn: Option<LocalTurn>,
+    },
+}
+
 /// State shared by the clones of a [`HeldLock`] and its watchdog.
 pub(crate) struct LeaseCore {
     pub(crate) shared: Arc<Shared>,
@@ -82,6 +95,11 @@ pub(crate) struct LeaseCore {
     turn: std::sync::Mutex<Option<LocalTurn>>,
     /// Where the lease waits for its watchdog (see [`Timers`](super::timers::Timers)).
     timer: TimerKey,
+    /// Set when the lease was carried over from the previous local holder (see
+    /// [`carry`]): the swap to its token, maybe still under way.
+    carried: OnceLock<Arc<Carried>>,
+    /// A waiter in another process marked the keys (learnt from a carried swap).
+    marked: AtomicBool,
 }
 
 impl LeaseCore {
@@ -89,7 +107,7 @@ impl LeaseCore {
         self.acquired_at + Duration::from_nanos(self.valid_until.load(Ordering::Acquire))
     }
 
-    fn set_valid_until(&self, at: Instant) {
+    pub(crate) fn set_valid_until(&self, at: Instant) {
         let nanos = at.saturating_duration_since(self.acquired_at).as_nanos();
         self.valid_until
             .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
@@ -97,6 +115,34 @@ impl LeaseCore {
 
     pub(crate) fn state(&self) -> LeaseState {
         *self.state.borrow()
+    }
+
+    /// Whether a waiter in another process is known to have marked the keys.
+    pub(crate) fn is_marked(&self) -> bool {
+        self.marked.load(Ordering::Relaxed)
+    }
+
+    /// Notes that this lease was carried over, its swap still under way.
+    pub(crate) fn set_carried(&self, carried: Arc<Carried>) {
+        let _ = self.carried.set(carried);
+    }
+
+    /// The swap behind this carried-over lease was decided: the lease takes its fresh
+    /// validity, or is lost.
+    pub(crate) fn carried_settled(&self, swap: Swap) {
+        match swap {
+            Swap::Moved {
+                valid_until,
+                marked,
+            } => {
+                self.marked.store(marked, Ordering::Relaxed);
+                self.set_valid_until(valid_until);
+            }
+            Swap::Failed => {
+                self.mark_lost();
+            }
+            Swap::Pending => {}
+        }
     }
 
     /// Held → Lost. Returns whether this call made the change.
@@ -151,20 +197,22 @@ impl LeaseCore {
     /// be handed on (see [`handoff`]), else releases it on the nodes; then passes the local
     /// turn on and wakes local waiters.
     async fn finish(self: &Arc<Self>, was_held: bool) -> Result<ReleaseOutcome, LockError> {
-        let turn = self.take_turn();
-        let hand_on = was_held
-            && self.fencing_token.is_none()
-            && turn.as_ref().is_some_and(LocalTurn::has_followers)
-            && Instant::now() < self.valid_until();
-        let (outcome, handoff) = self.release_nodes(hand_on).await;
-        match (turn, handoff) {
-            (Some(turn), Some(handoff)) => turn.pass(handoff),
-            (turn, _) => {
-                drop(turn);
-                self.shared.wake.notify_local(self.claim.keys.channels());
-            }
+        let mut was_held = was_held;
+        if let Some(carried) = self.carried.get() {
+            // Carried over: on every node, whatever this lease sends follows its swap.
+            was_held &= carried.settled().await != Swap::Failed;
         }
-        outcome
+        let turn = self.take_turn();
+        let followed = was_held && turn.as_ref().is_some_and(LocalTurn::has_followers);
+        let ending = match turn {
+            Some(turn) if followed && carry::can_carry(self) => Ending::Carry(turn),
+            turn => {
+                let hand_on =
+                    followed && self.fencing_token.is_none() && Instant::now() < self.valid_until();
+                Ending::Release { hand_on, turn }
+            }
+        };
+        self.release_nodes(ending).await
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<LeaseState> {
@@ -243,23 +291,37 @@ impl LeaseCore {
         Err(LockError::unavailable(total - failed, total, shared.quorum))
     }
 
-    /// Deletes our token from every node, or moves it to a hand-off (`hand_on`); decides
-    /// once a quorum has answered.
-    async fn release_nodes(
-        self: &Arc<Self>,
-        hand_on: bool,
-    ) -> (Result<ReleaseOutcome, LockError>, Option<Handoff>) {
+    /// Deletes our token from every node, or moves it to the next local holder (carried
+    /// over or handed on); decides once a quorum has answered. Then passes the local turn
+    /// on and wakes local waiters.
+    async fn release_nodes(self: &Arc<Self>, ending: Ending) -> Result<ReleaseOutcome, LockError> {
         let span = tracing::debug_span!(
             "redlock.release",
             key = %KeyHash::of(&self.claim.keys.user),
             outcome = tracing::field::Empty,
-            handed_on = hand_on,
+            handed_on = !matches!(ending, Ending::Release { hand_on: false, .. }),
         );
-        let (result, handoff) = if hand_on {
-            tracing::Instrument::instrument(handoff::transfer(self), span.clone()).await
-        } else {
-            let released = tracing::Instrument::instrument(self.release_inner(), span.clone());
-            (released.await, None)
+        let result = match ending {
+            Ending::Carry(turn) => {
+                tracing::Instrument::instrument(carry::carry(self, turn), span.clone()).await
+            }
+            Ending::Release { hand_on, turn } => {
+                let (result, handoff) = if hand_on {
+                    tracing::Instrument::instrument(handoff::transfer(self), span.clone()).await
+                } else {
+                    let released =
+                        tracing::Instrument::instrument(self.release_inner(), span.clone());
+                    (released.await, None)
+                };
+                match (turn, handoff) {
+                    (Some(turn), Some(handoff)) => turn.pass(handoff),
+                    (turn, _) => {
+                        drop(turn);
+                        self.shared.wake.notify_local(self.claim.keys.channels());
+                    }
+                }
+                result
+            }
         };
         let outcome = match &result {
             Ok(ReleaseOutcome::Released) => "released",
@@ -270,7 +332,7 @@ impl LeaseCore {
         };
         span.record("outcome", outcome);
         telemetry::release(&self.label, outcome);
-        (result, handoff)
+        result
     }
 
     async fn release_inner(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
@@ -296,67 +358,6 @@ impl LeaseCore {
         finish_in_background(&self.shared, fanout);
         release_outcome(released, foreign, expired, failed, total, quorum)
     }
-}
-
-/// How a release ended, from the nodes' answers: our token was gone from some node (it
-/// released), else another token held the keys, else they had expired; when no node
-/// answered, the quorum was unavailable.
-pub(crate) fn release_outcome(
-    released: usize,
-    foreign: usize,
-    expired: usize,
-    failed: usize,
-    total: usize,
-    quorum: usize,
-) -> Result<ReleaseOutcome, LockError> {
-    if released > 0 {
-        Ok(ReleaseOutcome::Released)
-    } else if foreign > 0 {
-        Ok(ReleaseOutcome::OwnedByOther)
-    } else if expired > 0 {
-        Ok(ReleaseOutcome::AlreadyExpired)
-    } else {
-        Err(LockError::unavailable(total - failed, total, quorum))
-    }
-}
-
-/// The release script call: deletes the keys that still hold our token; `announce`
-/// publishes the release to waiters (not for cleanups of failed attempts).
-pub(crate) fn release_call(claim: &Claim, announce: bool) -> Call {
-    release_script(claim, announce, None)
-}
-
-/// The hand-off call: our token becomes `next`'s with a fresh `ttl_ms` expiry where the keys
-/// hold it unmarked; elsewhere an announced release (see [`RELEASE`]).
-pub(crate) fn hand_on_call(claim: &Claim, next: &Claim, ttl_ms: u64) -> Call {
-    release_script(claim, true, Some((next, ttl_ms)))
-}
-
-fn release_script(claim: &Claim, announce: bool, next: Option<(&Claim, u64)>) -> Call {
-    let keys = &claim.keys;
-    if announce && next.is_none() && keys.len() == 1 {
-        return Call::script(&RELEASE_ONE, 2, |cmd| {
-            cmd.arg(&keys.lock_keys()[0])
-                .arg(&keys.channels()[0])
-                .arg(claim.token.as_bytes());
-        });
-    }
-    Call::script(&RELEASE, 2 * keys.len(), |cmd| {
-        cmd.arg(keys.lock_keys())
-            .arg(keys.channels())
-            .arg(claim.token.as_bytes())
-            .arg(keys.len())
-            .arg(if announce { "1" } else { "0" });
-        if let Some((next, ttl_ms)) = next {
-            cmd.arg(next.token.as_bytes()).arg(ttl_ms);
-        }
-    })
-}
-
-/// Releases (without announcing it) on exactly `conn`: the cleanup of a failed or
-/// cancelled acquisition, sent down the socket its request used.
-pub(crate) async fn release_via(conn: node::Shared, call: Arc<Call>) {
-    let _ = node::call_on(conn, &call).await;
 }
 
 /// Releases the lease in the background when the last clone drops.
@@ -438,6 +439,8 @@ impl HeldLock {
             runtime: Handle::current(),
             turn: std::sync::Mutex::new(None),
             timer,
+            carried: OnceLock::new(),
+            marked: AtomicBool::new(false),
         };
         core.set_valid_until(valid_until);
         let core = Arc::new(core);
@@ -454,7 +457,7 @@ impl HeldLock {
         }
     }
 
-    fn core(&self) -> &Arc<LeaseCore> {
+    pub(crate) fn core(&self) -> &Arc<LeaseCore> {
         &self.inner.core
     }
 

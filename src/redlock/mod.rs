@@ -10,6 +10,7 @@
 mod acquire;
 mod breaker;
 mod builder;
+mod carry;
 mod client;
 mod error;
 mod fanout;
@@ -23,6 +24,7 @@ mod node_url;
 mod options;
 mod queue;
 mod recovery;
+mod release;
 mod retry;
 mod scripts;
 mod telemetry;

@@ -78,13 +78,18 @@ return 1",
 });
 
 /// Release: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels;
-/// `ARGV = [token, n, announce, next_token?, ttl_ms?]`.
+/// `ARGV = [token, n, announce, next_token?, ttl_ms?, carried?]`.
 ///
 /// With `next_token` (a local hand-off, see `handoff.rs`): when every key holds our unmarked
 /// token, each becomes `next_token` with a fresh `ttl_ms` expiry — the next holder in this
 /// process takes over without the keys ever being free — and 2 is returned. Otherwise (a key
 /// expired, taken, or marked by a waiter elsewhere, who must get a fair chance) it is a
 /// plain release.
+///
+/// With `carried` = `1` (the next holder already runs on our lease's validity), nothing is
+/// ever deleted: a marked token moves too, keeping its mark (3 is returned, so the next
+/// holder's own release gives the waiter its chance), and when a key no longer holds our
+/// token the keys are left as they are and 0 is returned.
 ///
 /// A plain release deletes the keys that hold our token and, when `announce` is `1` and a
 /// waiter marked the key, announces the release on its channel (cleanups of failed attempts
@@ -94,16 +99,24 @@ pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::release(
         r"local n = tonumber(ARGV[2])
 if ARGV[4] then
-  local whole = true
+  local carried = ARGV[6] == '1'
+  local whole, marked = true, false
   for i = 1, n do
-    if redis.call('GET', KEYS[i]) ~= ARGV[1] then whole = false end
+    local v = redis.call('GET', KEYS[i])
+    if v ~= ARGV[1] then
+      if carried and v == ARGV[1] .. '+' then marked = true else whole = false end
+    end
   end
   if whole then
+    local next = ARGV[4]
+    if marked then next = next .. '+' end
     for i = 1, n do
-      redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[5])
+      redis.call('SET', KEYS[i], next, 'PX', ARGV[5])
     end
+    if marked then return 3 end
     return 2
   end
+  if carried then return 0 end
 end
 local released, foreign = 0, 0
 for i = 1, n do

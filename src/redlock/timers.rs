@@ -1,7 +1,7 @@
 //! Lease timers without a task per lease.
 //!
 //! One task per engine sleeps until the earliest lease deadline (the first extension, or the
-//! end of the validity) and only then starts that lease's [watchdog](super::watchdog). Most
+//! end of the validity) and only then starts that lease's [`watchdog`]. Most
 //! leases are released long before their first extension is due, so they never cost a task:
 //! scheduling one is a map insert under a sharded mutex, and the task is woken only when a
 //! lease is due earlier than everything it already waits for.

@@ -238,3 +238,112 @@ async fn a_waiter_in_another_process_is_not_starved_by_hand_offs() {
         task.await.unwrap();
     }
 }
+
+/// How long each proxy holds each direction in the carried-over tests: no reply can come
+/// back sooner than twice this.
+const ONE_WAY: Duration = Duration::from_millis(150);
+
+/// An engine reaching `cluster`'s nodes through fault proxies (returned too).
+async fn proxied(cluster: &LocalCluster) -> (Redlock, Vec<tower_redlock::testkit::FaultProxy>) {
+    let proxies = cluster.proxies().await.unwrap();
+    let engine = builder(cluster)
+        .nodes(proxies.iter().map(|p| p.url()))
+        .ttl(Duration::from_secs(20))
+        .node_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    (engine, proxies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carried_over_follower_starts_before_the_swap_lands() {
+    let cluster = cluster().await;
+    let (engine, proxies) = proxied(&cluster).await;
+    let (b, b_value, _, c) =
+        holder_with_follower(&cluster, &engine, &["carry"], LockOptions::new()).await;
+    for proxy in &proxies {
+        proxy.set_latency(ONE_WAY);
+    }
+    let before = b.valid_until();
+    let let_go = Instant::now();
+    let release_b = tokio::spawn(b.release());
+    let c = c.await.unwrap().expect("the follower gets the lease");
+    let started = let_go.elapsed();
+    assert!(
+        started < ONE_WAY,
+        "the follower waited for the nodes: {started:?}"
+    );
+    assert!(c.is_held());
+    assert!(
+        c.valid_until() <= before,
+        "it runs on the ending lease's validity"
+    );
+    // Once the swap landed, the follower's lease has a fresh validity and a token of its own.
+    let e = engine.clone();
+    let d = spawn_queued(async move { e.acquire("carry").await }).await;
+    assert_eq!(release_b.await.unwrap().unwrap(), ReleaseOutcome::Released);
+    assert!(
+        c.valid_until() > before,
+        "the swap gave it a fresh validity"
+    );
+    let mut moved = 0;
+    for i in 0..cluster.len() {
+        let value = lock_value(&cluster, i, "carry").await;
+        moved += usize::from(value.is_some_and(|v| v != b_value));
+    }
+    assert!(moved >= 3, "the new token is on {moved} nodes");
+    // C carries over to D, and D lets go at once, before its own swap landed: its release
+    // waits for that swap, so on every node it comes after it and no key is left behind.
+    let release_c = tokio::spawn(c.release());
+    let d = d.await.unwrap().expect("the next follower gets the lease");
+    let let_go = Instant::now();
+    assert_eq!(d.release().await.unwrap(), ReleaseOutcome::Released);
+    // Two round trips at least: the rest of C's swap, then D's release (a release sent at
+    // once could overtake the swap on a node, and the swap would then set a token nobody
+    // holds).
+    let took = let_go.elapsed();
+    assert!(
+        took >= 4 * ONE_WAY - Duration::from_millis(50),
+        "D's release did not wait for the swap: {took:?}"
+    );
+    assert_eq!(release_c.await.unwrap().unwrap(), ReleaseOutcome::Released);
+    assert!(
+        released_everywhere(&cluster, "carry").await,
+        "a token outlived its lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carried_over_lease_whose_swap_fails_is_lost() {
+    let cluster = cluster().await;
+    let (engine, proxies) = proxied(&cluster).await;
+    let (b, _, _, c) =
+        holder_with_follower(&cluster, &engine, &["carry-lost"], LockOptions::new()).await;
+    // B's keys vanish behind its back on three nodes (as after restarts without
+    // persistence): the swap can reach no quorum.
+    for i in 0..3 {
+        let mut conn = raw(&cluster, i).await;
+        let _: i64 = redis::AsyncCommands::del(&mut conn, format!("{PREFIX}lock:carry-lost"))
+            .await
+            .unwrap();
+    }
+    for proxy in &proxies {
+        proxy.set_latency(ONE_WAY);
+    }
+    let release_b = tokio::spawn(b.release());
+    let c = c
+        .await
+        .unwrap()
+        .expect("the follower starts on B's validity");
+    assert!(c.is_held());
+    // From the swap itself, long before a watchdog extension (due after ~ttl/3) could tell.
+    tokio::time::timeout(Duration::from_secs(3), c.lost())
+        .await
+        .expect("the follower is told its lease is lost");
+    assert!(!c.is_held());
+    assert_eq!(
+        release_b.await.unwrap().unwrap(),
+        ReleaseOutcome::AlreadyExpired
+    );
+}
