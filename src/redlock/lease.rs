@@ -239,6 +239,10 @@ impl LeaseCore {
     }
 
     async fn extend_inner(&self, ttl: Duration) -> Result<(), LockError> {
+        if let Some(carried) = self.carried.get() {
+            // Carried over: the extension must follow the swap to our token on every node.
+            carried.settled().await;
+        }
         let start = Instant::now();
         if self.state() != LeaseState::Held {
             return Err(LockError::Lost);

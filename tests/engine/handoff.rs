@@ -279,6 +279,15 @@ async fn a_carried_over_follower_starts_before_the_swap_lands() {
         c.valid_until() <= before,
         "it runs on the ending lease's validity"
     );
+    // Whatever the follower sends waits for the swap: an extension sent at once could
+    // overtake it on a node, find the old token there and count as a refusal.
+    let asked = Instant::now();
+    c.extend(Duration::from_secs(20)).await.unwrap();
+    let took = asked.elapsed();
+    assert!(
+        took >= 4 * ONE_WAY - Duration::from_millis(50),
+        "the extension did not wait for the swap: {took:?}"
+    );
     // Once the swap landed, the follower's lease has a fresh validity and a token of its own.
     let e = engine.clone();
     let d = spawn_queued(async move { e.acquire("carry").await }).await;
