@@ -409,7 +409,9 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
                 undo(&shared, &cleanup, &sent, index);
             }
         });
-        self.shared.janitor.run(rest);
+        if let Some(rest) = rest {
+            self.shared.janitor.run(rest);
+        }
     }
 }
 
@@ -587,11 +589,12 @@ where
     T: Send + 'static,
 {
     let engine = shared.clone();
-    shared
-        .janitor
-        .run(fanout.drain(shared, move |(index, reply)| {
-            if let Err(error) = reply {
-                engine.node_failed(index, &error);
-            }
-        }));
+    let rest = fanout.drain(shared, move |(index, reply)| {
+        if let Err(error) = reply {
+            engine.node_failed(index, &error);
+        }
+    });
+    if let Some(rest) = rest {
+        shared.janitor.run(rest);
+    }
 }

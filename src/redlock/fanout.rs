@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -117,22 +117,32 @@ where
     }
 
     /// Reads the outstanding replies to their end (bounded by the deadline), handing each
-    /// to `on_reply`: run it in the background with [`Janitor::run`](super::janitor::Janitor::run).
-    /// From now on until it lands, each counts as overdue on its node: a node with too many
+    /// to `on_reply`. The replies already in are read now (often all of them: then `None`
+    /// is returned and nothing is left to do); the rest is the returned future, to run in
+    /// the background with [`Janitor::run`](super::janitor::Janitor::run). From now on until
+    /// it lands, each reply still out counts as overdue on its node: a node with too many
     /// overdue replies is passed by (see
     /// [`Node::straggler_started`](super::node::Node::straggler_started)).
     pub(crate) fn drain(
-        self,
+        mut self,
         shared: &Arc<Shared>,
         mut on_reply: impl FnMut(Reply<T>) + Send + 'static,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            match std::pin::pin!(self.next()).poll(&mut cx) {
+                Poll::Ready(Some(reply)) => on_reply(reply),
+                Poll::Ready(None) => return None,
+                Poll::Pending => break,
+            }
+        }
         let mut overdue = Overdue::new(self, shared.clone());
-        async move {
+        Some(async move {
             while let Some(reply) = overdue.fanout.next().await {
                 overdue.landed(reply.0);
                 on_reply(reply);
             }
-        }
+        })
     }
 }
 

@@ -16,6 +16,10 @@
 //!
 //! A hand-off that reaches no quorum, or that nobody takes (the waiters gave up), is
 //! released in the background, announced.
+//!
+//! When enough validity is left, the next holder does not even wait for this round trip:
+//! see [`carry`](super::carry). This module's swap is the fallback: for a lease marked by a
+//! waiter elsewhere, one carried over and not yet settled, or one close to its end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,10 +130,12 @@ impl Drop for Handoff {
 
 /// Deletes `claim`'s token wherever it is, announced.
 async fn release_everywhere(shared: Arc<Shared>, claim: Arc<Claim>) {
-    shared
+    let rest = shared
         .broadcast(release_call(&claim, true))
-        .drain(&shared, |_| {})
-        .await;
+        .drain(&shared, |_| {});
+    if let Some(rest) = rest {
+        rest.await;
+    }
 }
 
 /// Ends `core`'s lease by moving it to a fresh token for the next local holder. Returns how
@@ -186,7 +192,9 @@ pub(crate) async fn transfer(
     let cleanup = release_everywhere(shared.clone(), next);
     let rest = fanout.drain(shared, |_| {});
     shared.janitor.run(async move {
-        rest.await;
+        if let Some(rest) = rest {
+            rest.await;
+        }
         cleanup.await;
     });
     let outcome = release_outcome(moved + released, foreign, expired, failed, total, quorum);
