@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use super::breaker::{Breaker, CircuitBreaker};
@@ -152,11 +153,12 @@ impl RedlockBuilder {
     ///
     /// Acquire, extend and release decide as soon as a quorum answered; the other nodes'
     /// replies are read in the background. A node that lags (a busy host, a slow disk)
-    /// leaves more of them behind the faster requests come. Once `limit` are outstanding,
-    /// its calls fail at once, as "no" votes, until half of them have landed or timed out:
-    /// the memory a lagging node can cost stays bounded, and no more work piles up on it.
-    /// Releases still go to it (after what they undo, on the same connection), without
-    /// their replies being awaited. At least 1.
+    /// leaves more of them behind the faster requests come. Once it has `limit` more
+    /// outstanding than the least-behind node, its calls fail at once, as "no" votes, until
+    /// half of them have landed or timed out (never for more nodes at once than the quorum
+    /// can spare). The memory a lagging node can cost stays bounded, and no more work piles
+    /// up on it. Releases still go to it (after what they undo, on the same connection),
+    /// without their replies being awaited. At least 1.
     pub fn node_backlog(mut self, limit: usize) -> Self {
         self.node_backlog = limit;
         self
@@ -368,6 +370,7 @@ impl RedlockBuilder {
                 wake,
                 janitor: Janitor::start(),
                 timers: Timers::start(),
+                behind: AtomicUsize::new(0),
             }),
         })
     }

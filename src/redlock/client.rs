@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use redis::Value;
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) wake: Arc<WakeHub>,
     pub(crate) janitor: Janitor,
     pub(crate) timers: Timers,
+    /// Nodes passed by now (see [`backlog`](super::backlog)).
+    pub(crate) behind: AtomicUsize,
 }
 
 impl Shared {

@@ -122,7 +122,7 @@ where
     /// the background with [`Janitor::run`](super::janitor::Janitor::run). From now on until
     /// it lands, each reply still out counts as overdue on its node: a node with too many
     /// overdue replies is passed by (see
-    /// [`Node::straggler_started`](super::node::Node::straggler_started)).
+    /// [`backlog`](super::backlog)).
     pub(crate) fn drain(
         mut self,
         shared: &Arc<Shared>,
@@ -157,7 +157,7 @@ impl<F> Overdue<F> {
     fn new(fanout: Fanout<F>, shared: Arc<Shared>) -> Self {
         for index in fanout.outstanding() {
             let node = &shared.nodes[index];
-            if node.straggler_started() {
+            if shared.straggler_started(index) {
                 tracing::warn!(
                     node = index,
                     url = %node.url,
@@ -171,7 +171,7 @@ impl<F> Overdue<F> {
 
     fn landed(&self, index: usize) {
         let node = &self.shared.nodes[index];
-        if node.straggler_ended() {
+        if self.shared.straggler_ended(index) {
             tracing::info!(node = index, url = %node.url, "Redlock node caught up");
         }
     }

@@ -8,6 +8,7 @@
 //!   said, or may still say, yes.
 
 mod acquire;
+mod backlog;
 mod breaker;
 mod builder;
 mod carry;

@@ -17,8 +17,8 @@
 //! A node that answers, but slower than the others, is *passed by* once too many of its
 //! replies are overdue: the engine decides at quorum and reads a slow node's replies in the
 //! background, so without a bound a lagging node would make that background work grow with
-//! the request rate for as long as it lags. See [`Node::straggler_started`]; releases still
-//! go to such a node, unawaited.
+//! the request rate for as long as it lags. See [`super::backlog`]; releases still go to
+//! such a node, unawaited.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -247,34 +247,45 @@ impl Node {
         self.checking.store(false, Ordering::Release);
     }
 
-    /// A reply of this node's is left to the background: its fan-out was decided without
-    /// it. Once `backlog` such replies are outstanding, the node is *behind*: its calls
-    /// fail at once (a "no" vote) until half of them have landed (or timed out), so a
-    /// lagging node costs a bounded amount of memory and gets no more work piled onto it.
-    /// Returns `true` when this reply put the node behind.
-    pub(crate) fn straggler_started(&self) -> bool {
-        let overdue = self.overdue.fetch_add(1, Ordering::Relaxed) + 1;
-        overdue >= self.backlog && !self.behind.swap(true, Ordering::Relaxed)
+    /// One more reply of this node's left to the background (its fan-out was decided
+    /// without it); returns how many are overdue now. See [`super::backlog`].
+    pub(crate) fn add_overdue(&self) -> usize {
+        self.overdue.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// A reply left to the background landed or timed out. Returns `true` when the node
-    /// caught up (is no longer behind).
-    pub(crate) fn straggler_ended(&self) -> bool {
-        let overdue = self
-            .overdue
+    /// A reply left to the background landed or timed out; returns how many are still
+    /// overdue.
+    pub(crate) fn remove_overdue(&self) -> usize {
+        self.overdue
             .fetch_sub(1, Ordering::Relaxed)
-            .saturating_sub(1);
-        overdue <= self.backlog / 2
-            && self.behind.load(Ordering::Relaxed)
-            && self.behind.swap(false, Ordering::Relaxed)
+            .saturating_sub(1)
     }
 
-    /// Whether calls are passed by because too many replies are overdue. Also reads the
-    /// count, so a flag left set by a race between the two functions above cannot outlive
-    /// the backlog (every overdue reply lands or times out within the node timeout).
+    /// Replies of this node's overdue now.
+    pub(crate) fn overdue(&self) -> usize {
+        self.overdue.load(Ordering::Relaxed)
+    }
+
+    /// The overdue count at which the node may be passed by.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog
+    }
+
+    /// Starts passing the node by; `false` when it already was.
+    pub(crate) fn set_behind(&self) -> bool {
+        !self.behind.swap(true, Ordering::Relaxed)
+    }
+
+    /// Stops passing the node by; `false` when it was not.
+    pub(crate) fn clear_behind(&self) -> bool {
+        self.behind.load(Ordering::Relaxed) && self.behind.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether calls pass the node by (see [`super::backlog`]). Also reads the count, so
+    /// that a flag left set by a race cannot outlive the backlog (every overdue reply lands
+    /// or times out within the node timeout).
     pub(crate) fn is_behind(&self) -> bool {
-        self.behind.load(Ordering::Relaxed)
-            && self.overdue.load(Ordering::Relaxed) > self.backlog / 2
+        self.behind.load(Ordering::Relaxed) && self.overdue() > self.backlog / 2
     }
 
     /// The node answered a request sent on its current connection: use it again.
