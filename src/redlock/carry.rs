@@ -20,8 +20,9 @@
 //! - the next holder's own release (or hand-off) waits until the swap is decided, so that
 //!   on every node it follows the swap.
 //!
-//! Not with fencing (every holder needs a new fencing token), nor when the ending lease was
-//! itself carried and not yet settled, nor when a waiter elsewhere marked the key.
+//! Not with fencing (every holder needs a new fencing token), nor when a waiter elsewhere
+//! marked the key, nor with less than two node timeouts of validity left: then the
+//! [hand-off](super::handoff) waits for its swap.
 
 use std::sync::{Arc, Mutex, Weak};
 

@@ -19,7 +19,7 @@
 //!
 //! When enough validity is left, the next holder does not even wait for this round trip:
 //! see [`carry`](super::carry). This module's swap is the fallback: for a lease marked by a
-//! waiter elsewhere, one carried over and not yet settled, or one close to its end.
+//! waiter elsewhere, or one close to the end of its validity.
 
 use std::sync::Arc;
 use std::time::Duration;
