@@ -193,9 +193,10 @@ impl LeaseCore {
     }
 
     /// Ends a lease that [`mark_released`](Self::mark_released) just closed (`was_held`: it
-    /// was not lost): moves it to the next holder in this process when one waits and it can
-    /// be handed on (see [`handoff`]), else releases it on the nodes; then passes the local
-    /// turn on and wakes local waiters.
+    /// was not lost): when another task of this process waits for it, carries it over to
+    /// that task at once (see [`carry`]) or hands it on after one round trip (see
+    /// [`handoff`]); else releases it on the nodes, then passes the local turn on and wakes
+    /// local waiters. A lease that was itself carried over first waits for its own swap.
     async fn finish(self: &Arc<Self>, was_held: bool) -> Result<ReleaseOutcome, LockError> {
         let mut was_held = was_held;
         if let Some(carried) = self.carried.get() {
