@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::acquire::{finish_in_background, warn_node};
 use super::error::LockError;
 use super::handoff::Handoff;
-use super::lease::{Claim, LeaseCore, ReleaseOutcome};
+use super::lease::{Claim, HeldLock, LeaseCore, ReleaseOutcome};
 use super::node::int;
 use super::queue::LocalTurn;
 use super::release::{hand_on_call, release_outcome};
@@ -73,19 +73,22 @@ impl Carried {
         }
     }
 
-    /// Calls `take` with the swap's state as of now; when it returns a lease and the swap
-    /// is still pending, that lease gets the swap's outcome when it comes.
+    /// Calls `take` with the swap's state as of now; the lease it returns is carried over:
+    /// it takes the swap's outcome, now or when it comes.
     pub(crate) fn take_with(
         self: &Arc<Self>,
-        take: impl FnOnce(Swap) -> Option<Arc<LeaseCore>>,
-    ) -> Option<Arc<LeaseCore>> {
+        take: impl FnOnce(Swap) -> Option<HeldLock>,
+    ) -> Option<HeldLock> {
         let mut taker = self.taker.lock().unwrap_or_else(|e| e.into_inner());
         let swap = *self.swap.borrow();
-        let core = take(swap)?;
+        let lock = take(swap)?;
+        let core = lock.core();
+        core.set_carried(self.clone());
+        core.carried_settled(swap);
         if swap == Swap::Pending {
-            *taker = Arc::downgrade(&core);
+            *taker = Arc::downgrade(core);
         }
-        Some(core)
+        Some(lock)
     }
 
     fn settle(&self, swap: Swap) {

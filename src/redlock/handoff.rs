@@ -76,38 +76,33 @@ impl Handoff {
         }
         let Some(carried) = self.carried.clone() else {
             let valid_until = self.valid_until;
-            return self.start(options, valid_until).map(|core| core.0);
+            return self.start(options, valid_until);
         };
-        let mut lock = None;
         carried.take_with(|swap| {
             let valid_until = match swap {
                 Swap::Pending => self.valid_until,
                 Swap::Moved { valid_until, .. } => valid_until,
                 Swap::Failed => return None,
             };
-            let (held, core) = self.start(options, valid_until)?;
-            core.set_carried(carried.clone());
-            core.carried_settled(swap);
-            lock = Some(held);
-            Some(core)
-        });
-        lock
+            self.start(options, valid_until)
+        })
     }
 
     /// Starts the lease on `claim`, unless `valid_until` has passed.
-    fn start(
-        &mut self,
-        options: &Resolved,
-        valid_until: Instant,
-    ) -> Option<(HeldLock, Arc<LeaseCore>)> {
+    fn start(&mut self, options: &Resolved, valid_until: Instant) -> Option<HeldLock> {
         let now = Instant::now();
         if now >= valid_until {
             return None;
         }
         let claim = self.claim.take()?;
-        let lock = HeldLock::start(self.shared.clone(), claim, options, None, now, valid_until);
-        let core = lock.core().clone();
-        Some((lock, core))
+        Some(HeldLock::start(
+            self.shared.clone(),
+            claim,
+            options,
+            None,
+            now,
+            valid_until,
+        ))
     }
 }
 
