@@ -241,7 +241,7 @@ async fn a_waiter_in_another_process_is_not_starved_by_hand_offs() {
 
 /// How long each proxy holds each direction in the carried-over tests: no reply can come
 /// back sooner than twice this.
-const ONE_WAY: Duration = Duration::from_millis(150);
+const ONE_WAY: Duration = Duration::from_millis(250);
 
 /// An engine reaching `cluster`'s nodes through fault proxies (returned too).
 async fn proxied(cluster: &LocalCluster) -> (Redlock, Vec<tower_redlock::testkit::FaultProxy>) {
