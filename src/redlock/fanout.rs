@@ -71,42 +71,39 @@ where
     /// futures): cheaper for five calls than a task and a waker per call.
     pub(crate) async fn next(&mut self) -> Option<Reply<T>> {
         std::future::poll_fn(|cx| {
-            let mut waiting = false;
-            for (index, slot) in self.calls.iter_mut().enumerate() {
-                match slot {
-                    Slot::Waiting(call) => match call.as_mut().poll(cx) {
-                        Poll::Ready(reply) => {
+            loop {
+                let mut waiting = false;
+                for (index, slot) in self.calls.iter_mut().enumerate() {
+                    match slot {
+                        Slot::Waiting(call) => match call.as_mut().poll(cx) {
+                            Poll::Ready(reply) => {
+                                *slot = Slot::Done;
+                                return Poll::Ready(Some(reply));
+                            }
+                            Poll::Pending => waiting = true,
+                        },
+                        Slot::Expired => {
                             *slot = Slot::Done;
-                            return Poll::Ready(Some(reply));
+                            let timeout = Err(NodeError::Timeout(self.timeout));
+                            return Poll::Ready(Some((index, timeout)));
                         }
-                        Poll::Pending => waiting = true,
-                    },
-                    Slot::Expired => {
-                        *slot = Slot::Done;
-                        return Poll::Ready(Some((index, Err(NodeError::Timeout(self.timeout)))));
+                        Slot::Done => {}
                     }
-                    Slot::Done => {}
+                }
+                if !waiting {
+                    return Poll::Ready(None);
+                }
+                if self.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Give up on the rest (requests already written still run on the nodes);
+                // the next round reports them one by one.
+                for slot in &mut self.calls {
+                    if let Slot::Waiting(_) = slot {
+                        *slot = Slot::Expired;
+                    }
                 }
             }
-            if !waiting {
-                return Poll::Ready(None);
-            }
-            if self.deadline.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            // Give up on the rest (requests already written still run on the nodes).
-            let mut first = None;
-            for (index, slot) in self.calls.iter_mut().enumerate() {
-                if let Slot::Waiting(_) = slot {
-                    *slot = Slot::Expired;
-                    first.get_or_insert(index);
-                }
-            }
-            let Some(index) = first else {
-                return Poll::Ready(None);
-            };
-            self.calls[index] = Slot::Done;
-            Poll::Ready(Some((index, Err(NodeError::Timeout(self.timeout)))))
         })
         .await
     }
@@ -121,8 +118,7 @@ where
     /// is returned and nothing is left to do); the rest is the returned future, to run in
     /// the background with [`Janitor::run`](super::janitor::Janitor::run). From now on until
     /// it lands, each reply still out counts as overdue on its node: a node with too many
-    /// overdue replies is passed by (see
-    /// [`backlog`](super::backlog)).
+    /// overdue replies is passed by (see [`backlog`](super::backlog)).
     pub(crate) fn drain(
         mut self,
         shared: &Arc<Shared>,

@@ -147,8 +147,8 @@ pub(crate) struct Node {
     checking: AtomicBool,
     /// Replies of decided fan-outs still awaited in the background.
     overdue: AtomicUsize,
-    /// Calls fail at once while set: `overdue` reached `backlog`, and has not yet fallen
-    /// back to half of it.
+    /// Calls (but releases) fail at once while set and `overdue` is above half of
+    /// `backlog`; set and cleared by [`super::backlog`].
     behind: AtomicBool,
     backlog: usize,
     timeout: Duration,
@@ -355,13 +355,9 @@ impl Node {
     /// that a release still goes out (on the one connection, after what it undoes), its
     /// reply not awaited: nothing is kept for it on our side.
     async fn pass_by(&self, call: &Call, sent_on: Option<&SentOn>) -> Result<Value, NodeError> {
-        let overdue = self.overdue.load(Ordering::Relaxed);
+        let overdue = self.overdue();
         if let Some(unanswered) = call.unanswered() {
-            let (mut conn, broken) = self.connection().await?;
-            record(sent_on, &(conn.clone(), broken.clone()));
-            if let Err(e) = conn.send_packed_command(&unanswered).await {
-                return Err(mark_if_broken(e, &broken));
-            }
+            self.send(&unanswered, sent_on).await?;
         }
         Err(NodeError::Behind(overdue))
     }
@@ -416,12 +412,12 @@ impl Call {
 
     /// For a release, the same request sent without waiting for its reply (by SHA: the
     /// scripts are loaded on every connection); `None` for anything else.
-    fn unanswered(&self) -> Option<Cmd> {
+    fn unanswered(&self) -> Option<Call> {
         match self {
             Call::Script(call) if call.script.releases => {
                 let mut cmd = call.evalsha.clone();
                 cmd.set_no_response(true);
-                Some(cmd)
+                Some(Call::Command(cmd))
             }
             _ => None,
         }
