@@ -243,8 +243,19 @@ async fn a_waiter_in_another_process_is_not_starved_by_hand_offs() {
 /// back sooner than twice this.
 const ONE_WAY: Duration = Duration::from_millis(250);
 
-/// An engine reaching `cluster`'s nodes through fault proxies (returned too).
-async fn proxied(cluster: &LocalCluster) -> (Redlock, Vec<tower_redlock::testkit::FaultProxy>) {
+/// What the carried-over tests start from: an engine reaching `cluster`'s nodes through
+/// fault proxies, a lease `b` on `key` with a local follower queued behind it (see
+/// [`holder_with_follower`]), then every proxy delaying each direction by [`ONE_WAY`].
+async fn slowed_holder_with_follower(
+    cluster: &LocalCluster,
+    key: &'static [&'static str],
+) -> (
+    Redlock,
+    Vec<tower_redlock::testkit::FaultProxy>,
+    HeldLock,
+    String,
+    JoinHandle<Result<HeldLock, LockError>>,
+) {
     let proxies = cluster.proxies().await.unwrap();
     let engine = builder(cluster)
         .nodes(proxies.iter().map(|p| p.url()))
@@ -253,18 +264,17 @@ async fn proxied(cluster: &LocalCluster) -> (Redlock, Vec<tower_redlock::testkit
         .build()
         .await
         .unwrap();
-    (engine, proxies)
+    let (b, b_value, _, c) = holder_with_follower(cluster, &engine, key, LockOptions::new()).await;
+    for proxy in &proxies {
+        proxy.set_latency(ONE_WAY);
+    }
+    (engine, proxies, b, b_value, c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carried_over_follower_starts_before_the_swap_lands() {
     let cluster = cluster().await;
-    let (engine, proxies) = proxied(&cluster).await;
-    let (b, b_value, _, c) =
-        holder_with_follower(&cluster, &engine, &["carry"], LockOptions::new()).await;
-    for proxy in &proxies {
-        proxy.set_latency(ONE_WAY);
-    }
+    let (engine, _proxies, b, b_value, c) = slowed_holder_with_follower(&cluster, &["carry"]).await;
     let before = b.valid_until();
     let let_go = Instant::now();
     let release_b = tokio::spawn(b.release());
@@ -326,9 +336,7 @@ async fn a_carried_over_follower_starts_before_the_swap_lands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carried_over_lease_whose_swap_fails_is_lost() {
     let cluster = cluster().await;
-    let (engine, proxies) = proxied(&cluster).await;
-    let (b, _, _, c) =
-        holder_with_follower(&cluster, &engine, &["carry-lost"], LockOptions::new()).await;
+    let (_engine, _proxies, b, _, c) = slowed_holder_with_follower(&cluster, &["carry-lost"]).await;
     // B's keys vanish behind its back on three nodes (as after restarts without
     // persistence): the swap can reach no quorum.
     for i in 0..3 {
@@ -336,9 +344,6 @@ async fn a_carried_over_lease_whose_swap_fails_is_lost() {
         let _: i64 = redis::AsyncCommands::del(&mut conn, format!("{PREFIX}lock:carry-lost"))
             .await
             .unwrap();
-    }
-    for proxy in &proxies {
-        proxy.set_latency(ONE_WAY);
     }
     let release_b = tokio::spawn(b.release());
     let c = c
