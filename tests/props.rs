@@ -150,8 +150,8 @@ fn path() -> impl Strategy<Value = String> {
         })
 }
 
-/// Arbitrary header names (valid ones only: `key::header` documents a panic on invalid
-/// names, and `http` refuses them anyway) and arbitrary value bytes (valid ones only).
+/// Arbitrary header names (valid ones only: `http` refuses others) and arbitrary value
+/// bytes (valid ones only).
 fn headers() -> impl Strategy<Value = Vec<(HeaderName, HeaderValue)>> {
     let name = prop_oneof![
         3 => Just("x-tenant".to_owned()),
@@ -193,12 +193,80 @@ fn request_head(method: &Method, path: &str, headers: &[(HeaderName, HeaderValue
 fn expected_header(parts: &Parts, name: &str) -> Result<Option<String>, StatusCode> {
     let values: Vec<&HeaderValue> = parts.headers.get_all(name).iter().collect();
     match values.as_slice() {
-        [] => Ok(None),
-        [one] => std::str::from_utf8(one.as_bytes())
-            .map(|v| Some(v.to_owned()))
-            .map_err(|_| StatusCode::BAD_REQUEST),
+        // Missing or empty: refused (a client must not skip the lock by leaving it out).
+        [one] if !one.is_empty() => match std::str::from_utf8(one.as_bytes()) {
+            Ok(v) if !v.chars().any(char::is_control) => Ok(Some(v.to_owned())),
+            _ => Err(StatusCode::BAD_REQUEST),
+        },
         _ => Err(StatusCode::BAD_REQUEST),
     }
+}
+
+/// `path` with every ASCII letter and digit percent-encoded (`a` → `%61`): another
+/// spelling of the same path, which `key::path()` must give the same answer.
+fn respell(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let end = (i + 3).min(bytes.len());
+            out.push_str(&path[i..end]);
+            i = end;
+            continue;
+        }
+        let b = bytes[i];
+        if b.is_ascii_alphanumeric() {
+            out.push_str(&format!("%{b:02X}"));
+            i += 1;
+        } else {
+            let c = path[i..].chars().next().unwrap();
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// What `key::path()` documents: a `400`, or a key that starts with `/`, has no control
+/// character, no empty, `.` or `..` segment and no trailing slash; every spelling of a path
+/// gives the same answer.
+fn check_path_key(parts: &Parts) -> Result<(), TestCaseError> {
+    let got = key::path().extract(parts);
+    if !parts.uri.path().starts_with('/') {
+        prop_assert_eq!(got, Ok(None));
+        return Ok(());
+    }
+    match &got {
+        Ok(Some(k)) => {
+            prop_assert!(k.starts_with('/'), "{}", k);
+            prop_assert!(!k.chars().any(char::is_control), "{:?}", k);
+            if k != "/" {
+                for segment in k[1..].split('/') {
+                    prop_assert!(!["", ".", ".."].contains(&segment), "{:?}", k);
+                }
+            }
+        }
+        Err(e) => prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST),
+        Ok(None) => return Err(TestCaseError::fail("path() gave no key")),
+    }
+    let respelled = respell(parts.uri.path());
+    if let Ok(uri) = Uri::try_from(respelled.as_str()) {
+        let mut other = Request::new(()).into_parts().0;
+        other.uri = uri;
+        let again = key::path().extract(&other);
+        match (&got, &again) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{} and {}", parts.uri, respelled),
+            (Err(_), Err(_)) => {}
+            _ => {
+                return Err(TestCaseError::fail(format!(
+                    "{}: {got:?}, {respelled}: {again:?}",
+                    parts.uri
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn same<T: PartialEq + std::fmt::Debug>(
@@ -227,20 +295,16 @@ fn key_extractors_never_panic_and_follow_their_docs() {
     let result = runner.run(&strategy, |(method, path, headers)| {
         cases.fetch_add(1, Ordering::Relaxed);
         let parts = request_head(&method, &path, &headers);
-        let uri_path = parts.uri.path().to_owned();
         let mutating = [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(&method);
+        let path_key = key::path().extract(&parts);
+        let path_status = |e: &key::KeyError| e.status();
 
-        same(
-            "path",
-            key::path().extract(&parts),
-            Ok::<_, ()>(Some(uri_path.clone())),
-            |_| StatusCode::OK,
-        )?;
+        check_path_key(&parts)?;
         same(
             "prefixed path",
             key::prefixed("p:", key::path()).extract(&parts),
-            Ok::<_, ()>(Some(format!("p:{uri_path}"))),
-            |_| StatusCode::OK,
+            path_key.clone().map(|k| k.map(|k| format!("p:{k}"))),
+            path_status,
         )?;
         same(
             "header",
@@ -257,8 +321,8 @@ fn key_extractors_never_panic_and_follow_their_docs() {
         same(
             "mutating",
             key::mutating(key::path()).extract(&parts),
-            Ok::<_, ()>(mutating.then(|| uri_path.clone())),
-            |_| StatusCode::OK,
+            if mutating { path_key.clone() } else { Ok(None) },
+            path_status,
         )?;
         same(
             "methods",
@@ -276,17 +340,19 @@ fn key_extractors_never_panic_and_follow_their_docs() {
             Ok::<_, ()>(Some("c".to_owned())),
             |_| StatusCode::OK,
         )?;
-        // Outside routing: route() falls back to the path, param() is a misconfiguration.
+        // Outside routing: route() falls back to the path, param() is a misconfiguration
+        // (but a target without a path passes both).
         same(
             "route",
             key::route().extract(&parts),
-            Ok::<_, ()>(Some(uri_path.clone())),
-            |_| StatusCode::OK,
+            path_key.clone(),
+            path_status,
         )?;
+        let no_path = !parts.uri.path().starts_with('/');
         same(
             "param",
             key::param("id").extract(&parts),
-            Err::<Option<String>, _>(()),
+            if no_path { Ok(None) } else { Err(()) },
             |_| StatusCode::INTERNAL_SERVER_ERROR,
         )?;
         let closure = key::from_fn(|p: &Parts| p.headers.get("x-key").map(|v| format!("{v:?}")));

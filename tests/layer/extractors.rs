@@ -45,6 +45,13 @@ fn app(redlock: &Redlock) -> Router {
             get(key_of).layer(RedlockLayer::new(redlock.clone(), key::param("id"))),
         )
         .route(
+            "/optional/{x}",
+            get(key_of).layer(RedlockLayer::new(
+                redlock.clone(),
+                key::param("id").optional(),
+            )),
+        )
+        .route(
             "/header",
             get(key_of).layer(RedlockLayer::new(redlock.clone(), key::header("x-tenant"))),
         )
@@ -71,7 +78,8 @@ async fn key_for(app: &Router, uri: &str) -> String {
 async fn ready_made_extractors_under_method_router_layer() {
     let n = nodes(Duration::from_secs(10)).await;
     let app = app(&n.redlock);
-    assert_eq!(key_for(&app, "/whole/a%20b?q=1").await, "/whole/a%20b");
+    // path() percent-decodes (issue 16): the key is `/whole/a b`, as for `/whole/a b`.
+    assert_eq!(key_for(&app, "/whole/a%20b?q=1").await, "/whole/a b");
     assert_eq!(key_for(&app, "/path/7").await, "/path/7");
     assert_eq!(
         key_for(&app, "/route/1/x/a%26b").await,
@@ -79,15 +87,24 @@ async fn ready_made_extractors_under_method_router_layer() {
     );
     assert_eq!(key_for(&app, "/plain").await, "/plain");
     assert_eq!(key_for(&app, "/param/%C3%A9t%C3%A9").await, "été");
+    // A route without the parameter is a misconfiguration (issue 11), not a pass.
+    call(&app, Method::GET, "/other/1").await.problem(500);
     assert_eq!(
-        key_for(&app, "/other/1").await,
+        key_for(&app, "/optional/1").await,
         "unlocked",
-        "route without the param"
+        "route without the param, opted in"
     );
     assert_eq!(key_for(&app, "/constant").await, "global");
     assert_eq!(key_for(&app, "/prefixed/9").await, "order:9");
 
-    assert_eq!(key_for(&app, "/header").await, "unlocked", "missing header");
+    // A missing header is refused (issue 11): a client cannot skip the lock by omitting it.
+    let missing = call(&app, Method::GET, "/header").await;
+    assert!(
+        missing.problem(400)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("x-tenant")
+    );
     let with = |value: &'static [u8]| {
         Request::builder()
             .uri("/header")

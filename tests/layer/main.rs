@@ -7,5 +7,6 @@ mod axum_extract;
 mod basic;
 mod extractors;
 mod faults;
+mod keys;
 mod lifecycle;
 mod multi;

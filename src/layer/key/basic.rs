@@ -61,9 +61,9 @@ pub struct Constant {
 impl KeyExtractor for Constant {
     fn extract(&self, _parts: &Parts) -> Result<Option<String>, KeyError> {
         if self.key.is_empty() {
-            return Err(self
-                .log
-                .misconfigured(KeyError::misconfigured("key::constant(\"\") is an empty key")));
+            return Err(self.log.misconfigured(KeyError::misconfigured(
+                "key::constant(\"\") is an empty key",
+            )));
         }
         Ok(Some(self.key.clone()))
     }
@@ -137,7 +137,9 @@ impl KeyExtractor for Header {
         let mut values = parts.headers.get_all(name).iter();
         let first = values.next();
         if values.next().is_some() {
-            return Err(KeyError::new(format!("the `{name}` header must be sent once")));
+            return Err(KeyError::new(format!(
+                "the `{name}` header must be sent once"
+            )));
         }
         let value = match first {
             Some(value) if !value.is_empty() => value,

@@ -250,9 +250,9 @@ fn path_params(parts: &Parts) -> Result<Option<RawPathParams>, KeyError> {
     head.extensions = parts.extensions.clone();
     match RawPathParams::from_request_parts(&mut head, &()).now_or_never() {
         Some(Ok(params)) => Ok(Some(params)),
-        Some(Err(axum::extract::rejection::RawPathParamsRejection::InvalidUtf8InPathParam(
-            _,
-        ))) => Err(KeyError::new("a path parameter is not valid UTF-8")),
+        Some(Err(axum::extract::rejection::RawPathParamsRejection::InvalidUtf8InPathParam(_))) => {
+            Err(KeyError::new("a path parameter is not valid UTF-8"))
+        }
         _ => Ok(None),
     }
 }

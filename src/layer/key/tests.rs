@@ -93,7 +93,11 @@ fn invalid_header_name_is_an_error_not_a_panic() {
     let parts = head(Method::GET, "/", &[("x-tenant", b"acme")]);
     for name in ["x tenant", "", "x\ntenant"] {
         let error = header(name).extract(&parts).unwrap_err();
-        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR, "{name:?}");
+        assert_eq!(
+            error.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{name:?}"
+        );
     }
 }
 
@@ -184,7 +188,10 @@ fn misconfiguration_is_logged_once_per_extractor() {
     assert_eq!(captured.count("key::methods"), 1);
     #[cfg(feature = "axum")]
     assert_eq!(captured.count("key::param"), 1);
-    assert_eq!(captured.count("ERROR"), if cfg!(feature = "axum") { 3 } else { 2 });
+    assert_eq!(
+        captured.count("ERROR"),
+        if cfg!(feature = "axum") { 3 } else { 2 }
+    );
 }
 
 #[test]

@@ -19,7 +19,9 @@ pub(super) fn names_no_path(parts: &Parts) -> bool {
 /// naming `what`, never echoing the text.
 pub(super) fn refuse_control(text: &str, what: &str) -> Result<(), KeyError> {
     if text.chars().any(char::is_control) {
-        return Err(KeyError::new(format!("{what} contains a control character")));
+        return Err(KeyError::new(format!(
+            "{what} contains a control character"
+        )));
     }
     Ok(())
 }
@@ -154,7 +156,14 @@ mod tests {
     #[test]
     fn bad_encodings_are_400_without_echo() {
         for raw in [
-            "/p/%ZZ", "/p/%", "/p/%4", "/p/%FF", "/p/%C3", "/p/%00", "/p/a%0Ab", "/p/%7F",
+            "/p/%ZZ",
+            "/p/%",
+            "/p/%4",
+            "/p/%FF",
+            "/p/%C3",
+            "/p/%00",
+            "/p/a%0Ab",
+            "/p/%7F",
             "/p/%C2%85",
         ] {
             let error = normalize_path(raw).unwrap_err();
