@@ -165,7 +165,10 @@ async fn release(lock: HeldLock) -> String {
 }
 
 fn app(redlock: Redlock) -> Router {
-    let reports = RedlockLayer::new(redlock.clone(), key::prefixed("report:", key::param("id")));
+    let reports = RedlockLayer::new(
+        redlock.clone(),
+        key::prefixed("report:", key::param_as::<u32>("id")),
+    );
     let jobs = RedlockLayer::new(redlock.clone(), key::prefixed("job:", key::param("name")))
         // `lock_options` replaces every option: keep failing fast when the job runs already.
         .lock_options(

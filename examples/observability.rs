@@ -60,9 +60,12 @@ async fn metrics(State(prometheus): State<PrometheusHandle>) -> impl IntoRespons
 }
 
 fn app(redlock: Redlock, prometheus: PrometheusHandle) -> Router {
-    let payments = RedlockLayer::new(redlock.clone(), key::prefixed("payment:", key::param("id")))
-        // `lock_options` replaces every option: keep the layer's fail-fast single attempt.
-        .lock_options(LockOptions::new().no_retry().label("pay"));
+    let payments = RedlockLayer::new(
+        redlock.clone(),
+        key::prefixed("payment:", key::param_as::<u64>("id")),
+    )
+    // `lock_options` replaces every option: keep the layer's fail-fast single attempt.
+    .lock_options(LockOptions::new().no_retry().label("pay"));
     Router::new()
         .route("/payments/{id}", post(pay).layer(payments))
         .route("/metrics", get(metrics))

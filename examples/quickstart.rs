@@ -59,7 +59,7 @@ fn app(redlock: Redlock) -> Router {
             "/orders/{id}/pay",
             post(pay).layer(RedlockLayer::new(
                 redlock.clone(),
-                key::prefixed("order:", key::param("id")),
+                key::prefixed("order:", key::param_as::<u64>("id")),
             )),
         )
         .route(
