@@ -151,7 +151,7 @@ impl KeyExtractor for Header {
                 "the `{name}` header is not valid UTF-8"
             )));
         };
-        refuse_control(value, &format!("the `{name}` header"))?;
+        refuse_control(value, || format!("the `{name}` header"))?;
         Ok(Some(value.to_owned()))
     }
 }

@@ -55,7 +55,7 @@ impl KeyExtractor for Route {
         };
         let mut key = matched.as_str().to_owned();
         for (i, (name, value)) in params.iter().enumerate() {
-            refuse_control(value, &format!("the path parameter `{name}`"))?;
+            refuse_control(value, || format!("the path parameter `{name}`"))?;
             key.push(if i == 0 { '?' } else { '&' });
             key.push_str(name);
             key.push('=');
@@ -141,7 +141,7 @@ impl KeyExtractor for Param {
                 matched.as_str()
             ))));
         };
-        refuse_control(value, &format!("the path parameter `{}`", self.name))?;
+        refuse_control(value, || format!("the path parameter `{}`", self.name))?;
         Ok(Some(value.to_owned()))
     }
 }

@@ -16,11 +16,12 @@ pub(super) fn names_no_path(parts: &Parts) -> bool {
 }
 
 /// Refuses text with a control character (`\0`, `\n`, DEL, C1 controls, ...) with a `400`
-/// naming `what`, never echoing the text.
-pub(super) fn refuse_control(text: &str, what: &str) -> Result<(), KeyError> {
+/// naming `what()`, never echoing the text.
+pub(super) fn refuse_control(text: &str, what: impl FnOnce() -> String) -> Result<(), KeyError> {
     if text.chars().any(char::is_control) {
         return Err(KeyError::new(format!(
-            "{what} contains a control character"
+            "{} contains a control character",
+            what()
         )));
     }
     Ok(())
@@ -91,7 +92,7 @@ fn decode_segment(raw: &str) -> Result<String, KeyError> {
     }
     let text = String::from_utf8(out)
         .map_err(|_| KeyError::new("the path is not valid UTF-8 once percent-decoded"))?;
-    refuse_control(&text, "the path")?;
+    refuse_control(&text, || "the path".to_owned())?;
     Ok(text)
 }
 
