@@ -22,7 +22,7 @@
 //! Calls that *must reach* every node ([`Call::must_reach`]: releases and fencing
 //! write-backs) still go to a node passed by or skipped, unanswered, as one "no" vote:
 //! - behind: sent on the node's connection (after what it carries), its reply not awaited;
-//! - skipped: written, in the background and bounded by the node timeout, on the node's
+//! - skipped: sent, in the background and bounded by the node timeout, on the node's
 //!   current connection *even if it was given up on*, and never on a new one. A node that
 //!   stopped answering but still reads its socket (a frozen or overloaded process, a
 //!   partition that TCP rides out) runs it once it answers again, after what that socket
@@ -396,17 +396,14 @@ impl Node {
         Err(NodeError::Behind(overdue))
     }
 
-    /// The call while the node is skipped: a call that must reach it is written, in the
+    /// The call while the node is skipped: a call that must reach it is sent, in the
     /// background and bounded by the node timeout, on its current connection even if that
-    /// was given up on (never a new one), its reply not awaited. Whatever happens to it
+    /// was given up on (never a new one); nobody waits for it. Whatever happens to it
     /// leaves the node's skipped state alone. See the module docs.
     fn reach_skipped(&self, call: &Call) {
         if !call.must_reach() {
             return;
         }
-        let Some(unanswered) = call.unanswered() else {
-            return;
-        };
         let current = self
             .current
             .read()
@@ -416,10 +413,13 @@ impl Node {
         else {
             return;
         };
-        let timeout = self.timeout;
-        // A task of its own: a write whose caller went away would never be sent.
+        let (timeout, call) = (self.timeout, call.clone());
+        // A task of its own: a write whose caller went away would never be sent. It awaits
+        // the reply (bounded), so that this handle keeps the connection open meanwhile even
+        // if the node's current connection is replaced (dropping the last handle of a
+        // connection closes it, and a request not yet written would be lost).
         drop(runtime.spawn(async move {
-            let _ = tokio::time::timeout(timeout, unanswered.run(&mut conn)).await;
+            let _ = tokio::time::timeout(timeout, call.run(&mut conn)).await;
         }));
     }
 
@@ -442,6 +442,7 @@ impl Node {
 }
 
 /// A request built once per operation and sent, as is, to every node.
+#[derive(Clone)]
 pub(crate) enum Call {
     /// A plain command.
     Command(Cmd),
@@ -504,6 +505,7 @@ async fn send_on(conn: &mut MultiplexedConnection, cmd: &Cmd) -> Result<Value, R
 }
 
 /// A script call: `EVALSHA`, with `EVAL` as the fallback.
+#[derive(Clone)]
 pub(crate) struct ScriptCall {
     script: &'static Script,
     evalsha: Cmd,
