@@ -20,7 +20,8 @@
 //! the request rate for as long as it lags. See [`super::backlog`].
 //!
 //! Calls that *must reach* every node ([`Call::must_reach`]: releases and fencing
-//! write-backs) still go to a node passed by or skipped, unanswered, as one "no" vote:
+//! write-backs) still go to a node passed by or skipped, counted as a "no" vote at once,
+//! nobody waiting for their replies:
 //! - behind: sent on the node's connection (after what it carries), its reply not awaited;
 //! - skipped: sent, in the background and bounded by the node timeout, on the node's
 //!   current connection *even if it was given up on*, and never on a new one. A node that
