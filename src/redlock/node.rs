@@ -415,13 +415,20 @@ impl Node {
             return;
         };
         let (timeout, call) = (self.timeout, call.clone());
-        // A task of its own: a write whose caller went away would never be sent. It awaits
-        // the reply (bounded), so that this handle keeps the connection open meanwhile even
-        // if the node's current connection is replaced (dropping the last handle of a
-        // connection closes it, and a request not yet written would be lost).
-        drop(runtime.spawn(async move {
+        // It awaits the reply (bounded), so that this handle keeps the connection open
+        // meanwhile even if the node's current connection is replaced (dropping the last
+        // handle of a connection closes it, and a request not yet written would be lost).
+        let mut send = Box::pin(async move {
             let _ = tokio::time::timeout(timeout, call.run(&mut conn)).await;
-        }));
+        });
+        // Polled once here, which queues the request on the connection now: requests to
+        // the node keep the order of the calls (e.g. a hand-off's move, then the release
+        // of the token it moved to). The rest runs in a task of its own, since a request
+        // whose caller went away would never be sent.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if send.as_mut().poll(&mut cx).is_pending() {
+            drop(runtime.spawn(send));
+        }
     }
 
     /// [`call`](Self::call), skipped or not. A connection found dead is replaced and the
