@@ -423,10 +423,12 @@ async fn attempt(
 ) -> Result<HeldLock, LockError> {
     let total = shared.total();
     let quorum = shared.quorum;
-    let skipped = shared.nodes.iter().filter(|n| n.is_skipped()).count();
-    if skipped > total - quorum {
+    // Skipped nodes, and behind ones while passed by (the budget keeps those two within
+    // what the quorum can spare, see `backlog`): the request does not go to them at all.
+    let unreached = shared.unreached();
+    if unreached > total - quorum {
         // Too many nodes stopped answering: no request can make a quorum.
-        return Err(LockError::unavailable(total - skipped, total, quorum));
+        return Err(LockError::unavailable(total - unreached, total, quorum));
     }
     let claim = Arc::new(Claim::new(keys.clone()));
     let ttl_ms = validity::millis_ceil(options.ttl);
@@ -533,8 +535,18 @@ where
 
 /// Raises the fencing counters of every node to `token` and waits until a quorum confirmed.
 ///
-/// Each later holder's quorum then overlaps a quorum whose counters are ≥ `token`, so its
-/// `INCR` yields more — as long as those nodes keep their data.
+/// The write goes to every node that will later vote ([`FENCE_SYNC`] must reach every
+/// node): answered ones confirm; the rest get it in the background, a node passed by
+/// unanswered on its connection, a skipped one on the connection it stopped answering on
+/// (see [`node`](super::node)). Each later holder's quorum then overlaps a quorum whose
+/// counters are ≥ `token`, so its `INCR` yields more.
+///
+/// What is guaranteed, precisely: a later token is larger than `token` unless, when the
+/// later holder acquires, a majority of nodes have counters below `token` — nodes that lost
+/// their data since, and nodes this write-back did not reach: one that could not be reached
+/// at all (down, its connection dead) counts as one that lost its data, as does one so far
+/// behind that the write has not landed yet. Fewer than a majority of such nodes can never
+/// make a token go backwards.
 async fn sync_fence(
     shared: &Arc<Shared>,
     keys: &Arc<LockKeys>,

@@ -1,21 +1,101 @@
-//! Passing lagging nodes by.
+//! Passing lagging nodes by, within the failure budget the quorum leaves.
 //!
 //! Acquire, extend and release decide as soon as a quorum answered; the other nodes'
 //! replies are read in the background, and count as *overdue* on their node until they
 //! land. A node that lags (a busy host, a slow disk) piles them up as fast as requests
 //! come, and each holds memory until it lands. So once a node has `node_backlog` more
 //! overdue replies than the least-behind node, it is *behind*: its calls fail at once, as
-//! "no" votes (releases still go, unawaited), until half of its backlog has landed.
+//! "no" votes, until half of its backlog has landed. Calls that must reach it (releases,
+//! fencing write-backs: [`Call::must_reach`](super::node::Call::must_reach)) still go,
+//! unanswered, on its connection.
 //!
-//! Two guards keep this from ever costing availability:
-//! - the lag is relative: when every node's count rises together (a busy client, a burst
-//!   of requests), nobody is behind;
-//! - at most as many nodes as the quorum can spare (`total − quorum`) are behind at once:
-//!   every call still reaches a quorum of nodes.
+//! # The budget
+//!
+//! A quorum can spare `total − quorum` nodes. Nodes that are down or frozen (*skipped*, see
+//! [`recovery`](super::recovery)) already spend that budget, and passing a node by spends
+//! it too. So:
+//! - a node is put behind only while the nodes unavailable now (skipped or behind, each
+//!   counted once) are fewer than `total − quorum`;
+//! - and since a node can be skipped at any time, each call checks the budget again
+//!   ([`Availability::passes_by`]): while more nodes are skipped or behind than the quorum
+//!   can spare, no node is passed by — calls go to the lagging nodes and wait for them,
+//!   slower, but never short of a quorum because of pass-by.
+//!
+//! So pass-by alone never makes a call reach fewer nodes than a quorum: every call is sent
+//! to at least `quorum` nodes unless more than `total − quorum` nodes are *skipped* (then
+//! the quorum is unavailable whatever we do). Racing updates can at worst put one node too
+//! many behind for a moment; the per-call check then passes nobody by, so the error is
+//! always on the side of sending.
+//!
+//! The lag is relative, too: when every node's count rises together (a busy client, a
+//! burst of requests), nobody is behind.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::client::Shared;
+
+/// Which nodes calls do not reach now: skipped ones, and those passed by. One per engine,
+/// shared by its nodes (each reads the others' state to check the budget).
+#[derive(Debug)]
+pub(crate) struct Availability {
+    /// How many nodes the quorum can spare: `total − quorum`.
+    spare: usize,
+    skipped: Box<[AtomicBool]>,
+    behind: Box<[AtomicBool]>,
+}
+
+impl Availability {
+    /// Every node available, for `total` nodes of which `quorum` must answer.
+    pub(crate) fn new(total: usize, quorum: usize) -> Availability {
+        let flags = || (0..total).map(|_| AtomicBool::new(false)).collect();
+        Availability {
+            spare: total.saturating_sub(quorum),
+            skipped: flags(),
+            behind: flags(),
+        }
+    }
+
+    /// Nodes skipped or behind now, each counted once.
+    pub(crate) fn unavailable(&self) -> usize {
+        (0..self.skipped.len())
+            .filter(|&i| self.is_skipped(i) || self.is_flagged_behind(i))
+            .count()
+    }
+
+    /// Whether the budget allows passing behind nodes by now: skipped and behind nodes
+    /// together are no more than the quorum can spare.
+    pub(crate) fn passes_by(&self) -> bool {
+        self.unavailable() <= self.spare
+    }
+
+    /// Whether putting node `index` behind stays within the budget.
+    fn may_put_behind(&self, index: usize) -> bool {
+        // A skipped node is unavailable already: flagging it costs nothing more.
+        self.is_skipped(index) || self.unavailable() < self.spare
+    }
+
+    pub(crate) fn is_skipped(&self, index: usize) -> bool {
+        self.skipped[index].load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_skipped(&self, index: usize, skipped: bool) {
+        self.skipped[index].store(skipped, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_flagged_behind(&self, index: usize) -> bool {
+        self.behind[index].load(Ordering::SeqCst)
+    }
+
+    /// Flags node `index` behind; `false` when it already was.
+    pub(crate) fn set_behind(&self, index: usize) -> bool {
+        !self.behind[index].swap(true, Ordering::SeqCst)
+    }
+
+    /// Clears node `index`'s behind flag; `false` when it was not set.
+    pub(crate) fn clear_behind(&self, index: usize) -> bool {
+        self.is_flagged_behind(index) && self.behind[index].swap(false, Ordering::SeqCst)
+    }
+}
 
 impl Shared {
     /// A reply of node `index` is left to the background. Returns `true` when this put the
@@ -23,29 +103,14 @@ impl Shared {
     pub(crate) fn straggler_started(&self, index: usize) -> bool {
         let node = &self.nodes[index];
         let overdue = node.add_overdue();
-        if overdue < node.backlog() || node.is_behind() {
+        if overdue < node.backlog() || node.is_flagged_behind() {
             return false;
         }
         let least = self.nodes.iter().map(|n| n.overdue()).min().unwrap_or(0);
         if overdue.saturating_sub(least) < node.backlog() {
             return false;
         }
-        let spare = self.total() - self.quorum;
-        let claimed = self
-            .behind
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |behind| {
-                (behind < spare).then_some(behind + 1)
-            })
-            .is_ok();
-        if !claimed {
-            return false;
-        }
-        if node.set_behind() {
-            return true;
-        }
-        // Already flagged (a race with its own end): give the claim back.
-        self.behind.fetch_sub(1, Ordering::AcqRel);
-        false
+        node.availability().may_put_behind(index) && node.set_behind()
     }
 
     /// A reply of node `index` left to the background landed or timed out. Returns `true`
@@ -53,10 +118,122 @@ impl Shared {
     pub(crate) fn straggler_ended(&self, index: usize) -> bool {
         let node = &self.nodes[index];
         let overdue = node.remove_overdue();
-        if overdue <= node.backlog() / 2 && node.clear_behind() {
-            self.behind.fetch_sub(1, Ordering::AcqRel);
-            return true;
+        overdue <= node.backlog() / 2 && node.clear_behind()
+    }
+
+    /// How many nodes a call made now does not reach at all: the skipped ones, and the
+    /// behind ones while the budget lets them be passed by.
+    pub(crate) fn unreached(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|node| node.is_skipped() || node.is_behind())
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BACKLOG: usize = 2;
+
+    /// An engine on five nodes that refuse connections (nothing is sent in these tests).
+    async fn engine() -> crate::Redlock {
+        crate::Redlock::builder()
+            .nodes((0..5).map(|db| format!("redis://127.0.0.1:1/{db}")))
+            .node_backlog(BACKLOG)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// Leaves a backlog of node `index`'s replies to the background.
+    fn lag(shared: &Shared, index: usize) {
+        for _ in 0..BACKLOG {
+            shared.straggler_started(index);
         }
-        false
+    }
+
+    /// Nodes a call does not reach: skipped or passed by.
+    fn unreached(shared: &Shared) -> usize {
+        (0..shared.total())
+            .filter(|&i| shared.nodes[i].is_skipped() || shared.nodes[i].is_behind())
+            .count()
+    }
+
+    fn passed_by(shared: &Shared) -> Vec<usize> {
+        (0..shared.total())
+            .filter(|&i| shared.nodes[i].is_behind())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn with_a_node_skipped_only_one_lagging_node_is_passed_by() {
+        let redlock = engine().await;
+        let shared = &redlock.shared;
+        shared.nodes[4].skip();
+        lag(shared, 0);
+        lag(shared, 1);
+        assert_eq!(passed_by(shared), [0]);
+        // Calls still go to three nodes: 1, 2 and 3.
+        assert_eq!(unreached(shared), 2);
+    }
+
+    #[tokio::test]
+    async fn a_node_skipped_while_two_lag_stops_passing_them_by() {
+        let redlock = engine().await;
+        let shared = &redlock.shared;
+        lag(shared, 0);
+        lag(shared, 1);
+        assert_eq!(passed_by(shared), [0, 1]);
+        shared.nodes[4].skip();
+        // Passing both by would leave two nodes of five: calls go to them again.
+        assert_eq!(passed_by(shared), [] as [usize; 0]);
+        assert_eq!(unreached(shared), 1);
+        // Once the node answers again, the budget allows passing them by again.
+        shared.nodes[4].answered();
+        assert_eq!(passed_by(shared), [0, 1]);
+    }
+
+    /// Five nodes: the quorum (3) can spare two.
+    fn five() -> Availability {
+        Availability::new(5, 3)
+    }
+
+    #[test]
+    fn skipped_nodes_spend_the_budget_of_behind_ones() {
+        let nodes = five();
+        nodes.set_skipped(4, true);
+        assert!(nodes.may_put_behind(0));
+        assert!(nodes.set_behind(0));
+        // One skipped and one behind: the quorum can spare no more.
+        assert!(!nodes.may_put_behind(1));
+        assert!(nodes.passes_by());
+        // A skipped node may also be flagged: it is unavailable already.
+        assert!(nodes.may_put_behind(4));
+    }
+
+    #[test]
+    fn a_node_skipped_while_two_are_behind_stops_all_pass_by() {
+        let nodes = five();
+        assert!(nodes.set_behind(0));
+        assert!(nodes.set_behind(1));
+        assert!(nodes.passes_by());
+        nodes.set_skipped(4, true);
+        // Three unavailable of five: passing the lagging two by would leave two nodes.
+        assert_eq!(nodes.unavailable(), 3);
+        assert!(!nodes.passes_by());
+        nodes.set_skipped(4, false);
+        assert!(nodes.passes_by());
+    }
+
+    #[test]
+    fn a_node_both_skipped_and_behind_counts_once() {
+        let nodes = five();
+        nodes.set_skipped(0, true);
+        assert!(nodes.set_behind(0));
+        assert!(nodes.set_behind(1));
+        assert_eq!(nodes.unavailable(), 2);
+        assert!(nodes.passes_by());
     }
 }

@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use super::backlog::Availability;
 use super::breaker::{Breaker, CircuitBreaker};
 use super::client::{Config, Redlock, Shared};
 use super::error::ConfigError;
@@ -143,7 +143,9 @@ impl RedlockBuilder {
         self
     }
 
-    /// Bound on every call to one node, connection checkout included.
+    /// Bound on every call to one node, connection checkout included. Must be below the
+    /// ttl; with fencing, three of them (the acquisition, the fencing write-back, and one
+    /// extension) must fit in the ttl less the clock drift allowance.
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = timeout;
         self
@@ -155,10 +157,11 @@ impl RedlockBuilder {
     /// replies are read in the background. A node that lags (a busy host, a slow disk)
     /// leaves more of them behind the faster requests come. Once it has `limit` more
     /// outstanding than the least-behind node, its calls fail at once, as "no" votes, until
-    /// half of them have landed or timed out (never for more nodes at once than the quorum
-    /// can spare). The memory a lagging node can cost stays bounded, and no more work piles
-    /// up on it. Releases still go to it (after what they undo, on the same connection),
-    /// without their replies being awaited. At least 1.
+    /// half of them have landed or timed out. Nodes passed by and nodes skipped (down or
+    /// frozen) together are never more than the quorum can spare: while they would be, no
+    /// node is passed by. The memory a lagging node can cost stays bounded, and no more work
+    /// piles up on it. Releases and fencing write-backs still go to it (after what they
+    /// undo, on the same connection), without their replies being awaited. At least 1.
     pub fn node_backlog(mut self, limit: usize) -> Self {
         self.node_backlog = limit;
         self
@@ -171,6 +174,8 @@ impl RedlockBuilder {
     }
 
     /// Issue fencing tokens (see [`HeldLock::fencing_token`](crate::HeldLock::fencing_token)).
+    /// With fencing on, [`build`](Self::build) checks that three node timeouts fit in the
+    /// ttl less the drift allowance (see [`node_timeout`](Self::node_timeout)).
     pub fn fencing(mut self, on: bool) -> Self {
         self.fencing = on;
         self
@@ -296,6 +301,14 @@ impl RedlockBuilder {
                 reason: format!("must be smaller than the ttl of {ttl:?}"),
             });
         }
+        if fencing {
+            validity::check_fenced_timeout(ttl, drift_factor, node_timeout).map_err(|reason| {
+                ConfigError::InvalidNodeTimeout {
+                    timeout: node_timeout,
+                    reason,
+                }
+            })?;
+        }
         if key_prefix.len() > MAX_PREFIX_LEN {
             return Err(ConfigError::InvalidKeyPrefix(format!(
                 "{} bytes long; at most {MAX_PREFIX_LEN} allowed",
@@ -333,17 +346,26 @@ impl RedlockBuilder {
             );
         }
         let wake = Arc::new(WakeHub::new(&parsed, node_timeout, tls_root.as_deref()));
+        let availability = Arc::new(Availability::new(total, quorum));
         let nodes = parsed
             .into_iter()
             .enumerate()
             .map(|(index, url)| {
                 let redacted = url.redacted().to_owned();
-                Node::new(url, node_timeout, node_backlog, tls_root.as_deref()).map_err(|_| {
-                    ConfigError::InvalidNodeUrl {
-                        index,
-                        url: redacted,
-                        reason: "the Redis client rejected it".to_owned(),
-                    }
+                let availability = availability.clone();
+                let tls_root = tls_root.as_deref();
+                Node::new(
+                    url,
+                    index,
+                    availability,
+                    node_timeout,
+                    node_backlog,
+                    tls_root,
+                )
+                .map_err(|_| ConfigError::InvalidNodeUrl {
+                    index,
+                    url: redacted,
+                    reason: "the Redis client rejected it".to_owned(),
                 })
             })
             .collect::<Result<Box<[Node]>, _>>()?;
@@ -370,7 +392,6 @@ impl RedlockBuilder {
                 wake,
                 janitor: Janitor::start(),
                 timers: Timers::start(),
-                behind: AtomicUsize::new(0),
             }),
         })
     }

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use redis::Value;
@@ -48,8 +47,6 @@ pub(crate) struct Shared {
     pub(crate) wake: Arc<WakeHub>,
     pub(crate) janitor: Janitor,
     pub(crate) timers: Timers,
-    /// Nodes passed by now (see [`backlog`](super::backlog)).
-    pub(crate) behind: AtomicUsize,
 }
 
 impl Shared {
@@ -71,13 +68,21 @@ impl Shared {
                 ),
             });
         }
+        let fencing = options.fencing.unwrap_or(c.fencing);
+        if fencing {
+            validity::check_fenced_timeout(ttl, c.drift_factor, c.node_timeout).map_err(
+                |reason| LockError::InvalidOptions {
+                    reason: format!("node timeout of {:?}: {reason}", c.node_timeout),
+                },
+            )?;
+        }
         Ok(Resolved {
             ttl,
             drift: validity::drift(ttl, c.drift_factor),
             retry: options.retry.unwrap_or(c.retry),
             auto_extend: options.auto_extend.unwrap_or(true),
             max_hold: options.max_hold.or(c.max_hold),
-            fencing: options.fencing.unwrap_or(c.fencing),
+            fencing,
             label: match (&options.label, &self.labeler) {
                 (Some(label), _) => label.clone(),
                 (None, Some(labeler)) => labeler(&keys.join(",")).into(),

@@ -17,8 +17,22 @@
 //! A node that answers, but slower than the others, is *passed by* once too many of its
 //! replies are overdue: the engine decides at quorum and reads a slow node's replies in the
 //! background, so without a bound a lagging node would make that background work grow with
-//! the request rate for as long as it lags. See [`super::backlog`]; releases still go to
-//! such a node, unawaited.
+//! the request rate for as long as it lags. See [`super::backlog`].
+//!
+//! Calls that *must reach* every node ([`Call::must_reach`]: releases and fencing
+//! write-backs) still go to a node passed by or skipped, counted as a "no" vote at once,
+//! nobody waiting for their replies:
+//! - behind: sent on the node's connection (after what it carries), its reply not awaited;
+//! - skipped: sent, in the background and bounded by the node timeout, on the node's
+//!   current connection *even if it was given up on*, and never on a new one. A node that
+//!   stopped answering but still reads its socket (a frozen or overloaded process, a
+//!   partition that TCP rides out) runs it once it answers again, after what that socket
+//!   carried before (e.g. the acquisition it undoes). A node whose connection died (killed,
+//!   restarted, a reset) does not get it: it lost its keys anyway, and for fencing it counts
+//!   as a node that lost its data (see [`super::acquire`]'s `sync_fence`). A skipped
+//!   node's new connections are the probe's job: a call never piles a connection attempt
+//!   onto a node that does not answer. Each such write is one bounded task per call; it
+//!   never changes whether the node is skipped.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -28,6 +42,7 @@ use bb8_redis::bb8;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
+use super::backlog::Availability;
 use super::node_url::NodeUrl;
 use super::scripts::{self, Script};
 
@@ -141,15 +156,16 @@ pub(crate) struct Node {
     pool: bb8::Pool<NodeManager>,
     current: RwLock<Option<Shared>>,
     setup: tokio::sync::Mutex<()>,
-    /// Calls fail at once while set; cleared when a probe gets an answer.
-    skipped: AtomicBool,
+    /// This node's position among the engine's nodes.
+    index: usize,
+    /// Whether this node (and each other one) is skipped or behind: calls fail at once
+    /// while this node is skipped (cleared when a probe gets an answer), or behind within
+    /// the budget (see [`super::backlog`]).
+    availability: Arc<Availability>,
     /// A check (and, once skipped, the probes) of this node is running.
     checking: AtomicBool,
     /// Replies of decided fan-outs still awaited in the background.
     overdue: AtomicUsize,
-    /// Calls (but releases) fail at once while set and `overdue` is above half of
-    /// `backlog`; set and cleared by [`super::backlog`].
-    behind: AtomicBool,
     backlog: usize,
     timeout: Duration,
 }
@@ -157,8 +173,11 @@ pub(crate) struct Node {
 impl Node {
     /// Creates the node's pool without connecting (connections are made on first use, so a
     /// node that is down at start-up does not stop the service from starting).
+    /// `index` is its position among the engine's nodes, whose `availability` it shares.
     pub(crate) fn new(
         url: NodeUrl,
+        index: usize,
+        availability: Arc<Availability>,
         timeout: Duration,
         backlog: usize,
         tls_root: Option<&[u8]>,
@@ -175,10 +194,10 @@ impl Node {
             pool,
             current: RwLock::new(None),
             setup: tokio::sync::Mutex::new(()),
-            skipped: AtomicBool::new(false),
+            index,
+            availability,
             checking: AtomicBool::new(false),
             overdue: AtomicUsize::new(0),
-            behind: AtomicBool::new(false),
             backlog: backlog.max(1),
             timeout,
         })
@@ -229,12 +248,18 @@ impl Node {
 
     /// Whether calls to the node are skipped (see the module docs).
     pub(crate) fn is_skipped(&self) -> bool {
-        self.skipped.load(Ordering::Acquire)
+        self.availability.is_skipped(self.index)
     }
 
-    /// Starts skipping the node.
+    /// Starts skipping the node. (Nodes behind are passed by again only while the budget,
+    /// which this spends, allows: see [`super::backlog`].)
     pub(crate) fn skip(&self) {
-        self.skipped.store(true, Ordering::Release);
+        self.availability.set_skipped(self.index, true);
+    }
+
+    /// The engine's record of which nodes are skipped or behind.
+    pub(crate) fn availability(&self) -> &Availability {
+        &self.availability
     }
 
     /// Claims the node's check; `false` when one is already running.
@@ -271,26 +296,34 @@ impl Node {
         self.backlog
     }
 
-    /// Starts passing the node by; `false` when it already was.
+    /// Flags the node behind; `false` when it already was.
     pub(crate) fn set_behind(&self) -> bool {
-        !self.behind.swap(true, Ordering::Relaxed)
+        self.availability.set_behind(self.index)
     }
 
-    /// Stops passing the node by; `false` when it was not.
+    /// Clears the node's behind flag; `false` when it was not set.
     pub(crate) fn clear_behind(&self) -> bool {
-        self.behind.load(Ordering::Relaxed) && self.behind.swap(false, Ordering::Relaxed)
+        self.availability.clear_behind(self.index)
     }
 
-    /// Whether calls pass the node by (see [`super::backlog`]). Also reads the count, so
-    /// that a flag left set by a race cannot outlive the backlog (every overdue reply lands
-    /// or times out within the node timeout).
+    /// Whether the node is flagged behind, whether or not the budget lets it be passed by.
+    pub(crate) fn is_flagged_behind(&self) -> bool {
+        self.availability.is_flagged_behind(self.index)
+    }
+
+    /// Whether calls pass the node by (see [`super::backlog`]): it is flagged behind, its
+    /// count still says so (a flag left set by a race cannot outlive the backlog: every
+    /// overdue reply lands or times out within the node timeout), and the nodes skipped or
+    /// behind now are no more than the quorum can spare.
     pub(crate) fn is_behind(&self) -> bool {
-        self.behind.load(Ordering::Relaxed) && self.overdue() > self.backlog / 2
+        self.is_flagged_behind()
+            && self.overdue() > self.backlog / 2
+            && self.availability.passes_by()
     }
 
     /// The node answered a request sent on its current connection: use it again.
     pub(crate) fn answered(&self) {
-        self.skipped.store(false, Ordering::Release);
+        self.availability.set_skipped(self.index, false);
     }
 
     /// One recovery probe: a `PING`, bounded by the node timeout, on the current connection
@@ -334,7 +367,8 @@ impl Node {
 
     /// Sends `call` (built once, sent as is to every node) on the node's current
     /// connection, recording that connection in `sent_on`; fails at once while the node is
-    /// skipped or behind. Not bounded here: callers run it inside a
+    /// skipped or behind, after sending a call that [must reach](Call::must_reach) it
+    /// anyway (see the module docs). Not bounded here: callers run it inside a
     /// [`Fanout`](super::fanout::Fanout) or a timeout.
     pub(crate) async fn call(
         &self,
@@ -342,6 +376,7 @@ impl Node {
         sent_on: Option<&SentOn>,
     ) -> Result<Value, NodeError> {
         if self.is_skipped() {
+            self.reach_skipped(call);
             return Err(NodeError::Skipped);
         }
         if self.is_behind() {
@@ -352,14 +387,48 @@ impl Node {
     }
 
     /// The call while the node is behind: a "no" vote, without sending anything, except
-    /// that a release still goes out (on the one connection, after what it undoes), its
-    /// reply not awaited: nothing is kept for it on our side.
+    /// that a call that must reach it still goes out (on the one connection, after what it
+    /// undoes), its reply not awaited: nothing is kept for it on our side.
     async fn pass_by(&self, call: &Call, sent_on: Option<&SentOn>) -> Result<Value, NodeError> {
         let overdue = self.overdue();
         if let Some(unanswered) = call.unanswered() {
             self.send(&unanswered, sent_on).await?;
         }
         Err(NodeError::Behind(overdue))
+    }
+
+    /// The call while the node is skipped: a call that must reach it is sent, in the
+    /// background and bounded by the node timeout, on its current connection even if that
+    /// was given up on (never a new one); nobody waits for it. Whatever happens to it
+    /// leaves the node's skipped state alone. See the module docs.
+    fn reach_skipped(&self, call: &Call) {
+        if !call.must_reach() {
+            return;
+        }
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (Some((mut conn, _)), Ok(runtime)) = (current, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (timeout, call) = (self.timeout, call.clone());
+        // It awaits the reply (bounded), so that this handle keeps the connection open
+        // meanwhile even if the node's current connection is replaced (dropping the last
+        // handle of a connection closes it, and a request not yet written would be lost).
+        let mut send = Box::pin(async move {
+            let _ = tokio::time::timeout(timeout, call.run(&mut conn)).await;
+        });
+        // Polled once here, which queues the request on the connection now: requests to
+        // the node keep the order of the calls (e.g. a hand-off's move, then the release
+        // of the token it moved to). The rest runs in a task of its own, since a request
+        // whose caller went away would never be sent.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if send.as_mut().poll(&mut cx).is_pending() {
+            drop(runtime.spawn(send));
+        }
     }
 
     /// [`call`](Self::call), skipped or not. A connection found dead is replaced and the
@@ -381,6 +450,7 @@ impl Node {
 }
 
 /// A request built once per operation and sent, as is, to every node.
+#[derive(Clone)]
 pub(crate) enum Call {
     /// A plain command.
     Command(Cmd),
@@ -410,11 +480,19 @@ impl Call {
         }
     }
 
-    /// For a release, the same request sent without waiting for its reply (by SHA: the
-    /// scripts are loaded on every connection); `None` for anything else.
+    /// Whether this call must reach every node, even one passed by or skipped: a release
+    /// (a key it leaves blocks that node until its ttl) or a fencing write-back (a counter
+    /// left low could let a later token go backwards). See the module docs.
+    pub(crate) fn must_reach(&self) -> bool {
+        matches!(self, Call::Script(call) if call.script.must_reach)
+    }
+
+    /// For a call that [must reach](Self::must_reach) every node, the same request sent
+    /// without waiting for its reply (by SHA: the scripts are loaded on every connection);
+    /// `None` for anything else.
     fn unanswered(&self) -> Option<Call> {
         match self {
-            Call::Script(call) if call.script.releases => {
+            Call::Script(call) if call.script.must_reach => {
                 let mut cmd = call.evalsha.clone();
                 cmd.set_no_response(true);
                 Some(Call::Command(cmd))
@@ -435,6 +513,7 @@ async fn send_on(conn: &mut MultiplexedConnection, cmd: &Cmd) -> Result<Value, R
 }
 
 /// A script call: `EVALSHA`, with `EVAL` as the fallback.
+#[derive(Clone)]
 pub(crate) struct ScriptCall {
     script: &'static Script,
     evalsha: Cmd,

@@ -63,7 +63,9 @@ impl LockOptions {
         self
     }
 
-    /// Whether to issue a fencing token (overrides the builder's setting).
+    /// Whether to issue a fencing token (overrides the builder's setting). With fencing,
+    /// three node timeouts must fit in the ttl less the drift allowance, else the call fails
+    /// with [`LockError::InvalidOptions`](crate::LockError::InvalidOptions).
     pub fn fencing(mut self, on: bool) -> Self {
         self.fencing = Some(on);
         self

@@ -7,7 +7,9 @@
 //! requests on a socket nobody reads nor the work of tracking them, and a down node no
 //! connection attempt per operation. The engine's background task then probes it once per
 //! node timeout; the first answer puts it back in use. Health checks still query skipped
-//! nodes.
+//! nodes, and releases and fencing write-backs are still sent to them, on the connection
+//! they stopped answering on (see [`node`](super::node)). Skipped nodes spend the failure
+//! budget that lagging nodes passed by share (see [`backlog`](super::backlog)).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

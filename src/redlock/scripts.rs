@@ -9,9 +9,13 @@ use std::sync::LazyLock;
 pub(crate) struct Script {
     pub(crate) body: &'static str,
     pub(crate) sha: String,
-    /// A release: it goes to a node even when the node is behind (without waiting for
-    /// the reply there), since a key it leaves would block that node until its ttl.
-    pub(crate) releases: bool,
+    /// It must reach every node that will later vote, even one passed by or skipped
+    /// (sent there without waiting for the reply, see [`Call::must_reach`]): a release (a
+    /// key it leaves would block that node until its ttl) or a fencing write-back (a
+    /// counter it leaves low could let a later token go backwards).
+    ///
+    /// [`Call::must_reach`]: super::node::Call::must_reach
+    pub(crate) must_reach: bool,
 }
 
 impl Script {
@@ -19,13 +23,14 @@ impl Script {
         Script {
             body,
             sha: redis::Script::new(body).get_hash().to_owned(),
-            releases: false,
+            must_reach: false,
         }
     }
 
-    fn release(body: &'static str) -> Script {
+    /// A script that must reach every node (see [`Script::must_reach`]).
+    fn must_reach(body: &'static str) -> Script {
         Script {
-            releases: true,
+            must_reach: true,
             ..Script::new(body)
         }
     }
@@ -96,7 +101,7 @@ return 1",
 /// do not: waking every waiter for a lock nobody held only makes contenders collide again).
 /// Returns 1 (released something), 0 (nothing there: expired) or -1 (held by another token).
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::release(
+    Script::must_reach(
         r"local n = tonumber(ARGV[2])
 if ARGV[4] then
   local carried = ARGV[6] == '1'
@@ -143,7 +148,7 @@ return 0",
 /// `announce = 1`, with as little work for the node as the classic compare-and-delete when
 /// nobody waits. `KEYS = [lock key, channel]`; `ARGV = [token]`.
 pub(crate) static RELEASE_ONE: LazyLock<Script> = LazyLock::new(|| {
-    Script::release(
+    Script::must_reach(
         r"local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 if not v then return 0 end
@@ -173,9 +178,10 @@ return held",
 });
 
 /// Fencing write-back: `KEYS` fencing counters; `ARGV = [token]`. Raises each counter to at
-/// least `token` (never lowers one). Returns 1.
+/// least `token` (never lowers one). Returns 1. Idempotent, so it can go to every node,
+/// passed by or skipped too.
 pub(crate) static FENCE_SYNC: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::must_reach(
         r"local t = tonumber(ARGV[1])
 for i = 1, #KEYS do
   local c = tonumber(redis.call('GET', KEYS[i]) or '0')

@@ -42,6 +42,33 @@ pub(crate) fn check_ttl(ttl: Duration, drift_factor: f64) -> Result<(), String> 
     Ok(())
 }
 
+/// Node timeouts a fenced acquisition must be able to spend and still hold a usable lease:
+/// the acquire fan-out and the fencing write-back (each bounded by one node timeout) run
+/// before the validity is known, and what is left must cover at least one more node timeout,
+/// for the watchdog's first extension (itself bounded by one node timeout) to land.
+pub(crate) const FENCED_ROUNDS: u32 = 3;
+
+/// Checks that, with fencing, `FENCED_ROUNDS` node timeouts fit in the validity a lease of
+/// `ttl` starts with (`ttl − drift`): otherwise a slow but working quorum could acquire,
+/// write the token back, and be left with no validity, or none to extend it in.
+pub(crate) fn check_fenced_timeout(
+    ttl: Duration,
+    drift_factor: f64,
+    node_timeout: Duration,
+) -> Result<(), String> {
+    let usable = ttl.saturating_sub(drift(ttl, drift_factor));
+    let needed = node_timeout.saturating_mul(FENCED_ROUNDS);
+    if needed < usable {
+        return Ok(());
+    }
+    Err(format!(
+        "with fencing, {FENCED_ROUNDS} node timeouts ({needed:?}: the acquisition, the fencing \
+         write-back, and one extension) must fit in the ttl of {ttl:?} less the clock drift \
+         allowance ({usable:?}); use a node timeout below {:?} or a longer ttl",
+        usable / FENCED_ROUNDS
+    ))
+}
+
 /// Milliseconds for Redis, rounded up so that a lease is never shorter on the node than
 /// locally assumed.
 pub(crate) fn millis_ceil(d: Duration) -> u64 {
@@ -77,6 +104,16 @@ mod tests {
         assert!(check_ttl(10 * MS, 0.01).is_ok());
         assert!(check_ttl(100 * MS, 0.49).is_err());
         assert!(check_ttl(Duration::MAX, 0.01).is_err());
+    }
+
+    #[test]
+    fn fenced_timeouts_fit_three_times_in_the_validity() {
+        // 1 s less a drift of 12 ms leaves 988 ms: 329 ms fits three times, 330 ms does not.
+        assert!(check_fenced_timeout(1000 * MS, 0.01, 329 * MS).is_ok());
+        let error = check_fenced_timeout(1000 * MS, 0.01, 330 * MS).unwrap_err();
+        assert!(error.contains("fencing"), "{error}");
+        assert!(check_fenced_timeout(1000 * MS, 0.01, 500 * MS).is_err());
+        assert!(check_fenced_timeout(10 * MS, 0.01, Duration::MAX).is_err());
     }
 
     #[test]
