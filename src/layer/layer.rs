@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use http_body::Body;
 use tower_layer::Layer;
 
 use super::body::{BoxBody, BoxError, ResponseBody, box_body};
+use super::key::KeyError;
 use super::response::Rejection;
 use super::service::RedlockService;
 use crate::redlock::{LockOptions, Redlock, RetryPolicy};
@@ -53,6 +55,8 @@ pub(crate) struct Settings {
     pub(crate) release: Release,
     pub(crate) hold_body: bool,
     pub(crate) on_rejection: Option<Arc<RejectFn>>,
+    /// Set once the self-contention of nested layers on one key was logged.
+    pub(crate) nesting_logged: Arc<AtomicBool>,
 }
 
 impl Settings {
@@ -63,6 +67,18 @@ impl Settings {
             Some(respond) => respond(rejection).map(ResponseBody::boxed),
             None => rejection.to_response().map(ResponseBody::full),
         }
+    }
+
+    /// The error for a request whose key an outer layer of the same request already holds:
+    /// the inner layer would wait for the outer one forever. Logged once per layer.
+    pub(crate) fn nested_on_same_key(&self) -> KeyError {
+        const WHY: &str = "two RedlockLayers of one request lock the same key: the inner one \
+                           would wait for the outer one forever; remove one of them or give \
+                           them different keys";
+        if !self.nesting_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!("{WHY}");
+        }
+        KeyError::misconfigured(WHY)
     }
 }
 
@@ -123,6 +139,7 @@ impl<K> RedlockLayer<K> {
                 release: Release::default(),
                 hold_body: false,
                 on_rejection: None,
+                nesting_logged: Arc::default(),
             },
         }
     }

@@ -28,14 +28,17 @@
 
 mod body;
 mod future;
+mod held;
 pub mod key;
 #[allow(clippy::module_inception)]
 mod layer;
+mod lease;
 mod response;
 mod service;
 
 pub use self::body::{BoxError, ResponseBody};
 pub use self::future::ResponseFuture;
+pub use self::held::HeldLocks;
 pub use self::key::{KeyError, KeyExtractor};
 pub use self::layer::{OnLost, RedlockLayer, Release};
 pub use self::response::Rejection;
