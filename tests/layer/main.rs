@@ -9,3 +9,5 @@ mod extractors;
 mod faults;
 mod lifecycle;
 mod multi;
+mod lifetime;
+mod wire;
