@@ -8,6 +8,7 @@ mod basic;
 mod extractors;
 mod faults;
 mod lifecycle;
-mod multi;
 mod lifetime;
+mod multi;
+mod nesting;
 mod wire;
