@@ -11,4 +11,5 @@ mod lifecycle;
 mod lifetime;
 mod multi;
 mod nesting;
+mod upgrade;
 mod wire;
