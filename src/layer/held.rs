@@ -59,7 +59,9 @@ impl HeldLocks {
 
     /// Whether one of the leases holds `key`.
     fn holds(&self, key: &str) -> bool {
-        self.locks.iter().any(|lock| lock.keys().iter().any(|k| k == key))
+        self.locks
+            .iter()
+            .any(|lock| lock.keys().iter().any(|k| k == key))
     }
 }
 

@@ -69,7 +69,7 @@ fn bodies_app(redlock: &Redlock, setup: Setup, escaped: &Escaped) -> Router {
 /// Two requests per body kind and setup on one connection: each ends its lease for every
 /// clone — before its last byte with `Release::BeforeResponse`, soon after otherwise.
 async fn each_body_ends_the_lease(protocol: Protocol) {
-    let n = nodes(Duration::from_secs(10)).await;
+    let n = patient_nodes().await;
     for setup in SETUPS {
         let escaped = Escaped::default();
         let server = serve(bodies_app(&n.redlock, setup, &escaped)).await;
@@ -95,10 +95,7 @@ async fn each_body_ends_the_lease(protocol: Protocol) {
                     _ => escaped.all_ended(&what).await,
                 }
             }
-            assert!(
-                !is_held(&n.redlock, &lock_key(kind, setup)).await,
-                "{what}"
-            );
+            assert!(!is_held(&n.redlock, &lock_key(kind, setup)).await, "{what}");
         }
         assert_eq!(escaped.count(), 2 * BodyKind::ALL.len());
     }
@@ -116,8 +113,7 @@ async fn http2_every_body_kind_ends_the_lease() {
 
 #[tokio::test]
 async fn client_disconnect_ends_the_lease_for_every_clone() {
-    // A 10 s ttl: only a release (not expiry) ends it within the time we wait.
-    let n = nodes(Duration::from_secs(10)).await;
+    let n = patient_nodes().await;
     let (entered, escaped) = (Signal::default(), Escaped::default());
     let (e, esc) = (entered.clone(), escaped.clone());
     let app = Router::new().route(
@@ -150,7 +146,7 @@ async fn client_disconnect_ends_the_lease_for_every_clone() {
 
 #[tokio::test]
 async fn client_leaving_mid_body_ends_the_lease_for_every_clone() {
-    let n = nodes(Duration::from_secs(10)).await;
+    let n = patient_nodes().await;
     let escaped = Escaped::default();
     let esc = escaped.clone();
     let app = Router::new().route(
@@ -188,11 +184,11 @@ async fn client_leaving_mid_body_ends_the_lease_for_every_clone() {
 
 #[tokio::test]
 async fn cancel_rejects_an_answer_given_after_the_loss() {
-    let n = nodes(Duration::from_secs(10)).await;
+    let n = patient_nodes().await;
     // Never extended (max_hold), the lease runs out after its ttl while the handler waits.
     let options = LockOptions::new()
         .no_retry()
-        .ttl(Duration::from_millis(300))
+        .ttl(Duration::from_secs(2))
         .max_hold(Duration::from_millis(1));
     let app = Router::new().route(
         "/job",
@@ -209,7 +205,7 @@ async fn cancel_rejects_an_answer_given_after_the_loss() {
 
 #[tokio::test]
 async fn escaped_clone_on_the_plain_path_sees_the_end() {
-    let n = nodes(Duration::from_secs(10)).await;
+    let n = patient_nodes().await;
     let escaped = Escaped::default();
     let esc = escaped.clone();
     let app = Router::new().route(

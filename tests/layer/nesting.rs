@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
@@ -12,10 +11,11 @@ use tower_redlock::layer::HeldLocks;
 use tower_redlock::{HeldLock, RedlockLayer, key};
 
 use crate::common::*;
+use crate::wire::patient_nodes;
 
 #[tokio::test]
 async fn nested_layers_reach_every_lease() {
-    let n = nodes(Duration::from_secs(10)).await;
+    let n = patient_nodes().await;
     let handler = post(|inner: HeldLock, all: HeldLocks| async move {
         let keys: Vec<&str> = all.iter().map(HeldLock::key).collect();
         let held = all.iter().all(HeldLock::is_held);
@@ -78,18 +78,25 @@ async fn nested_layers_on_one_key_are_a_misconfiguration() {
     // The test runs on one thread: every task logs here.
     let _logging = tracing::subscriber::set_default(subscriber);
 
-    let n = nodes(Duration::from_secs(10)).await;
+    let n = patient_nodes().await;
     let app = Router::new()
         .route("/twice", post(|| async { "ran" }))
         // Even waiting, the inner layer would never get the key its outer layer holds.
         .route_layer(RedlockLayer::new(n.redlock.clone(), key::constant("ledger-7")).wait(LONG))
-        .route_layer(RedlockLayer::new(n.redlock.clone(), key::constant("ledger-7")));
+        .route_layer(RedlockLayer::new(
+            n.redlock.clone(),
+            key::constant("ledger-7"),
+        ));
 
     for _ in 0..3 {
         let reply = within("the answer", call(&app, Method::POST, "/twice")).await;
         let doc = reply.problem(500);
         assert_eq!(doc["type"], "urn:tower-redlock:problem:lock-misconfigured");
-        assert!(!reply.body.contains("ledger-7"), "the key leaked: {}", reply.body);
+        assert!(
+            !reply.body.contains("ledger-7"),
+            "the key leaked: {}",
+            reply.body
+        );
         assert!(!is_held(&n.redlock, "ledger-7").await);
     }
     assert_eq!(logs.count("lock the same key"), 1);

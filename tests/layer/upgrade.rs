@@ -2,8 +2,6 @@
 //! hyper never polls a body, so the layer's lease covers the handshake only — it ends when
 //! the response is produced, also for the clone the upgraded task keeps.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::Request;
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -16,6 +14,7 @@ use tokio::net::TcpStream;
 use tower_redlock::{HeldLock, Redlock, RedlockLayer, key};
 
 use crate::common::*;
+use crate::wire::patient_nodes;
 
 /// `GET /ws` under the layer: the upgraded socket first says whether the clone of the
 /// handshake's lease it kept is still held.
@@ -43,7 +42,7 @@ fn websocket_app(redlock: &Redlock, lock_key: &str, hold_body: bool) -> Router {
 
 #[tokio::test]
 async fn websocket_lease_ends_with_the_101() {
-    let n = nodes(Duration::from_secs(10)).await;
+    let n = patient_nodes().await;
     for hold_body in [false, true] {
         let lock_key = format!("ws-{hold_body}");
         let server = serve(websocket_app(&n.redlock, &lock_key, hold_body)).await;
@@ -73,7 +72,7 @@ async fn websocket_lease_ends_with_the_101() {
 
 #[tokio::test]
 async fn connect_tunnel_lease_ends_with_the_2xx() {
-    let n = nodes(Duration::from_secs(10)).await;
+    let n = patient_nodes().await;
     let app = Router::new()
         .fallback(|lock: HeldLock, request: Request| async move {
             let upgrade = hyper::upgrade::on(request);
@@ -86,7 +85,9 @@ async fn connect_tunnel_lease_ends_with_the_2xx() {
             });
             StatusCode::OK
         })
-        .layer(RedlockLayer::new(n.redlock.clone(), key::constant("tunnel")).hold_until_body_end(true));
+        .layer(
+            RedlockLayer::new(n.redlock.clone(), key::constant("tunnel")).hold_until_body_end(true),
+        );
     let server = serve(app).await;
 
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
@@ -101,7 +102,11 @@ async fn connect_tunnel_lease_ends_with_the_2xx() {
         }
         let mut chunk = [0u8; 512];
         let read = within("the tunnel", stream.read(&mut chunk)).await.unwrap();
-        assert!(read > 0, "closed early: {}", String::from_utf8_lossy(&received));
+        assert!(
+            read > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(&received)
+        );
         received.extend_from_slice(&chunk[..read]);
     }
     let text = String::from_utf8(received).unwrap();

@@ -2,7 +2,9 @@
 //! bodies of every kind hyper treats differently, and `HeldLock` clones that escape their
 //! request.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -12,11 +14,11 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::net::SocketAddr;
 use tokio::net::TcpStream;
-use tower_redlock::HeldLock;
+use tower_redlock::testkit::LocalCluster;
+use tower_redlock::{HeldLock, Redlock};
 
-use crate::common::{BoxError, within};
+use crate::common::{BoxError, Nodes, within};
 
 /// `HeldLock` clones that handlers keep past their request (as a spawned task, an
 /// `on_upgrade` closure or shared state would).
@@ -35,7 +37,10 @@ impl Escaped {
     /// Asserts that no kept clone holds its lease any more, right now.
     pub fn assert_none_held(&self, what: &str) {
         for lock in self.0.lock().unwrap().iter() {
-            assert!(!lock.is_held(), "{what}: an escaped clone still holds its lease");
+            assert!(
+                !lock.is_held(),
+                "{what}: an escaped clone still holds its lease"
+            );
         }
     }
 
@@ -200,4 +205,21 @@ pub async fn read_to_end(response: Response<Incoming>) -> ReadToEnd {
         body: String::from_utf8(collected.to_bytes().to_vec()).expect("UTF-8 body"),
         trailers,
     }
+}
+
+/// Five local nodes and an engine with a generous node timeout and a 30 s ttl: these tests
+/// check when a lease ends, not how fast nodes answer, so a loaded machine must not turn a
+/// check into a `503`, and only a release (never expiry) frees a key within their bounds.
+pub async fn patient_nodes() -> Nodes {
+    let cluster = LocalCluster::start(5)
+        .await
+        .expect("start 5 redis-server nodes");
+    let redlock = Redlock::builder()
+        .nodes(cluster.urls())
+        .ttl(Duration::from_secs(30))
+        .node_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .expect("build Redlock");
+    Nodes { cluster, redlock }
 }
