@@ -210,8 +210,16 @@ pub(crate) struct BodyGuard {
     release: Release,
     /// Bytes left of a known length.
     remaining: Option<u64>,
-    /// Once the last frame came: the release to wait for, and that frame (`None`: the end).
-    ending: Option<(Option<BoxFuture<()>>, Option<Frame<Bytes>>)>,
+    /// Set once the last frame came.
+    ending: Option<Ending>,
+}
+
+/// The release under way after the body's last frame, and that frame.
+struct Ending {
+    /// `None` with [`Release::InBackground`].
+    release: Option<BoxFuture<()>>,
+    /// `None`: the end of the body.
+    last: Option<Frame<Bytes>>,
 }
 
 impl BodyGuard {
@@ -251,17 +259,20 @@ impl BodyGuard {
 
     /// Ends the lease; `last` goes out once the release is done.
     fn start_ending(&mut self, last: Option<Frame<Bytes>>) {
-        self.ending = Some((self.lease.end(self.release), last));
+        self.ending = Some(Ending {
+            release: self.lease.end(self.release),
+            last,
+        });
     }
 
     /// Waits for the release started by [`start_ending`](Self::start_ending), then gives the
     /// last frame.
     fn poll_ending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
-        let (release, last) = self.ending.as_mut().expect("the ending has started");
-        if let Some(release) = release {
+        let ending = self.ending.as_mut().expect("the ending has started");
+        if let Some(release) = &mut ending.release {
             ready!(release.as_mut().poll(cx));
         }
-        Poll::Ready(last.take())
+        Poll::Ready(ending.last.take())
     }
 }
 
