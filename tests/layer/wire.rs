@@ -61,6 +61,8 @@ pub enum BodyKind {
     Fixed,
     /// A stream: chunked in HTTP/1, ends with `None`.
     Chunked,
+    /// A stream with a `Content-Length` header: HTTP/1 stops after that many bytes.
+    Declared,
     /// Data then trailers: hyper never polls after the trailers (gRPC's shape).
     Trailers,
     /// `204 No Content`: hyper never polls the body.
@@ -68,9 +70,10 @@ pub enum BodyKind {
 }
 
 impl BodyKind {
-    pub const ALL: [BodyKind; 4] = [
+    pub const ALL: [BodyKind; 5] = [
         BodyKind::Fixed,
         BodyKind::Chunked,
+        BodyKind::Declared,
         BodyKind::Trailers,
         BodyKind::NoContent,
     ];
@@ -80,6 +83,7 @@ impl BodyKind {
         match self {
             BodyKind::Fixed => "/fixed",
             BodyKind::Chunked => "/chunked",
+            BodyKind::Declared => "/declared",
             BodyKind::Trailers => "/trailers",
             BodyKind::NoContent => "/no-content",
         }
@@ -96,7 +100,7 @@ impl BodyKind {
     pub fn text(self) -> &'static str {
         match self {
             BodyKind::Fixed => "fixed body",
-            BodyKind::Chunked => "first,last",
+            BodyKind::Chunked | BodyKind::Declared => "first,last",
             BodyKind::Trailers => "data",
             BodyKind::NoContent => "",
         }
@@ -106,7 +110,7 @@ impl BodyKind {
     pub fn response(self) -> Response<Body> {
         let body = match self {
             BodyKind::Fixed => Body::from(self.text()),
-            BodyKind::Chunked => Body::from_stream(stream::iter([
+            BodyKind::Chunked | BodyKind::Declared => Body::from_stream(stream::iter([
                 Ok::<_, std::io::Error>(Bytes::from_static(b"first,")),
                 Ok(Bytes::from_static(b"last")),
             ])),
@@ -122,10 +126,15 @@ impl BodyKind {
         };
         let mut response = Response::new(body);
         *response.status_mut() = self.status();
-        if self == BodyKind::Trailers {
-            response
-                .headers_mut()
-                .insert("trailer", HeaderValue::from_static("grpc-status"));
+        let headers = response.headers_mut();
+        match self {
+            BodyKind::Trailers => {
+                headers.insert("trailer", HeaderValue::from_static("grpc-status"));
+            }
+            BodyKind::Declared => {
+                headers.insert("content-length", HeaderValue::from(self.text().len()));
+            }
+            _ => {}
         }
         response
     }
