@@ -111,6 +111,47 @@ async fn http2_every_body_kind_ends_the_lease() {
     each_body_ends_the_lease(Protocol::Http2).await;
 }
 
+/// Polled by hand, without hyper: the frame after which hyper asks for nothing more — the
+/// last data of a known length, the trailers — comes only once the release is done, while
+/// the body is still alive.
+#[tokio::test]
+async fn the_last_frame_comes_after_the_release() {
+    let n = patient_nodes().await;
+    let setup = Setup {
+        hold_body: true,
+        release: Release::BeforeResponse,
+    };
+    let escaped = Escaped::default();
+    let app = bodies_app(&n.redlock, setup, &escaped);
+    for kind in [BodyKind::Fixed, BodyKind::Declared, BodyKind::Trailers] {
+        let request = http::Request::post(kind.path())
+            .body(Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(app.clone(), request)
+            .await
+            .unwrap();
+        let mut body = response.into_body();
+        let mut data = Vec::new();
+        for _ in 0..10 {
+            let frame = within("a frame", body.frame()).await.unwrap().unwrap();
+            let Ok(chunk) = frame.into_data() else {
+                break; // the trailers
+            };
+            data.extend_from_slice(&chunk);
+            if kind != BodyKind::Trailers && data == kind.text().as_bytes() {
+                break;
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&data), kind.text(), "{kind:?}");
+        escaped.assert_none_held(&format!("{kind:?}"));
+        assert!(
+            !is_held(&n.redlock, &lock_key(kind, setup)).await,
+            "{kind:?}"
+        );
+        drop(body);
+    }
+}
+
 #[tokio::test]
 async fn client_disconnect_ends_the_lease_for_every_clone() {
     let n = patient_nodes().await;
