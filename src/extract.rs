@@ -1,6 +1,6 @@
-//! Axum extractors: [`HeldLock`] (set by [`RedlockLayer`](crate::RedlockLayer)) and
-//! [`Locked<K>`] (takes the lock itself), plus `IntoResponse` for [`LockError`] and the
-//! rejections.
+//! Axum extractors: [`HeldLock`] and [`HeldLocks`] (set by
+//! [`RedlockLayer`](crate::RedlockLayer)) and [`Locked<K>`] (takes the lock itself), plus
+//! `IntoResponse` for [`LockError`] and the rejections.
 //!
 //! ```no_run
 //! use axum::{Router, extract::State, routing::post};
@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::layer::{KeyError, Rejection};
+use crate::layer::{HeldLocks, KeyError, Rejection};
 use crate::redlock::{HeldLock, LockError, LockOptions, Redlock};
 
 impl IntoResponse for Rejection {
@@ -88,7 +88,10 @@ impl IntoResponse for MissingHeldLock {
     }
 }
 
-/// The lease taken by [`RedlockLayer`](crate::RedlockLayer) for this request.
+/// The lease taken by [`RedlockLayer`](crate::RedlockLayer) for this request: with nested
+/// layers, the innermost one's (every layer's: [`HeldLocks`]).
+///
+/// It lasts as long as the request, whatever clones of it exist (see [`HeldLock`]).
 impl<S: Send + Sync> FromRequestParts<S> for HeldLock {
     type Rejection = MissingHeldLock;
 
@@ -111,6 +114,31 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for HeldLock {
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<HeldLock>().cloned())
+    }
+}
+
+/// Every [`RedlockLayer`](crate::RedlockLayer)'s lease for this request, outermost first.
+impl<S: Send + Sync> FromRequestParts<S> for HeldLocks {
+    type Rejection = MissingHeldLock;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<HeldLocks>()
+            .cloned()
+            .ok_or(MissingHeldLock)
+    }
+}
+
+/// `Option<HeldLocks>`: `None` where no layer took a lock.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for HeldLocks {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<HeldLocks>().cloned())
     }
 }
 

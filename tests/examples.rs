@@ -81,6 +81,18 @@ fn observability_self_test() {
     );
 }
 
+/// With `EXAMPLE_SELF_TEST=1` the `websocket` server, on a free port, lets one presenter into
+/// a room, refuses a second (close code `1013`), and lets a third in once the first left.
+#[test]
+#[cfg(feature = "axum")]
+fn websocket_self_test() {
+    run_example(
+        "websocket",
+        &[("EXAMPLE_SELF_TEST", "1"), ("PORT", "0")],
+        "self-test passed",
+    );
+}
+
 /// `target/<profile>/deps/examples-HASH` → `target/<profile>/examples/NAME`.
 fn example_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test binary");

@@ -6,11 +6,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::layer::Release;
-use crate::redlock::{HeldLock, LockError};
+use super::lease::RequestLease;
+use crate::redlock::LockError;
 
 /// The error type of [`ResponseBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -32,8 +35,8 @@ pin_project! {
     /// The response body of a [`RedlockService`](super::RedlockService).
     ///
     /// With [`hold_until_body_end`](super::RedlockLayer::hold_until_body_end) it holds the
-    /// lease until the inner body has ended (then releases it before signalling the end) or
-    /// is dropped (then releases it in the background).
+    /// lease until the inner body's last frame (then releases it before passing that frame
+    /// on) or until it is dropped (then releases it in the background).
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -107,39 +110,36 @@ where
         match self.project().kind.project() {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Boxed { body } => body.as_mut().poll_frame(cx),
-            KindProj::Inner { body, guard } => {
+            KindProj::Inner { mut body, guard } => {
                 let Some(held) = guard else {
                     return body.poll_frame(cx).map_err(Into::into);
                 };
-                if let Some(release) = &mut held.releasing {
-                    // The body has ended: finish the release, then report the end.
-                    ready!(release.as_mut().poll(cx));
-                    *guard = None;
-                    return Poll::Ready(None);
-                }
-                if let Some(lost) = &mut held.lost
-                    && lost.as_mut().poll(cx).is_ready()
-                {
-                    tracing::warn!("Redlock lease lost while streaming the response: aborting");
-                    // Dropping the lock releases whatever is left in the background.
-                    *guard = None;
-                    return Poll::Ready(Some(Err(LockError::Lost.into())));
-                }
-                match ready!(body.poll_frame(cx)) {
-                    Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
-                    Some(Err(error)) => {
+                if held.ending.is_none() {
+                    if let Some(lost) = &mut held.lost
+                        && lost.as_mut().poll(cx).is_ready()
+                    {
+                        tracing::warn!("Redlock lease lost while streaming the response: aborting");
+                        // Dropping the guard releases whatever is left in the background.
                         *guard = None;
-                        Poll::Ready(Some(Err(error.into())))
+                        return Poll::Ready(Some(Err(LockError::Lost.into())));
                     }
-                    None => {
-                        if held.start_release() {
-                            let release = held.releasing.as_mut().expect("just started");
-                            ready!(release.as_mut().poll(cx));
+                    match ready!(body.as_mut().poll_frame(cx)) {
+                        Some(Ok(frame)) => {
+                            if !held.is_last(&frame, body.is_end_stream()) {
+                                return Poll::Ready(Some(Ok(frame)));
+                            }
+                            held.start_ending(Some(frame));
                         }
-                        *guard = None;
-                        Poll::Ready(None)
+                        Some(Err(error)) => {
+                            *guard = None;
+                            return Poll::Ready(Some(Err(error.into())));
+                        }
+                        None => held.start_ending(None),
                     }
                 }
+                let last = ready!(held.poll_ending(cx));
+                *guard = None;
+                Poll::Ready(last.map(Ok))
             }
         }
     }
@@ -163,53 +163,116 @@ where
     }
 }
 
-/// Keeps the lease while the body streams.
+/// How much body a response will stream, as hyper sees it before sending the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLength {
+    /// None: hyper never polls the body (a `HEAD` request, `1xx` — `101 Switching
+    /// Protocols` included —, `204`, `304`, a `CONNECT`'s `2xx`, an empty body).
+    Empty,
+    /// Exactly this many bytes (size hint or `Content-Length`): hyper stops polling after
+    /// the last one.
+    Known(u64),
+    /// Until the body ends (chunked, HTTP/2 streams).
+    Unknown,
+}
+
+impl BodyLength {
+    /// The body `response` to a `method` request will stream.
+    pub(crate) fn of<B: Body>(method: &Method, response: &Response<B>) -> BodyLength {
+        let status = response.status();
+        let bodyless = method == Method::HEAD
+            || (method == Method::CONNECT && status.is_success())
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let body = response.body();
+        if bodyless || body.is_end_stream() {
+            return BodyLength::Empty;
+        }
+        let declared = || {
+            let value = response.headers().get(CONTENT_LENGTH)?;
+            value.to_str().ok()?.trim().parse::<u64>().ok()
+        };
+        match body.size_hint().exact().or_else(declared) {
+            Some(0) => BodyLength::Empty,
+            Some(length) => BodyLength::Known(length),
+            None => BodyLength::Unknown,
+        }
+    }
+}
+
+/// Holds the request's lease while the body streams; ends it (for every clone) before
+/// passing on the body's last frame — the last data frame of a known length or of a body
+/// that reports its end, the trailers, or the end itself —, or when dropped.
 pub(crate) struct BodyGuard {
-    lock: Option<HeldLock>,
+    lease: RequestLease,
     lost: Option<BoxFuture<()>>,
     release: Release,
-    releasing: Option<BoxFuture<()>>,
+    /// Bytes left of a known length.
+    remaining: Option<u64>,
+    /// Set once the last frame came.
+    ending: Option<Ending>,
+}
+
+/// The release under way after the body's last frame, and that frame.
+struct Ending {
+    /// `None` with [`Release::InBackground`].
+    release: Option<BoxFuture<()>>,
+    /// `None`: the end of the body.
+    last: Option<Frame<Bytes>>,
 }
 
 impl BodyGuard {
-    pub(crate) fn new(lock: HeldLock, lost: Option<BoxFuture<()>>, release: Release) -> Self {
+    pub(crate) fn new(
+        lease: RequestLease,
+        lost: Option<BoxFuture<()>>,
+        release: Release,
+        length: BodyLength,
+    ) -> Self {
+        let remaining = match length {
+            BodyLength::Known(length) => Some(length),
+            BodyLength::Empty => Some(0),
+            BodyLength::Unknown => None,
+        };
         BodyGuard {
-            lock: Some(lock),
+            lease,
             lost,
             release,
-            releasing: None,
+            remaining,
+            ending: None,
         }
     }
 
-    /// Starts the release; `true` when it must be awaited.
-    fn start_release(&mut self) -> bool {
-        let Some(lock) = self.lock.take() else {
-            return false;
-        };
-        match self.release {
-            Release::BeforeResponse => {
-                self.releasing = Some(Box::pin(release(lock)));
-                true
+    /// Whether `frame` is the last one hyper will ask for (`body_ended`: the body reports
+    /// its end after it).
+    fn is_last(&mut self, frame: &Frame<Bytes>, body_ended: bool) -> bool {
+        match frame.data_ref() {
+            Some(data) => {
+                if let Some(remaining) = &mut self.remaining {
+                    *remaining = remaining.saturating_sub(data.len() as u64);
+                }
+                body_ended || self.remaining == Some(0)
             }
-            Release::InBackground => {
-                release_in_background(lock);
-                false
-            }
+            None => frame.is_trailers(),
         }
     }
-}
 
-/// Releases `lock`; a failure only means it will expire on its own.
-pub(crate) async fn release(lock: HeldLock) {
-    if let Err(error) = lock.release().await {
-        tracing::debug!(%error, "Redlock release failed; the lease will expire on its own");
+    /// Ends the lease; `last` goes out once the release is done.
+    fn start_ending(&mut self, last: Option<Frame<Bytes>>) {
+        self.ending = Some(Ending {
+            release: self.lease.end(self.release),
+            last,
+        });
     }
-}
 
-/// Releases `lock` on a background task (or, outside a runtime, when it is dropped).
-pub(crate) fn release_in_background(lock: HeldLock) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(release(lock));
+    /// Waits for the release started by [`start_ending`](Self::start_ending), then gives the
+    /// last frame.
+    fn poll_ending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        let ending = self.ending.as_mut().expect("the ending has started");
+        if let Some(release) = &mut ending.release {
+            ready!(release.as_mut().poll(cx));
+        }
+        Poll::Ready(ending.last.take())
     }
 }
 

@@ -6,13 +6,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::body::{BodyGuard, BoxFuture, ResponseBody, release, release_in_background};
+use super::body::{BodyGuard, BodyLength, BoxFuture, ResponseBody};
+use super::held;
 use super::key::KeyError;
-use super::layer::{OnLost, Release, Settings};
+use super::layer::{OnLost, Settings};
+use super::lease::RequestLease;
 use super::response::Rejection;
 use crate::redlock::{HeldLock, LockError};
 
@@ -20,7 +23,7 @@ pin_project! {
     /// Response future of [`RedlockService`](super::RedlockService).
     ///
     /// Dropping it (e.g. the client went away) drops the inner future and releases the
-    /// lease in the background.
+    /// lease in the background, for every clone of the [`HeldLock`].
     pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
@@ -28,12 +31,14 @@ pin_project! {
         #[pin]
         state: State<S, ReqBody>,
         settings: Arc<Settings>,
+        // Tells which responses have a body hyper will poll.
+        method: Method,
     }
 }
 
 /// The lease while the inner future runs.
 struct Lease {
-    lock: HeldLock,
+    lease: RequestLease,
     /// Resolves when the lease is lost; only with [`OnLost::Cancel`].
     lost: Option<BoxFuture<()>>,
 }
@@ -68,6 +73,7 @@ where
         request: Request<ReqBody>,
         settings: Arc<Settings>,
     ) -> Self {
+        let method = request.method().clone();
         let state = match key {
             Err(error) => State::Rejected {
                 rejection: Some(Rejection::Key(error)),
@@ -81,7 +87,11 @@ where
                 call: Some((inner, request)),
             },
         };
-        ResponseFuture { state, settings }
+        ResponseFuture {
+            state,
+            settings,
+            method,
+        }
     }
 }
 
@@ -108,6 +118,7 @@ type Output<B, E> = Result<Response<ResponseBody<B>>, E>;
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
 {
     type Output = Output<ResBody, S::Error>;
 
@@ -125,13 +136,16 @@ where
                     let (mut inner, mut request) = call.take().expect("polled after completion");
                     match acquired {
                         Ok(lock) => {
-                            request.extensions_mut().insert(lock.clone());
+                            held::record(request.extensions_mut(), &lock);
                             let lost = (this.settings.on_lost == OnLost::Cancel)
                                 .then(|| Box::pin(lock.lost_only()) as BoxFuture<()>);
                             let future = inner.call(request);
                             this.state.set(State::Running {
                                 future,
-                                lease: Some(Lease { lock, lost }),
+                                lease: Some(Lease {
+                                    lease: RequestLease::new(lock),
+                                    lost,
+                                }),
                             });
                         }
                         Err(error) => {
@@ -141,47 +155,50 @@ where
                     }
                 }
                 StateProj::Running { future, lease } => {
-                    if let Poll::Ready(output) = future.poll(cx) {
-                        let Some(Lease { lock, lost }) = lease.take() else {
-                            this.state.set(State::Done);
-                            return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
-                        };
-                        let settings = &**this.settings;
-                        match output {
-                            Ok(response) if settings.hold_body => {
-                                this.state.set(State::Done);
-                                let guard = BodyGuard::new(lock, lost, settings.release);
-                                return Poll::Ready(Ok(
-                                    response.map(|body| ResponseBody::guarded(body, guard))
-                                ));
-                            }
-                            output => match settings.release {
-                                Release::BeforeResponse => this.state.set(State::Releasing {
-                                    release: Box::pin(release(lock)),
-                                    output: Some(output),
-                                }),
-                                Release::InBackground => {
-                                    release_in_background(lock);
-                                    this.state.set(State::Done);
-                                    return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
-                                }
-                            },
-                        }
-                        continue;
-                    }
+                    // Loss first: the inner future's output is only accepted while the lease
+                    // holds.
                     if let Some(Lease {
                         lost: Some(lost), ..
                     }) = lease
                         && lost.as_mut().poll(cx).is_ready()
                     {
-                        tracing::warn!("Redlock lease lost while the request ran: cancelling it");
-                        // Drops the inner future and the lock (released in the background).
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(this
-                            .settings
-                            .reject(&Rejection::Lock(LockError::Lost))));
+                        return Poll::Ready(Ok(cancel(this.state, this.settings)));
                     }
-                    return Poll::Pending;
+                    let output = ready!(future.poll(cx));
+                    let Some(Lease { mut lease, lost }) = lease.take() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
+                    };
+                    let settings = &**this.settings;
+                    if settings.on_lost == OnLost::Cancel && lease.is_lost() {
+                        // Lost while the inner future finished (or its validity ran out
+                        // before the watchdog noticed): its answer did not run locked.
+                        return Poll::Ready(Ok(cancel(this.state, this.settings)));
+                    }
+                    if settings.hold_body
+                        && let Ok(response) = &output
+                    {
+                        let length = BodyLength::of(this.method, response);
+                        if length != BodyLength::Empty {
+                            let guard = BodyGuard::new(lease, lost, settings.release, length);
+                            this.state.set(State::Done);
+                            return Poll::Ready(output.map(|response| {
+                                response.map(|body| ResponseBody::guarded(body, guard))
+                            }));
+                        }
+                    }
+                    // The request ends with the response head (no body hyper will poll, e.g.
+                    // `101 Switching Protocols`, when held until the body's end).
+                    match lease.end(settings.release) {
+                        Some(release) => this.state.set(State::Releasing {
+                            release,
+                            output: Some(output),
+                        }),
+                        None => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
+                        }
+                    }
                 }
                 StateProj::Releasing { release, output } => {
                     ready!(release.as_mut().poll(cx));
@@ -193,4 +210,18 @@ where
             }
         }
     }
+}
+
+/// Drops the inner future and the lease (released in the background) and answers `503`.
+fn cancel<S, ReqBody, ResBody>(
+    state: Pin<&mut State<S, ReqBody>>,
+    settings: &Settings,
+) -> Response<ResponseBody<ResBody>>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    tracing::warn!("Redlock lease lost while the request ran: cancelling it");
+    let mut state = state;
+    state.set(State::Done);
+    settings.reject(&Rejection::Lock(LockError::Lost))
 }

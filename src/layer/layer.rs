@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,17 +11,26 @@ use http_body::Body;
 use tower_layer::Layer;
 
 use super::body::{BoxBody, BoxError, ResponseBody, box_body};
+use super::key::KeyError;
 use super::response::Rejection;
 use super::service::RedlockService;
 use crate::redlock::{LockOptions, Redlock, RetryPolicy};
 
 /// What to do when the lease is lost while the inner service runs (a quorum of nodes
 /// became unreachable or the lease ran out).
+///
+/// With [`Cancel`](OnLost::Cancel) the handler is dropped wherever it is — maybe halfway
+/// through a side effect (a row written, a payment sent) — and the client gets a `503` it
+/// may retry. Make such handlers safe to run again: an idempotency key from the client,
+/// and the lease's fencing token passed to the store so that it refuses a stale holder's
+/// writes. Loss is checked before the handler's answer is accepted: an answer given after
+/// the loss becomes the `503` too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnLost {
     /// Drop the inner future (it stops at its next `.await`) and answer
-    /// `503 Service Unavailable`. The default.
+    /// `503 Service Unavailable`, also when it finished after the lease was lost. The
+    /// default.
     #[default]
     Cancel,
     /// Let the inner future finish; it can watch [`HeldLock::lost`](crate::HeldLock::lost)
@@ -53,6 +63,8 @@ pub(crate) struct Settings {
     pub(crate) release: Release,
     pub(crate) hold_body: bool,
     pub(crate) on_rejection: Option<Arc<RejectFn>>,
+    /// Set once the self-contention of nested layers on one key was logged.
+    pub(crate) nesting_logged: Arc<AtomicBool>,
 }
 
 impl Settings {
@@ -63,6 +75,18 @@ impl Settings {
             Some(respond) => respond(rejection).map(ResponseBody::boxed),
             None => rejection.to_response().map(ResponseBody::full),
         }
+    }
+
+    /// The error for a request whose key an outer layer of the same request already holds:
+    /// the inner layer would wait for the outer one forever. Logged once per layer.
+    pub(crate) fn nested_on_same_key(&self) -> KeyError {
+        const WHY: &str = "two RedlockLayers of one request lock the same key: the inner one \
+                           would wait for the outer one forever; remove one of them or give \
+                           them different keys";
+        if !self.nesting_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!("{WHY}");
+        }
+        KeyError::misconfigured(WHY)
     }
 }
 
@@ -105,6 +129,68 @@ impl Settings {
 /// them per route, so routing information ([`key::param`](super::key::param),
 /// [`key::route`](super::key::route)) is available. It is plain Tower middleware too, for
 /// any `http` service whose response body yields `Bytes`.
+///
+/// # How long the lease lasts
+///
+/// Exactly the request: it is released, for every clone of the
+/// [`HeldLock`](crate::HeldLock), when the response is produced (with
+/// [`hold_until_body_end`](Self::hold_until_body_end): before the body's last frame goes
+/// out), or when the response future or body is dropped (client gone, panic). A clone the
+/// handler moved into a spawned task or shared state sees the lease end with the request;
+/// work that must stay locked longer takes its own lease.
+///
+/// **Upgrades** (`101 Switching Protocols`, e.g. a WebSocket; a `CONNECT`'s `2xx`): the
+/// request is the handshake, so the lease ends when that response is produced, before the
+/// upgraded connection runs (axum runs `on_upgrade` work in a spawned task). To hold a lock
+/// for a socket's life, acquire it with the engine in the upgraded task
+/// (`examples/websocket.rs`).
+///
+/// # Nesting
+///
+/// Each layer of a request adds its lease to the [`HeldLocks`](super::HeldLocks) extension
+/// (outermost first); the [`HeldLock`](crate::HeldLock) extension is the innermost layer's.
+/// An inner layer whose key an outer layer of the same request holds answers `500` (logged
+/// once): it would wait for the outer one forever.
+///
+/// # Layer order
+///
+/// A request waiting for its lock ([`wait`](Self::wait)) has already taken the inner
+/// service's readiness — Tower polls a service ready before the call, before the key is
+/// known — and keeps it for its whole wait. With a `ConcurrencyLimit` or `Buffer` *inside*
+/// this layer, waiters on one hot key hold its permits or slots while no handler runs for
+/// them, and requests for every other key queue behind them. So put limits, buffers, load
+/// shedding and timeouts **outside** this layer, where they count (and shed, and bound)
+/// waiting requests explicitly, nothing between this layer and the handler, and keep
+/// `wait` short — or keep the default: one attempt, `423` at once.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::{BoxError, Router, error_handling::HandleErrorLayer, http::StatusCode};
+/// use axum::routing::post;
+/// use tower::ServiceBuilder;
+/// use tower_redlock::{Redlock, RedlockLayer, key};
+///
+/// # fn demo(redlock: Redlock) {
+/// let app: Router = Router::new().route(
+///     "/orders/{id}/pay",
+///     post(|| async { "paid" }).layer(
+///         ServiceBuilder::new()
+///             // Outermost: the limits' errors become responses.
+///             .layer(HandleErrorLayer::new(|_: BoxError| async {
+///                 StatusCode::SERVICE_UNAVAILABLE
+///             }))
+///             .timeout(Duration::from_secs(10))
+///             .load_shed() // full? `503` at once instead of queueing
+///             .concurrency_limit(64) // counts lock waiters too: they are inside it
+///             // Innermost, right around the handler.
+///             .layer(
+///                 RedlockLayer::new(redlock, key::prefixed("order:", key::param("id")))
+///                     .wait(Duration::from_millis(500)),
+///             ),
+///     ),
+/// );
+/// # let _ = app; }
+/// ```
 pub struct RedlockLayer<K> {
     key: Arc<K>,
     settings: Settings,
@@ -123,6 +209,7 @@ impl<K> RedlockLayer<K> {
                 release: Release::default(),
                 hold_body: false,
                 on_rejection: None,
+                nesting_logged: Arc::default(),
             },
         }
     }
@@ -159,9 +246,15 @@ impl<K> RedlockLayer<K> {
         self
     }
 
-    /// Keep the lease until the response body has been streamed to the end (or dropped,
-    /// e.g. when the client goes away) rather than until the response head is ready.
-    /// For streamed responses that must not interleave with another holder's work.
+    /// Keep the lease until the response body has been streamed to its last frame (or
+    /// dropped, e.g. when the client goes away) rather than until the response head is
+    /// ready. For streamed responses that must not interleave with another holder's work.
+    ///
+    /// The lease ends before the last frame is passed on — the last data frame of a body
+    /// of known length (`String`, `Json`, `Bytes`), the trailers (gRPC), or the end of a
+    /// stream —, as hyper does not ask for more after it. Responses without a body hyper
+    /// would send (`HEAD`, `1xx`/`101`, `204`, `304`, a `CONNECT`'s `2xx`, an empty body)
+    /// end it with the head.
     pub fn hold_until_body_end(mut self, hold: bool) -> Self {
         self.settings.hold_body = hold;
         self

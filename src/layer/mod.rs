@@ -8,8 +8,14 @@
 //!   `400`: RFC 9457 problem+json bodies that never contain the key (see [`Rejection`]).
 //! - The [`HeldLock`](crate::HeldLock) is a request extension (an axum extractor with the
 //!   `axum` feature): handlers can read the fencing token, watch for loss, or release early.
+//!   Nested layers: [`HeldLocks`] lists every layer's lease, outermost first.
 //! - A lost lease cancels the inner future and answers `503` ([`OnLost`]).
-//! - The future being dropped (client disconnect, panic) releases in the background.
+//! - The lease lasts exactly the request, whatever clones exist: released when the response
+//!   is produced (or the body's last frame, with
+//!   [`hold_until_body_end`](RedlockLayer::hold_until_body_end)), or in the background when
+//!   the future or body is dropped (client disconnect, panic). For an upgrade (WebSocket,
+//!   `CONNECT`) that is the handshake only. See [`RedlockLayer`] for this, nesting, and the
+//!   order of layers.
 //!
 //! ```no_run
 //! use axum::{Router, routing::post};
@@ -28,14 +34,17 @@
 
 mod body;
 mod future;
+mod held;
 pub mod key;
 #[allow(clippy::module_inception)]
 mod layer;
+mod lease;
 mod response;
 mod service;
 
 pub use self::body::{BoxError, ResponseBody};
 pub use self::future::ResponseFuture;
+pub use self::held::HeldLocks;
 pub use self::key::{KeyError, KeyExtractor};
 pub use self::layer::{OnLost, RedlockLayer, Release};
 pub use self::response::Rejection;

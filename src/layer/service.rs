@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use http_body::Body;
 use tower_service::Service;
 
 use super::body::ResponseBody;
 use super::future::ResponseFuture;
+use super::held;
 use super::key::KeyExtractor;
 use super::layer::Settings;
 
@@ -69,6 +71,7 @@ impl<S: fmt::Debug, K> fmt::Debug for RedlockService<S, K> {
 impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for RedlockService<S, K>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: Body,
     K: KeyExtractor,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -85,7 +88,12 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = request.into_parts();
-        let key = self.key.extract(&parts);
+        let key = self.key.extract(&parts).and_then(|key| match key {
+            Some(key) if held::held_by_outer_layer(&parts.extensions, &key) => {
+                Err(self.settings.nested_on_same_key())
+            }
+            key => Ok(key),
+        });
         let request = Request::from_parts(parts, body);
         ResponseFuture::new(key, inner, request, self.settings.clone())
     }

@@ -390,6 +390,14 @@ impl Drop for LeaseHandle {
 /// [`release`](HeldLock::release) deletes it at once; dropping the last clone releases it in
 /// the background.
 ///
+/// A lease taken by [`RedlockLayer`](crate::RedlockLayer) lasts as long as its request, not
+/// as long as its clones: the layer releases it (for every clone) when the response is
+/// produced — with `hold_until_body_end`, at the body's last frame —, or when the response
+/// future or body is dropped (the client went away). A clone moved into a spawned task, an
+/// `on_upgrade` closure or shared state then sees `is_held() == false` and `lost()`
+/// resolved. Work that must stay locked beyond the request takes its own lease
+/// (`Locked<K>`, or [`Redlock::acquire`](crate::Redlock::acquire) in that task).
+///
 /// The token never leaves the process: it is not in `Debug` output, not in responses, not
 /// in logs.
 #[derive(Clone)]

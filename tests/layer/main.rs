@@ -9,4 +9,8 @@ mod extractors;
 mod faults;
 mod keys;
 mod lifecycle;
+mod lifetime;
 mod multi;
+mod nesting;
+mod upgrade;
+mod wire;
