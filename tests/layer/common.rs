@@ -73,11 +73,14 @@ pub async fn nodes(ttl: Duration) -> Nodes {
     Nodes { cluster, redlock }
 }
 
+/// An engine on `urls`. The node timeout is a quarter of the ttl, at most 1 s: generous, so
+/// that a loaded machine (CI, two cores) does not turn a slow answer into a `503`, and short
+/// enough that the watchdog still extends in time.
 pub async fn engine(urls: &[String], ttl: Duration) -> Redlock {
     Redlock::builder()
         .nodes(urls.iter().cloned())
         .ttl(ttl)
-        .node_timeout(Duration::from_millis(100))
+        .node_timeout((ttl / 4).min(Duration::from_secs(1)))
         .build()
         .await
         .expect("build Redlock")

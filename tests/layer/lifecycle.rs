@@ -16,7 +16,8 @@ use crate::common::*;
 
 #[tokio::test]
 async fn handler_running_three_ttls_keeps_the_lock() {
-    let ttl = Duration::from_millis(400);
+    // Long enough that a loaded machine still extends in time (node timeout: ttl / 4).
+    let ttl = Duration::from_millis(1200);
     let n = nodes(ttl).await;
     let (entered, gate) = (Signal::default(), Gate::new());
     let (e, g) = (entered.clone(), gate.clone());
