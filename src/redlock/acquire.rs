@@ -156,9 +156,10 @@ async fn retry_loop(
 }
 
 /// The lease the previous local holder handed on with the turn, if there is one this
-/// waiter can take; else the turn back.
+/// waiter can take (on the keys the turn was taken for: the waiter's); else the turn back.
 fn handed_on(turn: LocalTurn, options: &Resolved) -> Result<HeldLock, LocalTurn> {
-    match turn.take_handoff().and_then(|h| h.into_lock(options)) {
+    let handoff = turn.take_handoff();
+    match handoff.and_then(|h| h.into_lock(turn.lock_keys(), options)) {
         Some(lock) => {
             lock.hold_turn(Some(turn));
             Ok(lock)
