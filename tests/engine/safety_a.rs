@@ -1,0 +1,124 @@
+//! Safety regressions (issue 11): keys that could pass for other key sets, a breaker probe
+//! cancelled mid-attempt, releases cancelled mid-way, extensions racing each other.
+
+use std::future::Future;
+use std::task::Poll;
+use std::time::Duration;
+
+use tower_redlock::{CircuitBreaker, LockError, ReleaseOutcome};
+
+use crate::support::*;
+
+/// Polls `future` once, then drops it.
+async fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+/// No key set can be forged from one key: a NUL (or any ASCII control character) is
+/// refused before any node is asked, and the refusal does not echo the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_with_a_control_character_cannot_pass_for_a_key_set() {
+    let cluster = cluster().await;
+    let engine = redlock(&cluster).await;
+    // Spelled like the pair's line in the local queue when ids were joined with NUL.
+    let forged = format!("secret:1\u{0}{PREFIX}lock:secret:2");
+    for key in [forged.as_str(), "secret\n", "secret\u{7f}"] {
+        let err = engine.try_acquire(key).await.unwrap_err();
+        assert!(matches!(err, LockError::InvalidKey { .. }), "{err:?}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+    let err = engine
+        .acquire_many(["secret:1", forged.as_str()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LockError::InvalidKey { .. }), "{err:?}");
+    assert_eq!(holders(&cluster, &forged).await, 0);
+    assert_eq!(holders(&cluster, "secret:1").await, 0);
+}
+
+/// A multi-key waiter queued in this process while single-key leases on one of its keys
+/// come and go (with hand-offs between them) gets a lease on exactly its own keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_key_waiter_only_ever_gets_its_own_keys() {
+    const PAIR: [&str; 2] = ["acct:1", "acct:2"];
+    let cluster = cluster().await;
+    let engine = redlock(&cluster).await;
+    let first = engine.acquire(PAIR[0]).await.unwrap();
+    // Two single-key waiters (the second is handed the first's lease) and a pair waiter.
+    let singles: Vec<_> = (0..2)
+        .map(|_| {
+            let e = engine.clone();
+            tokio::spawn(async move {
+                let lock = e.acquire(PAIR[0]).await?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let keys = lock.keys().to_vec();
+                lock.release().await?;
+                Ok::<_, LockError>(keys)
+            })
+        })
+        .collect();
+    let e = engine.clone();
+    let pair = tokio::spawn(async move { e.acquire_many(PAIR).await });
+    let marked = eventually(Duration::from_secs(5), || async {
+        lock_value(&cluster, 0, PAIR[0])
+            .await
+            .is_some_and(|v| v.ends_with('+'))
+    })
+    .await;
+    assert!(marked, "nobody waited on the nodes");
+    assert_eq!(first.release().await.unwrap(), ReleaseOutcome::Released);
+    for single in singles {
+        assert_eq!(single.await.unwrap().unwrap(), [PAIR[0]]);
+    }
+    let pair = pair.await.unwrap().expect("the pair waiter gets its lock");
+    assert_eq!(pair.keys(), PAIR);
+    assert!(holders(&cluster, PAIR[1]).await >= engine.quorum());
+    assert_eq!(pair.release().await.unwrap(), ReleaseOutcome::Released);
+    for key in PAIR {
+        assert!(released_everywhere(&cluster, key).await);
+    }
+}
+
+/// The half-open probe's acquire, dropped mid-attempt, gives the probe slot back: the next
+/// attempt is admitted (before, the breaker stayed half-open and failed every attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_dropped_mid_attempt_does_not_wedge_the_breaker() {
+    let cluster = cluster().await;
+    let engine = builder(&cluster)
+        .circuit_breaker(CircuitBreaker::new(1, Duration::from_millis(200)))
+        .build()
+        .await
+        .unwrap();
+    pause(&cluster, 0..3);
+    let err = engine.try_acquire("probe").await.unwrap_err();
+    assert!(matches!(err, LockError::Unavailable { .. }), "{err:?}");
+    resume(&cluster, 0..3);
+    // Once the cool-down is over, the first attempt is the probe: polled once (its requests
+    // sent, no reply yet), then dropped.
+    let mut dropped = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match poll_once(engine.try_acquire("probe")).await {
+            Poll::Pending => {
+                dropped = true;
+                break;
+            }
+            // Still cooling down, or the probe failed at once (nodes not back yet).
+            Poll::Ready(Err(LockError::Unavailable { .. })) => {}
+            Poll::Ready(other) => panic!("the probe finished at its first poll: {other:?}"),
+        }
+    }
+    assert!(dropped, "no probe was ever in flight");
+    let admitted = eventually(Duration::from_secs(15), || async {
+        match engine.try_acquire("probe").await {
+            Ok(lock) => lock.release().await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        admitted,
+        "the breaker stayed half-open after its probe was dropped"
+    );
+}
