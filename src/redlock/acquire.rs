@@ -158,7 +158,7 @@ async fn retry_loop(
 /// waiter can take (on the keys the turn was taken for: the waiter's); else the turn back.
 fn handed_on(turn: LocalTurn, options: &Resolved) -> Result<HeldLock, LocalTurn> {
     let handoff = turn.take_handoff();
-    match handoff.and_then(|h| h.into_lock(turn.lock_keys(), options)) {
+    match handoff.and_then(|h| h.into_lock(turn.id(), options)) {
         Some(lock) => {
             lock.hold_turn(Some(turn));
             Ok(lock)

@@ -30,6 +30,7 @@ use super::acquire::{finish_in_background, warn_node};
 use super::carry::{Carried, Swap};
 use super::client::Shared;
 use super::error::LockError;
+use super::keys::QueueId;
 use super::lease::{Claim, HeldLock, LeaseCore, ReleaseOutcome};
 use super::node::int;
 use super::options::Resolved;
@@ -67,20 +68,16 @@ impl Handoff {
         }
     }
 
-    /// The lease for a waiter on `lock_keys` with `options`; `None` (and the hand-off is
+    /// The lease for a waiter on the key set `waiter` with `options`; `None` (and the hand-off is
     /// released) when it cannot take it: it is for other keys (a waiter must never run on
     /// a lease for keys it did not ask for, whatever put the hand-off in its way), the
     /// waiter wants fencing or another ttl, the validity ran out meanwhile, or (carried
     /// over) the swap failed.
-    pub(crate) fn into_lock(
-        mut self,
-        lock_keys: &[String],
-        options: &Resolved,
-    ) -> Option<HeldLock> {
+    pub(crate) fn into_lock(mut self, waiter: QueueId<'_>, options: &Resolved) -> Option<HeldLock> {
         let same_keys = self
             .claim
             .as_ref()
-            .is_some_and(|claim| claim.keys.lock_keys() == lock_keys);
+            .is_some_and(|claim| claim.keys.queue_id() == waiter);
         if !same_keys {
             tracing::error!("Redlock hand-off for other keys refused (a local queue bug)");
             return None;

@@ -79,8 +79,24 @@ impl LockKeys {
     /// key, so that two different key sets never share a line (a joined string could: a
     /// single key may contain the separator). No allocation: this is looked up on every
     /// waiting acquisition.
-    pub(crate) fn queue_id(&self) -> &[String] {
-        &self.lock
+    pub(crate) fn queue_id(&self) -> QueueId<'_> {
+        QueueId(&self.lock)
+    }
+}
+
+/// A key set's identity in the local queue: its lock keys, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct QueueId<'a>(&'a [String]);
+
+impl<'a> QueueId<'a> {
+    /// The id of the key set whose lock keys are `lock_keys` (sorted, deduplicated).
+    pub(crate) fn new(lock_keys: &'a [String]) -> QueueId<'a> {
+        QueueId(lock_keys)
+    }
+
+    /// The lock keys.
+    pub(crate) fn lock_keys(self) -> &'a [String] {
+        self.0
     }
 }
 
@@ -121,8 +137,9 @@ mod tests {
         assert_eq!(keys.lock_keys(), ["p:lock:a", "p:lock:b"]);
         assert_eq!(keys.fence_keys(), ["p:fence:a", "p:fence:b"]);
         assert_eq!(keys.channels(), ["p:released:a", "p:released:b"]);
-        assert_eq!(keys.queue_id(), ["p:lock:a", "p:lock:b"]);
-        assert_eq!(LockKeys::new("p:", ["x"]).unwrap().queue_id(), ["p:lock:x"]);
+        assert_eq!(keys.queue_id().lock_keys(), ["p:lock:a", "p:lock:b"]);
+        let one = LockKeys::new("p:", ["x"]).unwrap();
+        assert_eq!(one.queue_id().lock_keys(), ["p:lock:x"]);
     }
 
     /// A key set laid out without validation (as if a key with a NUL got through).

@@ -13,14 +13,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::handoff::Handoff;
+use super::keys::QueueId;
 
 const SHARDS: usize = 32;
 
-/// A line's identity: the key set's lock keys, compared key by key (see
+/// A line's identity, owned: the key set's lock keys, compared key by key (see
 /// [`LockKeys::queue_id`](super::keys::LockKeys::queue_id)).
-type QueueId = Arc<[String]>;
+type LineId = Arc<[String]>;
 
-type Shard = Mutex<HashMap<QueueId, Arc<Entry>>>;
+type Shard = Mutex<HashMap<LineId, Arc<Entry>>>;
 
 /// One key's line: one turn at a time, and the lease left for the next turn, if any.
 struct Entry {
@@ -57,7 +58,8 @@ impl LocalQueues {
     }
 
     /// Whether someone in this process holds or waits for a turn on `id`.
-    pub(crate) fn is_busy(&self, id: &[String]) -> bool {
+    pub(crate) fn is_busy(&self, id: &QueueId<'_>) -> bool {
+        let id = id.lock_keys();
         self.shard(id)
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -68,10 +70,10 @@ impl LocalQueues {
     /// The flag tells whether the turn had to be waited for (someone local had it).
     pub(crate) async fn turn(
         self: &Arc<Self>,
-        id: &[String],
+        id: &QueueId<'_>,
         deadline: Option<Instant>,
     ) -> Option<(LocalTurn, bool)> {
-        let slot = self.join(id);
+        let slot = self.join(id.lock_keys());
         if let Ok(permit) = slot.entry.semaphore.clone().try_acquire_owned() {
             let turn = LocalTurn {
                 _permit: permit,
@@ -98,7 +100,7 @@ impl LocalQueues {
         let (id, entry) = match shard.get_key_value(id) {
             Some((id, entry)) => (id.clone(), entry.clone()),
             None => {
-                let id: QueueId = id.into();
+                let id: LineId = id.into();
                 let entry = Arc::new(Entry {
                     semaphore: Arc::new(Semaphore::new(1)),
                     mailbox: Mutex::default(),
@@ -125,7 +127,7 @@ impl LocalQueues {
 /// A place in a key's line; the last one to go removes the line.
 struct Slot {
     queues: Arc<LocalQueues>,
-    id: QueueId,
+    id: LineId,
     entry: Arc<Entry>,
 }
 
@@ -158,10 +160,10 @@ impl LocalTurn {
         self.slot.entry.users.load(Ordering::Relaxed) > 1
     }
 
-    /// The lock keys this turn was taken for: the waiter's own (see
+    /// The key set this turn was taken for: the waiter's own (see
     /// [`LockKeys::queue_id`](super::keys::LockKeys::queue_id)).
-    pub(crate) fn lock_keys(&self) -> &[String] {
-        &self.slot.id
+    pub(crate) fn id(&self) -> QueueId<'_> {
+        QueueId::new(&self.slot.id)
     }
 
     /// Ends the turn, leaving `handoff` to whoever takes the next one.
@@ -201,18 +203,23 @@ mod tests {
     async fn turns_are_exclusive_fifo_and_leave_no_state() {
         let queues = Arc::new(LocalQueues::default());
         let k = id(&["k"]);
-        let (first, waited) = queues.turn(&k, None).await.unwrap();
+        let (first, waited) = queues.turn(&QueueId::new(&k), None).await.unwrap();
         assert!(!waited);
         assert!(!first.has_followers());
         // Someone else waits; a deadline gives up without leaking.
         let soon = Instant::now() + Duration::from_millis(20);
-        assert!(queues.turn(&k, Some(soon)).await.is_none());
-        let (other, _) = queues.turn(&id(&["other"]), None).await.unwrap();
+        assert!(queues.turn(&QueueId::new(&k), Some(soon)).await.is_none());
+        let (other, _) = queues
+            .turn(&QueueId::new(&id(&["other"])), None)
+            .await
+            .unwrap();
         assert_eq!(queues.len(), 2);
         let q = queues.clone();
         let waiter = tokio::spawn(async move {
             let k = id(&["k"]);
-            q.turn(&k, None).await.is_some_and(|(_, w)| w)
+            q.turn(&QueueId::new(&k), None)
+                .await
+                .is_some_and(|(_, w)| w)
         });
         // One thread: the waiter runs up to its wait now.
         tokio::task::yield_now().await;
@@ -229,11 +236,11 @@ mod tests {
         // Ids a joined string would confuse: the same text, cut differently.
         let pair = id(&["p:lock:a", "p:lock:b"]);
         let one = id(&["p:lock:a\u{0}p:lock:b"]);
-        let (_pair, _) = queues.turn(&pair, None).await.unwrap();
-        assert!(!queues.is_busy(&one));
-        let (turn, waited) = queues.turn(&one, None).await.unwrap();
+        let (_pair, _) = queues.turn(&QueueId::new(&pair), None).await.unwrap();
+        assert!(!queues.is_busy(&QueueId::new(&one)));
+        let (turn, waited) = queues.turn(&QueueId::new(&one), None).await.unwrap();
         assert!(!waited, "another key set's turn was waited for");
-        assert_eq!(turn.lock_keys(), one);
+        assert_eq!(turn.id().lock_keys(), one);
         assert_eq!(queues.len(), 2);
     }
 
@@ -255,7 +262,7 @@ mod tests {
                         start.wait().await;
                         // Half wait for the turn, half give up at once (as a deadline would).
                         let deadline = (user % 2 == 1).then(Instant::now);
-                        drop(queues.turn(&k, deadline).await);
+                        drop(queues.turn(&QueueId::new(&k), deadline).await);
                     })
                 })
                 .collect();
