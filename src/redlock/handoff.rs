@@ -135,7 +135,7 @@ impl Drop for Handoff {
 }
 
 /// Deletes `claim`'s token wherever it is, announced.
-async fn release_everywhere(shared: Arc<Shared>, claim: Arc<Claim>) {
+pub(crate) async fn release_everywhere(shared: Arc<Shared>, claim: Arc<Claim>) {
     let rest = shared
         .broadcast(release_call(&claim, true))
         .drain(&shared, |_| {});

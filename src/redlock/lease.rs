@@ -197,7 +197,17 @@ impl LeaseCore {
     /// that task at once (see [`carry`]) or hands it on after one round trip (see
     /// [`handoff`]); else releases it on the nodes, then passes the local turn on and wakes
     /// local waiters. A lease that was itself carried over first waits for its own swap.
+    ///
+    /// Dropped before it completes (a client disconnect, a cancelled `with_lock`), it still
+    /// happens: see [`Unfinished`].
     async fn finish(self: &Arc<Self>, was_held: bool) -> Result<ReleaseOutcome, LockError> {
+        let unfinished = Unfinished(Some(self.clone()));
+        let result = self.finish_inner(was_held).await;
+        unfinished.disarm();
+        result
+    }
+
+    async fn finish_inner(self: &Arc<Self>, was_held: bool) -> Result<ReleaseOutcome, LockError> {
         let mut was_held = was_held;
         if let Some(carried) = self.carried.get() {
             // Carried over: on every node, whatever this lease sends follows its swap.
@@ -362,6 +372,46 @@ impl LeaseCore {
         // Stragglers still get their delete, without the caller waiting for them.
         finish_in_background(&self.shared, fanout);
         release_outcome(released, foreign, expired, failed, total, quorum)
+    }
+}
+
+/// A release under way ([`LeaseCore::finish`]). Dropped before it completed, it hands the
+/// rest to the engine's background task: the lease is already marked released, so nothing
+/// else would release it, and the keys would stay until they expire.
+///
+/// The rest: after the lease's own carried swap (if any) is decided, our token is deleted
+/// from every node (announced), then the local turn, if this lease still has it, is passed
+/// on and local waiters are woken. Whatever the dropped release had started has its own
+/// drop path: a hand-off's fresh token is released by the dropped [`Handoff`]
+/// (see [`handoff`]); a carried swap is settled as failed, so the next holder learns its
+/// lease is lost and releases the fresh token itself (see [`carry`]); a turn taken out of
+/// the lease is passed on as it drops. A request of ours that the dropped release had
+/// already sent runs before this release on the node's connection, so it cannot set our
+/// token again after it.
+///
+/// Disarmed when the release completes: no task, no allocation on that path.
+struct Unfinished(Option<Arc<LeaseCore>>);
+
+impl Unfinished {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(core) = self.0.take() else {
+            return;
+        };
+        let shared = core.shared.clone();
+        shared.janitor.run(async move {
+            if let Some(carried) = core.carried.get() {
+                carried.settled().await;
+            }
+            handoff::release_everywhere(core.shared.clone(), core.claim.clone()).await;
+            drop(core.take_turn());
+            core.shared.wake.notify_local(core.claim.keys.channels());
+        });
     }
 }
 

@@ -122,3 +122,63 @@ async fn a_probe_dropped_mid_attempt_does_not_wedge_the_breaker() {
         "the breaker stayed half-open after its probe was dropped"
     );
 }
+
+/// A release whose future is dropped after it began (a client disconnect, a cancelled
+/// `with_lock`) still happens, in the background: a local waiter and another engine get
+/// the key long before its 60 s ttl, and no node keeps it. One thread: the release's
+/// requests are queued but not yet written when it is dropped, so none of them would go
+/// out on its own.
+#[tokio::test]
+async fn a_release_dropped_mid_way_still_releases() {
+    const KEY: &str = "cancelled-release";
+    let cluster = cluster().await;
+    let long = || builder(&cluster).ttl(Duration::from_secs(60));
+    let engine = long().build().await.unwrap();
+    let other = long().build().await.unwrap();
+    let lock = engine.acquire(KEY).await.unwrap();
+    let e = engine.clone();
+    let waiter = tokio::spawn(async move {
+        let options = tower_redlock::LockOptions::new()
+            .retry(tower_redlock::RetryPolicy::until(Duration::from_secs(30)));
+        e.acquire_with(KEY, options).await
+    });
+    let marked = eventually(Duration::from_secs(5), || async {
+        lock_value(&cluster, 0, KEY)
+            .await
+            .is_some_and(|v| v.ends_with('+'))
+    })
+    .await;
+    assert!(marked, "the local waiter never waited on the nodes");
+
+    assert!(poll_once(lock.release()).await.is_pending());
+    let next = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the local waiter got the key before the ttl")
+        .unwrap()
+        .expect("the local waiter got the key");
+    assert_eq!(next.release().await.unwrap(), ReleaseOutcome::Released);
+    let free = eventually(Duration::from_secs(20), || async {
+        holders(&cluster, KEY).await == 0
+    })
+    .await;
+    assert!(free, "a node kept the key");
+    let lock = other
+        .try_acquire(KEY)
+        .await
+        .expect("another engine gets it");
+    lock.release().await.unwrap();
+
+    // Uncontended, with nobody waiting: the same.
+    let lock = engine.acquire(KEY).await.unwrap();
+    assert!(poll_once(lock.release()).await.is_pending());
+    let free = eventually(Duration::from_secs(20), || async {
+        holders(&cluster, KEY).await == 0
+    })
+    .await;
+    assert!(free, "a node kept the key");
+    let lock = other
+        .try_acquire(KEY)
+        .await
+        .expect("another engine gets it");
+    lock.release().await.unwrap();
+}
