@@ -5,7 +5,8 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
 
-use tower_redlock::{CircuitBreaker, LockError, ReleaseOutcome};
+use tokio::time::Instant;
+use tower_redlock::{CircuitBreaker, LockError, LockOptions, ReleaseOutcome};
 
 use crate::support::*;
 
@@ -138,8 +139,8 @@ async fn a_release_dropped_mid_way_still_releases() {
     let lock = engine.acquire(KEY).await.unwrap();
     let e = engine.clone();
     let waiter = tokio::spawn(async move {
-        let options = tower_redlock::LockOptions::new()
-            .retry(tower_redlock::RetryPolicy::until(Duration::from_secs(30)));
+        let options =
+            LockOptions::new().retry(tower_redlock::RetryPolicy::until(Duration::from_secs(30)));
         e.acquire_with(KEY, options).await
     });
     let marked = eventually(Duration::from_secs(5), || async {
@@ -180,5 +181,93 @@ async fn a_release_dropped_mid_way_still_releases() {
         .try_acquire(KEY)
         .await
         .expect("another engine gets it");
+    lock.release().await.unwrap();
+}
+
+/// The latest expiry that at least a quorum of nodes holds for lock key `key`, as a lower
+/// bound on the monotonic clock (`PTTL` asked after `Instant::now()`).
+async fn quorum_expiry(cluster: &tower_redlock::testkit::LocalCluster, key: &str) -> Instant {
+    let asked = Instant::now();
+    let mut ends = Vec::new();
+    for i in 0..cluster.len() {
+        let mut conn = raw(cluster, i).await;
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(format!("{PREFIX}lock:{key}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        ends.push(asked + Duration::from_millis(u64::try_from(pttl).unwrap_or(0)));
+    }
+    ends.sort_unstable_by(|a, b| b.cmp(a));
+    ends[cluster.len() / 2]
+}
+
+/// `valid_until` never overstates what a quorum of nodes holds (1 ms for `PTTL`'s rounding).
+async fn assert_not_overstated(
+    cluster: &tower_redlock::testkit::LocalCluster,
+    lock: &tower_redlock::HeldLock,
+    round: usize,
+) {
+    let claimed = lock.valid_until();
+    let held = quorum_expiry(cluster, lock.key()).await + Duration::from_millis(1);
+    assert!(
+        claimed <= held,
+        "round {round}: valid_until is {:?} past what a quorum holds",
+        claimed - held
+    );
+}
+
+fn no_watchdog() -> LockOptions {
+    LockOptions::new().auto_extend(false)
+}
+
+/// A long extension sent first but finishing last (its caller was busy) must not leave
+/// `valid_until` at its end when a short one sent after it ran last on the nodes.
+#[tokio::test]
+async fn an_extension_finishing_last_does_not_overstate_the_lease() {
+    const KEY: &str = "ext-order";
+    let cluster = cluster().await;
+    let engine = redlock(&cluster).await;
+    let lock = engine.acquire_with(KEY, no_watchdog()).await.unwrap();
+    let (a, b) = (lock.clone(), lock.clone());
+    let mut long = std::pin::pin!(a.extend(Duration::from_secs(60)));
+    // The long extension's requests are queued; then its caller looks away.
+    let first = std::future::poll_fn(|cx| Poll::Ready(long.as_mut().poll(cx))).await;
+    assert!(first.is_pending());
+    let mut short = std::pin::pin!(b.extend(Duration::from_secs(5)));
+    // The short one, alone: it used to run at once; now it waits for the long one.
+    let short_alone = tokio::time::timeout(Duration::from_millis(300), short.as_mut()).await;
+    long.await.unwrap();
+    match short_alone {
+        Ok(result) => result.unwrap(),
+        Err(_waiting) => short.await.unwrap(),
+    }
+    assert_not_overstated(&cluster, &lock, 0).await;
+    lock.release().await.unwrap();
+}
+
+/// Long and short extensions of one lease, from two clones at once, many times: after
+/// each round, `valid_until` is within what a quorum of nodes holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_extensions_never_overstate_the_lease() {
+    const KEY: &str = "ext-race";
+    const ROUNDS: usize = 40;
+    let cluster = cluster().await;
+    let engine = redlock(&cluster).await;
+    let lock = engine.acquire_with(KEY, no_watchdog()).await.unwrap();
+    for round in 0..ROUNDS {
+        let (a, b) = (lock.clone(), lock.clone());
+        let (long, short) = (Duration::from_secs(60), Duration::from_secs(5));
+        let (first, second) = if round % 2 == 0 {
+            (long, short)
+        } else {
+            (short, long)
+        };
+        let one = tokio::spawn(async move { a.extend(first).await });
+        let two = tokio::spawn(async move { b.extend(second).await });
+        one.await.unwrap().unwrap();
+        two.await.unwrap().unwrap();
+        assert_not_overstated(&cluster, &lock, round).await;
+    }
     lock.release().await.unwrap();
 }
