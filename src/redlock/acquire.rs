@@ -7,7 +7,6 @@ use rand::Rng;
 use redis::{Cmd, Value};
 use tokio::time::Instant;
 
-use super::breaker::Admission;
 use super::client::Shared;
 use super::error::LockError;
 use super::fanout::{Fanout, Reply};
@@ -156,9 +155,10 @@ async fn retry_loop(
 }
 
 /// The lease the previous local holder handed on with the turn, if there is one this
-/// waiter can take; else the turn back.
+/// waiter can take (on the keys the turn was taken for: the waiter's); else the turn back.
 fn handed_on(turn: LocalTurn, options: &Resolved) -> Result<HeldLock, LocalTurn> {
-    match turn.take_handoff().and_then(|h| h.into_lock(options)) {
+    let handoff = turn.take_handoff();
+    match handoff.and_then(|h| h.into_lock(turn.id(), options)) {
         Some(lock) => {
             lock.hold_turn(Some(turn));
             Ok(lock)
@@ -211,32 +211,36 @@ async fn mark_awaited(shared: &Arc<Shared>, keys: &Arc<LockKeys>) -> Mark {
     mark
 }
 
-/// One attempt, unless the circuit breaker says to fail fast.
+/// One attempt, unless the circuit breaker says to fail fast. The breaker's ticket lives
+/// across the attempt: dropped with it (the caller cancelled), it gives a probe slot back.
 async fn guarded_attempt(
     shared: &Arc<Shared>,
     keys: &Arc<LockKeys>,
     options: &Resolved,
 ) -> Result<HeldLock, LockError> {
-    let admission = shared.breaker.admit();
-    if let Admission::Rejected(wait) = admission {
-        return Err(LockError::Unavailable {
-            reachable: 0,
-            total: shared.total(),
-            required: shared.quorum,
-            retry_after: wait.max(Duration::from_millis(1)),
-            circuit_open: true,
-        });
-    }
+    let ticket = match shared.breaker.admit() {
+        Ok(ticket) => ticket,
+        Err(wait) => {
+            return Err(LockError::Unavailable {
+                reachable: 0,
+                total: shared.total(),
+                required: shared.quorum,
+                retry_after: wait.max(Duration::from_millis(1)),
+                circuit_open: true,
+            });
+        }
+    };
     let start = Instant::now();
     let result = attempt(shared, keys, options).await;
     let outcome = telemetry::acquire_outcome(&result.as_ref().map(drop));
     telemetry::attempt(&options.label, outcome, start.elapsed());
     let unavailable = matches!(result, Err(LockError::Unavailable { .. }));
-    let opened = shared.breaker.record(&admission, unavailable);
+    let probe = ticket.is_probe();
+    let opened = ticket.record(unavailable);
     if opened {
         tracing::warn!("Redlock circuit breaker opened: the quorum was unreachable repeatedly");
         telemetry::circuit(true, true);
-    } else if admission == Admission::Probe && !unavailable {
+    } else if probe && !unavailable {
         tracing::info!("Redlock circuit breaker closed: the quorum is reachable again");
         telemetry::circuit(false, false);
     }

@@ -82,15 +82,37 @@ pub(crate) struct Breaker {
     open_until: AtomicU64,
 }
 
-/// What the breaker allows for one attempt.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Admission {
-    /// Go ahead.
-    Allowed,
-    /// Go ahead as the half-open probe.
-    Probe,
-    /// Fail fast; retry after this long.
-    Rejected(Duration),
+/// The breaker's leave for one attempt, from [`Breaker::admit`]. Its outcome goes back
+/// through [`record`](Ticket::record). The half-open probe's ticket dropped without an
+/// outcome (its attempt was cancelled: a client disconnect, a `timeout`, a `select!`) gives
+/// the probe slot back: the breaker is open again with a probe allowed at once, instead of
+/// staying half-open — failing every attempt — for good.
+#[must_use = "an attempt's outcome goes back through `record`"]
+pub(crate) struct Ticket<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+}
+
+impl Ticket<'_> {
+    /// Whether this attempt is the half-open probe.
+    pub(crate) fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Records the attempt's outcome: `unavailable` when no quorum could be reached.
+    /// Returns `true` when this call opened the breaker.
+    pub(crate) fn record(mut self, unavailable: bool) -> bool {
+        let probe = std::mem::take(&mut self.probe);
+        self.breaker.record(probe, unavailable)
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.breaker.probe_abandoned();
+        }
+    }
 }
 
 impl Breaker {
@@ -117,17 +139,23 @@ impl Breaker {
         }
     }
 
-    pub(crate) fn admit(&self) -> Admission {
+    /// Lets an attempt go (`Ok`, maybe as the half-open probe), or says to fail fast and
+    /// retry after the returned time.
+    pub(crate) fn admit(&self) -> Result<Ticket<'_>, Duration> {
+        let ticket = |probe| Ticket {
+            breaker: self,
+            probe,
+        };
         if self.policy.is_none() {
-            return Admission::Allowed;
+            return Ok(ticket(false));
         }
         match self.state.load(Ordering::Acquire) {
-            CLOSED => Admission::Allowed,
+            CLOSED => Ok(ticket(false)),
             OPEN => {
                 let until = self.open_until.load(Ordering::Acquire);
                 let now = self.now();
                 if now < until {
-                    return Admission::Rejected(Duration::from_nanos(until - now));
+                    return Err(Duration::from_nanos(until - now));
                 }
                 // Cool-down over: exactly one caller becomes the probe.
                 match self.state.compare_exchange(
@@ -136,23 +164,23 @@ impl Breaker {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => Admission::Probe,
-                    Err(_) => Admission::Rejected(Duration::from_millis(10)),
+                    Ok(_) => Ok(ticket(true)),
+                    Err(_) => Err(Duration::from_millis(10)),
                 }
             }
-            _ => Admission::Rejected(Duration::from_millis(10)),
+            _ => Err(Duration::from_millis(10)),
         }
     }
 
-    /// Records an attempt's outcome: `unavailable` when no quorum could be reached.
-    /// Returns `true` when this call opened the breaker.
-    pub(crate) fn record(&self, admission: &Admission, unavailable: bool) -> bool {
+    /// Records an attempt's outcome (`probe`: it was the half-open probe). Returns `true`
+    /// when this call opened the breaker.
+    fn record(&self, probe: bool, unavailable: bool) -> bool {
         let Some(policy) = self.policy else {
             return false;
         };
         if !unavailable {
             self.consecutive.store(0, Ordering::Release);
-            if *admission == Admission::Probe || self.state.load(Ordering::Acquire) != CLOSED {
+            if probe || self.state.load(Ordering::Acquire) != CLOSED {
                 self.state.store(CLOSED, Ordering::Release);
             }
             return false;
@@ -161,7 +189,7 @@ impl Breaker {
             .consecutive
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
-        if *admission == Admission::Probe || failures >= policy.failures {
+        if probe || failures >= policy.failures {
             let until = self
                 .now()
                 .saturating_add(u64::try_from(policy.cool_down.as_nanos()).unwrap_or(u64::MAX));
@@ -172,50 +200,101 @@ impl Breaker {
         }
         false
     }
+
+    /// The probe went without an outcome: open again, with the next attempt as the probe.
+    /// Only from half-open: if another attempt's outcome moved the breaker meanwhile, that
+    /// outcome stands.
+    fn probe_abandoned(&self) {
+        // The cool-down is over already: the deadline goes first, then the state that
+        // makes anyone read it.
+        self.open_until.store(self.now(), Ordering::Release);
+        let _ = self
+            .state
+            .compare_exchange(HALF_OPEN, OPEN, Ordering::AcqRel, Ordering::Acquire);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn allowed(b: &Breaker) -> Ticket<'_> {
+        let ticket = b.admit().expect("admitted");
+        assert!(!ticket.is_probe());
+        ticket
+    }
+
+    fn probe(b: &Breaker) -> Ticket<'_> {
+        let ticket = b.admit().expect("admitted");
+        assert!(ticket.is_probe());
+        ticket
+    }
+
+    /// A breaker of `failures` opened by as many unreachable quorums, its 1 s cool-down over.
+    async fn opened_and_cooled_down(failures: u32) -> Breaker {
+        let b = Breaker::new(Some(CircuitBreaker::new(failures, Duration::from_secs(1))));
+        for _ in 0..failures {
+            allowed(&b).record(true);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        b
+    }
+
     #[tokio::test(start_paused = true)]
     async fn opens_fails_fast_probes_and_closes() {
         let b = Breaker::new(Some(CircuitBreaker::new(3, Duration::from_secs(1))));
         for _ in 0..2 {
-            let a = b.admit();
-            assert_eq!(a, Admission::Allowed);
-            assert!(!b.record(&a, true));
+            assert!(!allowed(&b).record(true));
         }
-        let a = b.admit();
-        assert!(b.record(&a, true), "third failure opens");
+        assert!(allowed(&b).record(true), "third failure opens");
         assert_eq!(b.state(), BreakerState::Open);
-        assert!(matches!(b.admit(), Admission::Rejected(d) if d <= Duration::from_secs(1)));
+        assert!(matches!(b.admit(), Err(d) if d <= Duration::from_secs(1)));
 
         tokio::time::advance(Duration::from_millis(1001)).await;
-        let probe = b.admit();
-        assert_eq!(probe, Admission::Probe);
-        assert!(
-            matches!(b.admit(), Admission::Rejected(_)),
-            "one probe at a time"
-        );
-        assert!(b.record(&probe, true), "failed probe re-opens");
+        let first = probe(&b);
+        assert!(b.admit().is_err(), "one probe at a time");
+        assert!(first.record(true), "failed probe re-opens");
         assert_eq!(b.state(), BreakerState::Open);
 
         tokio::time::advance(Duration::from_millis(1001)).await;
-        let probe = b.admit();
-        assert_eq!(probe, Admission::Probe);
-        b.record(&probe, false);
+        probe(&b).record(false);
         assert_eq!(b.state(), BreakerState::Closed);
-        assert_eq!(b.admit(), Admission::Allowed);
+        allowed(&b).record(false);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_without_an_outcome_gives_its_slot_back() {
+        let b = opened_and_cooled_down(1).await;
+        let abandoned = probe(&b);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        drop(abandoned);
+        // Open, but the cool-down is not served again: the next attempt probes at once.
+        assert_eq!(b.state(), BreakerState::Open);
+        let next = probe(&b);
+        assert!(b.admit().is_err(), "still one probe at a time");
+        next.record(false);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_leaves_a_later_outcome_alone() {
+        let b = opened_and_cooled_down(1).await;
+        let abandoned = probe(&b);
+        // An attempt admitted before the breaker opened succeeds meanwhile: closed.
+        b.record(false, false);
+        drop(abandoned);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // A non-probe ticket dropped without an outcome changes nothing.
+        drop(allowed(&b));
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]
     fn disabled_always_allows() {
         let b = Breaker::new(None);
         for _ in 0..100 {
-            let a = b.admit();
-            assert_eq!(a, Admission::Allowed);
-            b.record(&a, true);
+            allowed(&b).record(true);
         }
         assert_eq!(b.state(), BreakerState::Disabled);
     }

@@ -30,6 +30,7 @@ use super::acquire::{finish_in_background, warn_node};
 use super::carry::{Carried, Swap};
 use super::client::Shared;
 use super::error::LockError;
+use super::keys::QueueId;
 use super::lease::{Claim, HeldLock, LeaseCore, ReleaseOutcome};
 use super::node::int;
 use super::options::Resolved;
@@ -67,10 +68,20 @@ impl Handoff {
         }
     }
 
-    /// The lease for a waiter with `options`; `None` (and the hand-off is released) when it
-    /// cannot take it: it wants fencing or another ttl, the validity ran out meanwhile, or
-    /// (carried over) the swap failed.
-    pub(crate) fn into_lock(mut self, options: &Resolved) -> Option<HeldLock> {
+    /// The lease for a waiter on the key set `waiter` with `options`; `None` (and the hand-off is
+    /// released) when it cannot take it: it is for other keys (a waiter must never run on
+    /// a lease for keys it did not ask for, whatever put the hand-off in its way), the
+    /// waiter wants fencing or another ttl, the validity ran out meanwhile, or (carried
+    /// over) the swap failed.
+    pub(crate) fn into_lock(mut self, waiter: QueueId<'_>, options: &Resolved) -> Option<HeldLock> {
+        let same_keys = self
+            .claim
+            .as_ref()
+            .is_some_and(|claim| claim.keys.queue_id() == waiter);
+        if !same_keys {
+            tracing::error!("Redlock hand-off for other keys refused (a local queue bug)");
+            return None;
+        }
         if options.fencing || options.ttl != self.ttl {
             return None;
         }
@@ -124,7 +135,7 @@ impl Drop for Handoff {
 }
 
 /// Deletes `claim`'s token wherever it is, announced.
-async fn release_everywhere(shared: Arc<Shared>, claim: Arc<Claim>) {
+pub(crate) async fn release_everywhere(shared: Arc<Shared>, claim: Arc<Claim>) {
     let rest = shared
         .broadcast(release_call(&claim, true))
         .drain(&shared, |_| {});
@@ -194,4 +205,86 @@ pub(crate) async fn transfer(
     });
     let outcome = release_outcome(moved + released, foreign, expired, failed, total, quorum);
     (outcome, None)
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::redlock::keys::LockKeys;
+    use crate::testkit::{LocalCluster, eventually};
+    use crate::{LockOptions, Redlock};
+
+    /// A hand-off of a lease on `held` (its token set on every node, as after a swap).
+    async fn handoff_on(cluster: &LocalCluster, engine: &Redlock, held: &[&str]) -> Handoff {
+        let shared = engine.shared.clone();
+        let keys = Arc::new(LockKeys::new(&shared.config.key_prefix, held).unwrap());
+        let claim = Arc::new(Claim::new(keys.clone()));
+        for i in 0..cluster.len() {
+            let mut conn = redis::Client::open(cluster.url(i))
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            for key in keys.lock_keys() {
+                let () = redis::cmd("SET")
+                    .arg(key)
+                    .arg(claim.token.as_bytes())
+                    .arg("PX")
+                    .arg(60_000)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+        let ttl = shared.config.ttl;
+        Handoff {
+            shared,
+            claim: Some(claim),
+            ttl,
+            valid_until: Instant::now() + ttl / 2,
+            carried: None,
+        }
+    }
+
+    async fn exists(cluster: &LocalCluster, key: &str) -> bool {
+        let mut conn = redis::Client::open(cluster.url(0))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::AsyncCommands::exists(&mut conn, key).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hand_off_for_other_keys_is_refused_and_released() {
+        let cluster = LocalCluster::start(1).await.unwrap();
+        let engine = Redlock::builder()
+            .nodes(cluster.urls())
+            .key_prefix("h:")
+            .build()
+            .await
+            .unwrap();
+        let waiter = LockKeys::new("h:", ["order:1", "order:2"]).unwrap();
+        let options = engine
+            .shared
+            .resolve(&LockOptions::new(), &waiter.user)
+            .unwrap();
+
+        // A lease on one of the waiter's keys only: not the waiter's lease.
+        let other = handoff_on(&cluster, &engine, &["order:1"]).await;
+        assert!(other.into_lock(waiter.queue_id(), &options).is_none());
+        let released = eventually(std::time::Duration::from_secs(5), || async {
+            !exists(&cluster, "h:lock:order:1").await
+        });
+        assert!(released.await, "the refused hand-off was not released");
+
+        // The waiter's own keys: taken.
+        let own = handoff_on(&cluster, &engine, &["order:2", "order:1"]).await;
+        let lock = own
+            .into_lock(waiter.queue_id(), &options)
+            .expect("a hand-off on the waiter's keys is taken");
+        assert_eq!(lock.keys(), ["order:1", "order:2"]);
+        lock.release().await.unwrap();
+        assert!(!exists(&cluster, "h:lock:order:1").await);
+    }
 }

@@ -1,7 +1,5 @@
 //! Lock keys: validated, prefixed, and laid out for the scripts.
 
-use std::borrow::Cow;
-
 use super::error::LockError;
 
 /// Longest user key accepted, in bytes.
@@ -77,17 +75,34 @@ impl LockKeys {
         &self.channel
     }
 
-    /// Identifies the key set in the local queue (no allocation for a single key: this is
-    /// looked up on every waiting acquisition).
-    pub(crate) fn queue_id(&self) -> Cow<'_, str> {
-        match &*self.lock {
-            [one] => Cow::Borrowed(one),
-            many => Cow::Owned(many.join("\u{0}")),
-        }
+    /// Identifies the key set in the local queue: the lock keys themselves, compared key by
+    /// key, so that two different key sets never share a line (a joined string could: a
+    /// single key may contain the separator). No allocation: this is looked up on every
+    /// waiting acquisition.
+    pub(crate) fn queue_id(&self) -> QueueId<'_> {
+        QueueId(&self.lock)
     }
 }
 
-/// Checks one user key: non-empty, at most [`MAX_KEY_LEN`] bytes.
+/// A key set's identity in the local queue: its lock keys, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct QueueId<'a>(&'a [String]);
+
+impl<'a> QueueId<'a> {
+    /// The id of the key set whose lock keys are `lock_keys` (sorted, deduplicated).
+    pub(crate) fn new(lock_keys: &'a [String]) -> QueueId<'a> {
+        QueueId(lock_keys)
+    }
+
+    /// The lock keys.
+    pub(crate) fn lock_keys(self) -> &'a [String] {
+        self.0
+    }
+}
+
+/// Checks one user key: non-empty, at most [`MAX_KEY_LEN`] bytes, no ASCII control
+/// characters (C0, including NUL, and DEL: they make keys look alike in logs and tools, and
+/// have no business in a resource name).
 pub(crate) fn validate(key: &str) -> Result<(), LockError> {
     if key.is_empty() {
         return Err(LockError::InvalidKey {
@@ -100,6 +115,12 @@ pub(crate) fn validate(key: &str) -> Result<(), LockError> {
                 "the key is {} bytes long; at most {MAX_KEY_LEN} are allowed",
                 key.len()
             ),
+        });
+    }
+    if key.bytes().any(|b| b.is_ascii_control()) {
+        return Err(LockError::InvalidKey {
+            reason: "the key contains an ASCII control character (NUL, newline, DEL, ..)"
+                .to_owned(),
         });
     }
     Ok(())
@@ -116,8 +137,36 @@ mod tests {
         assert_eq!(keys.lock_keys(), ["p:lock:a", "p:lock:b"]);
         assert_eq!(keys.fence_keys(), ["p:fence:a", "p:fence:b"]);
         assert_eq!(keys.channels(), ["p:released:a", "p:released:b"]);
-        assert_eq!(keys.queue_id(), "p:lock:a\u{0}p:lock:b");
-        assert_eq!(LockKeys::new("p:", ["x"]).unwrap().queue_id(), "p:lock:x");
+        assert_eq!(keys.queue_id().lock_keys(), ["p:lock:a", "p:lock:b"]);
+        let one = LockKeys::new("p:", ["x"]).unwrap();
+        assert_eq!(one.queue_id().lock_keys(), ["p:lock:x"]);
+    }
+
+    /// A key set laid out without validation (as if a key with a NUL got through).
+    fn unchecked(prefix: &str, user: &[&str]) -> LockKeys {
+        let named = |kind: &str| user.iter().map(|k| format!("{prefix}{kind}:{k}")).collect();
+        LockKeys {
+            lock: named("lock"),
+            fence: named("fence"),
+            channel: named("released"),
+            user: user.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn different_key_sets_never_share_a_queue_id() {
+        let pair = unchecked("p:", &["order:1", "order:2"]);
+        // One key that spells the pair's lock keys joined by a NUL.
+        let forged = unchecked("p:", &["order:1\u{0}p:lock:order:2"]);
+        assert_ne!(pair.queue_id(), forged.queue_id());
+        // Nor by any other separator a key may contain.
+        let colon = unchecked("p:", &["a", "b"]);
+        let joined = unchecked("p:", &["a:p:lock:b"]);
+        assert_ne!(colon.queue_id(), joined.queue_id());
+        assert_ne!(
+            unchecked("p:", &["ab", "c"]).queue_id(),
+            unchecked("p:", &["a", "bc"]).queue_id()
+        );
     }
 
     #[test]
@@ -131,5 +180,24 @@ mod tests {
         assert!(LockKeys::new("p:", many).is_err());
         let err = LockKeys::new("p:", ["secret-order".repeat(200)]).unwrap_err();
         assert!(!err.to_string().contains("secret-order"));
+    }
+
+    #[test]
+    fn control_characters_are_rejected_without_echoing_the_key() {
+        for bad in [
+            "order:1\u{0}redlock:lock:order:2",
+            "secret\n",
+            "secret\r\n",
+            "secret\t",
+            "secret\u{1b}[0m",
+            "secret\u{7f}",
+        ] {
+            let err = LockKeys::new("p:", [bad]).unwrap_err();
+            assert!(matches!(err, LockError::InvalidKey { .. }), "{bad:?}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+            assert!(LockKeys::new("p:", ["fine", bad]).is_err());
+        }
+        // Printable text, non-ASCII included, is fine.
+        assert!(LockKeys::new("p:", ["a b/c:d%00é"]).is_ok());
     }
 }

@@ -100,6 +100,12 @@ pub(crate) struct LeaseCore {
     carried: OnceLock<Arc<Carried>>,
     /// A waiter in another process marked the keys (learnt from a carried swap).
     marked: AtomicBool,
+    /// Serialises extensions (see [`extend`](Self::extend)): held from before an
+    /// extension's first request until its last reply is in or timed out.
+    extending: Arc<tokio::sync::Mutex<()>>,
+    /// Whether an extension took over from the carried swap: from then on the swap's
+    /// settlement no longer sets the validity (see [`carried_settled`](Self::carried_settled)).
+    extended: std::sync::Mutex<bool>,
 }
 
 impl LeaseCore {
@@ -108,9 +114,17 @@ impl LeaseCore {
     }
 
     pub(crate) fn set_valid_until(&self, at: Instant) {
+        self.valid_until.store(self.nanos(at), Ordering::Release);
+    }
+
+    /// Lowers `valid_until` to `at`, if it is later.
+    fn lower_valid_until(&self, at: Instant) {
+        self.valid_until.fetch_min(self.nanos(at), Ordering::AcqRel);
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
         let nanos = at.saturating_duration_since(self.acquired_at).as_nanos();
-        self.valid_until
-            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+        u64::try_from(nanos).unwrap_or(u64::MAX)
     }
 
     pub(crate) fn state(&self) -> LeaseState {
@@ -129,14 +143,29 @@ impl LeaseCore {
 
     /// The swap behind this carried-over lease was decided: the lease takes its fresh
     /// validity, or is lost.
+    ///
+    /// Called by the swap's settlement and by the first extension, which waits for the swap
+    /// and applies it itself before it sends anything (so its own outcome is the latest on
+    /// every node). Once an extension did, the swap's validity is stale: a settlement that
+    /// comes later (it notifies waiters before it calls this) leaves the validity alone
+    /// instead of raising it over what that extension found.
     pub(crate) fn carried_settled(&self, swap: Swap) {
+        self.apply_swap(swap, false);
+    }
+
+    /// [`carried_settled`](Self::carried_settled); `by_extension`: an extension takes over.
+    fn apply_swap(&self, swap: Swap, by_extension: bool) {
         match swap {
             Swap::Moved {
                 valid_until,
                 marked,
             } => {
-                self.marked.store(marked, Ordering::Relaxed);
-                self.set_valid_until(valid_until);
+                let mut extended = self.extended.lock().unwrap_or_else(|e| e.into_inner());
+                if !*extended {
+                    self.marked.store(marked, Ordering::Relaxed);
+                    self.set_valid_until(valid_until);
+                }
+                *extended |= by_extension;
             }
             Swap::Failed => {
                 self.mark_lost();
@@ -197,7 +226,17 @@ impl LeaseCore {
     /// that task at once (see [`carry`]) or hands it on after one round trip (see
     /// [`handoff`]); else releases it on the nodes, then passes the local turn on and wakes
     /// local waiters. A lease that was itself carried over first waits for its own swap.
+    ///
+    /// Dropped before it completes (a client disconnect, a cancelled `with_lock`), it still
+    /// happens: see [`Unfinished`].
     async fn finish(self: &Arc<Self>, was_held: bool) -> Result<ReleaseOutcome, LockError> {
+        let unfinished = Unfinished(Some(self.clone()));
+        let result = self.finish_inner(was_held).await;
+        unfinished.disarm();
+        result
+    }
+
+    async fn finish_inner(self: &Arc<Self>, was_held: bool) -> Result<ReleaseOutcome, LockError> {
         let mut was_held = was_held;
         if let Some(carried) = self.carried.get() {
             // Carried over: on every node, whatever this lease sends follows its swap.
@@ -224,6 +263,23 @@ impl LeaseCore {
     ///
     /// Validity counts from the start of this call. Compare-only: never re-creates an
     /// expired key; refuses once the local validity has lapsed; a failure deletes nothing.
+    ///
+    /// `valid_until` never overstates what a quorum of nodes holds. An extension sets each
+    /// key's expiry, shorter or longer than before, so two of them racing (a user's
+    /// `extend(60 s)` and the watchdog's `extend(ttl)`, or two clones) could land in one
+    /// order on the nodes and finish in the other here. So:
+    /// - extensions of a lease run one at a time, and each holds its turn until every
+    ///   reply of its fan-out is in or timed out (the late ones are read in the
+    ///   background): the next one's requests are queued after all of its requests, on
+    ///   each node's connection, and so run after them. The outcome of the last extension
+    ///   to finish is then the latest on the nodes that answered it. (A request whose
+    ///   connection is replaced meanwhile loses that order; it timed out first.)
+    /// - before its first request, `valid_until` is lowered to `start + ttl − drift`:
+    ///   from then on each node holds either its previous expiry or at least that, so the
+    ///   lower of the two is safe whatever becomes of the requests (a failure, a timeout,
+    ///   the call dropped half-way). On quorum it is set to `start + ttl − drift`.
+    /// - a carried-over lease first waits for its swap and applies it itself (see
+    ///   [`carried_settled`](Self::carried_settled)).
     pub(crate) async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
         let span = tracing::debug_span!(
             "redlock.extend",
@@ -240,9 +296,12 @@ impl LeaseCore {
     }
 
     async fn extend_inner(&self, ttl: Duration) -> Result<(), LockError> {
+        // Our turn: held until every reply of this extension is in (see `extend`).
+        let turn = self.extending.clone().lock_owned().await;
         if let Some(carried) = self.carried.get() {
             // Carried over: the extension must follow the swap to our token on every node.
-            carried.settled().await;
+            let swap = carried.settled().await;
+            self.apply_swap(swap, true);
         }
         let start = Instant::now();
         if self.state() != LeaseState::Held {
@@ -253,6 +312,8 @@ impl LeaseCore {
             return Err(LockError::Lost);
         }
         let drift = validity::drift(ttl, self.drift_factor);
+        // Whatever becomes of the requests, a quorum holds at least the lower of the two.
+        self.lower_valid_until(start + ttl.saturating_sub(drift));
         let ttl_ms = validity::millis_ceil(ttl);
         let (shared, claim) = (&self.shared, &self.claim);
         let total = shared.total();
@@ -277,7 +338,20 @@ impl LeaseCore {
                 break;
             }
         }
-        finish_in_background(shared, fanout);
+        // The late replies are read in the background, and the next extension waits for
+        // them.
+        let engine = shared.clone();
+        let rest = fanout.drain(shared, move |(index, reply)| {
+            if let Err(error) = reply {
+                engine.node_failed(index, &error);
+            }
+        });
+        if let Some(rest) = rest {
+            shared.janitor.run(async move {
+                rest.await;
+                drop(turn);
+            });
+        }
         if ok >= shared.quorum {
             let Some(validity) = validity::validity(ttl, Duration::ZERO, drift) else {
                 return Err(LockError::Expired);
@@ -362,6 +436,46 @@ impl LeaseCore {
         // Stragglers still get their delete, without the caller waiting for them.
         finish_in_background(&self.shared, fanout);
         release_outcome(released, foreign, expired, failed, total, quorum)
+    }
+}
+
+/// A release under way ([`LeaseCore::finish`]). Dropped before it completed, it hands the
+/// rest to the engine's background task: the lease is already marked released, so nothing
+/// else would release it, and the keys would stay until they expire.
+///
+/// The rest: after the lease's own carried swap (if any) is decided, our token is deleted
+/// from every node (announced), then the local turn, if this lease still has it, is passed
+/// on and local waiters are woken. Whatever the dropped release had started has its own
+/// drop path: a hand-off's fresh token is released by the dropped [`Handoff`]
+/// (see [`handoff`]); a carried swap is settled as failed, so the next holder learns its
+/// lease is lost and releases the fresh token itself (see [`carry`]); a turn taken out of
+/// the lease is passed on as it drops. A request of ours that the dropped release had
+/// already sent runs before this release on the node's connection, so it cannot set our
+/// token again after it.
+///
+/// Disarmed when the release completes: no task, no allocation on that path.
+struct Unfinished(Option<Arc<LeaseCore>>);
+
+impl Unfinished {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(core) = self.0.take() else {
+            return;
+        };
+        let shared = core.shared.clone();
+        shared.janitor.run(async move {
+            if let Some(carried) = core.carried.get() {
+                carried.settled().await;
+            }
+            handoff::release_everywhere(core.shared.clone(), core.claim.clone()).await;
+            drop(core.take_turn());
+            core.shared.wake.notify_local(core.claim.keys.channels());
+        });
     }
 }
 
@@ -454,6 +568,8 @@ impl HeldLock {
             timer,
             carried: OnceLock::new(),
             marked: AtomicBool::new(false),
+            extending: Arc::default(),
+            extended: std::sync::Mutex::new(false),
         };
         core.set_valid_until(valid_until);
         let core = Arc::new(core);
@@ -571,5 +687,41 @@ impl HeldLock {
         // The next local waiter goes now: with the lease handed on, or finding the nodes
         // free.
         core.finish(was_held).await
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::Redlock;
+    use crate::testkit::LocalCluster;
+
+    /// A carried swap settled after an extension took over never raises the validity the
+    /// extension set (it may only be stale by then).
+    #[tokio::test]
+    async fn a_late_swap_settlement_never_raises_the_validity() {
+        let cluster = LocalCluster::start(1).await.unwrap();
+        let engine = Redlock::builder()
+            .nodes(cluster.urls())
+            .build()
+            .await
+            .unwrap();
+        let lock = engine.acquire("late-settlement").await.unwrap();
+        let core = lock.core();
+        let now = Instant::now();
+        let swap = |secs| Swap::Moved {
+            valid_until: now + Duration::from_secs(secs),
+            marked: false,
+        };
+        // Before any extension, the settlement sets the swap's validity, up or down.
+        core.carried_settled(swap(20));
+        assert_eq!(lock.valid_until(), now + Duration::from_secs(20));
+        // An extension applies the swap itself, then sets what it found.
+        core.apply_swap(swap(20), true);
+        core.set_valid_until(now + Duration::from_secs(3));
+        // The settlement's own call, late: stale, ignored.
+        core.carried_settled(swap(20));
+        assert_eq!(lock.valid_until(), now + Duration::from_secs(3));
+        lock.release().await.unwrap();
     }
 }

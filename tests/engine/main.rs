@@ -13,5 +13,6 @@ mod fencing;
 mod handoff;
 mod health;
 mod quorum;
+mod safety_a;
 mod safety_b1;
 mod watchdog;
