@@ -36,7 +36,9 @@ fn undo(shared: &Arc<Shared>, cleanup: &Arc<Call>, sent: &Sent, index: usize) {
 }
 
 /// The release of node `index` on the connection its request used, bounded by the node
-/// timeout; `None` when nothing was sent there (or it was cleaned up already).
+/// timeout from when it is first polled (a chore may wait before it runs: its deadline must
+/// not pass before the request is even handed to the connection, or the connection would
+/// skip it); `None` when nothing was sent there (or it was cleaned up already).
 fn undo_chore(
     shared: &Arc<Shared>,
     cleanup: &Arc<Call>,
@@ -47,12 +49,9 @@ fn undo_chore(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()?;
-    let task = tokio::time::timeout(
-        shared.config.node_timeout,
-        release::release_via(conn, cleanup.clone()),
-    );
+    let (timeout, cleanup) = (shared.config.node_timeout, cleanup.clone());
     Some(async move {
-        let _ = task.await;
+        let _ = tokio::time::timeout(timeout, release::release_via(conn, cleanup)).await;
     })
 }
 
@@ -162,11 +161,11 @@ pub(crate) fn finish_after_success<F>(
         let late_yes = match &reply {
             Ok(Vote::Held { .. }) => return,
             Ok(Vote::Yes { .. }) => {
-                let conn = sent[index]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                if conn.is_some_and(|conn| engine.nodes[index].is_current(&conn)) {
+                let slot = sent[index].lock().unwrap_or_else(|e| e.into_inner());
+                if slot
+                    .as_ref()
+                    .is_some_and(|conn| engine.nodes[index].is_current(conn))
+                {
                     return;
                 }
                 true

@@ -13,4 +13,5 @@ mod fencing;
 mod handoff;
 mod health;
 mod quorum;
+mod safety_b2;
 mod watchdog;
