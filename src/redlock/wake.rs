@@ -11,8 +11,9 @@
 //! that died with the node's restart) is noted and made again, in the background, the next
 //! time a waiter starts waiting, for as long as the channel is wanted.
 //!
-//! When its last waiter leaves, a channel is unsubscribed in the background. Subscribing and
-//! unsubscribing are decided and sent under one lock ([`Channels::serial`]) and a channel is
+//! When its last waiter leaves, a channel is unsubscribed in the background. Subscriptions
+//! and unsubscriptions are decided and queued on the nodes' connections under one lock
+//! ([`Channels::serial`], not held while their confirmations are awaited), and a channel is
 //! only unsubscribed if, under that lock, nobody waits for it: so an `UNSUBSCRIBE` can never
 //! land after the `SUBSCRIBE` of a waiter that came meanwhile (which would leave a hot key
 //! without wake-ups, its waiters polling on the fallback timer).
@@ -20,6 +21,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -238,7 +240,7 @@ impl WakeHub {
             receivers,
         };
         if unsubscribed {
-            let _serial = self.channels.serial.lock().await;
+            let serial = self.channels.serial.lock().await;
             let new = self.channels.claim_unsubscribed(channels);
             if !new.is_empty() {
                 // Dropped before the nodes confirmed: the repair makes them again.
@@ -246,7 +248,7 @@ impl WakeHub {
                     hub: self,
                     channels: &new,
                 };
-                self.subscribe(self.nodes.iter(), &new).await;
+                self.subscribe(self.nodes.iter(), &new, Some(serial)).await;
                 std::mem::forget(unconfirmed);
             }
         }
@@ -254,11 +256,12 @@ impl WakeHub {
     }
 
     /// Subscribes to `channels` on `nodes` (each bounded by the node timeout), noting the
-    /// nodes where that failed.
+    /// nodes where that failed. `serial`: see [`for_each_node`](Self::for_each_node).
     async fn subscribe<'a>(
         &self,
         nodes: impl Iterator<Item = &'a NodeSubscriber>,
         channels: &[String],
+        serial: Option<tokio::sync::MutexGuard<'_, ()>>,
     ) {
         let failed = self
             .for_each_node(
@@ -267,6 +270,7 @@ impl WakeHub {
                 },
                 nodes,
                 channels,
+                serial,
             )
             .await;
         for index in failed {
@@ -299,7 +303,8 @@ impl WakeHub {
                 let hub = &hub;
                 async move {
                     if !channels.is_empty() {
-                        hub.subscribe(std::iter::once(node), &channels).await;
+                        // `serial` is held for the whole repair (rare: after failures).
+                        hub.subscribe(std::iter::once(node), &channels, None).await;
                     }
                 }
             });
@@ -310,36 +315,58 @@ impl WakeHub {
     }
 
     /// Runs `call` on `nodes` at once; returns the indexes of the nodes where it failed.
+    ///
+    /// Each node's request is handed to its pub/sub connection while `serial` (a guard of
+    /// [`Channels::serial`]) is held: the first poll of a redis-rs pub/sub request queues it
+    /// on the connection at once, so requests reach every node in the order they took the
+    /// lock. The guard is given back before the confirmations are awaited (`None`: the
+    /// caller holds the lock itself throughout).
     async fn for_each_node<'a, F, Fut, T>(
         &self,
         call: F,
         nodes: impl Iterator<Item = &'a NodeSubscriber>,
         channels: &[String],
+        serial: Option<tokio::sync::MutexGuard<'_, ()>>,
     ) -> Vec<usize>
     where
         F: Fn(PubSubSink, Duration, Vec<String>) -> Fut,
         Fut: std::future::Future<Output = Result<redis::RedisResult<T>, tokio::time::error::Elapsed>>,
     {
         let weak = Arc::downgrade(&self.channels);
-        let calls = nodes.map(|node| {
+        let sent = nodes.map(|node| {
             let weak = weak.clone();
             let call = &call;
             async move {
                 let Some(sink) = node.sink(&weak).await else {
-                    return Some(node.index);
+                    return Err(node.index);
                 };
-                match call(sink, node.timeout, channels.to_vec()).await {
-                    Ok(Ok(_)) => None,
-                    // Dead connection: make a new one next time. A timeout leaves it be.
-                    Ok(Err(_)) => {
-                        node.forget().await;
-                        Some(node.index)
-                    }
-                    Err(_) => Some(node.index),
-                }
+                let mut reply = Box::pin(call(sink, node.timeout, channels.to_vec()));
+                let first = std::future::poll_fn(|cx| Poll::Ready(reply.as_mut().poll(cx))).await;
+                Ok((node, first, reply))
             }
         });
-        futures_util::future::join_all(calls)
+        let sent: Vec<_> = futures_util::future::join_all(sent).await;
+        drop(serial);
+        let replies = sent.into_iter().map(|sent| async move {
+            let (node, first, reply) = match sent {
+                Ok(sent) => sent,
+                Err(index) => return Some(index),
+            };
+            let result = match first {
+                Poll::Ready(result) => result,
+                Poll::Pending => reply.await,
+            };
+            match result {
+                Ok(Ok(_)) => None,
+                // Dead connection: make a new one next time. A timeout leaves it be.
+                Ok(Err(_)) => {
+                    node.forget().await;
+                    Some(node.index)
+                }
+                Err(_) => Some(node.index),
+            }
+        });
+        futures_util::future::join_all(replies)
             .await
             .into_iter()
             .flatten()
@@ -380,10 +407,10 @@ impl WakeHub {
                     },
                     hub.nodes.iter(),
                     &gone,
+                    Some(serial),
                 )
                 .await;
             }
-            drop(serial);
             hub.channels.unsubscribing.fetch_sub(1, Ordering::AcqRel);
         });
     }
