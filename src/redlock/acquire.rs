@@ -7,6 +7,7 @@ use rand::Rng;
 use redis::{Cmd, Value};
 use tokio::time::Instant;
 
+use super::cleanup::{self, Pending, Sent, release_now};
 use super::client::Shared;
 use super::error::LockError;
 use super::fanout::{Fanout, Reply};
@@ -15,7 +16,6 @@ use super::lease::{self, Claim, HeldLock};
 use super::node::{Call, NodeError, SentOn, int, int_pair};
 use super::options::Resolved;
 use super::queue::LocalTurn;
-use super::release;
 use super::scripts::{ACQUIRE, FENCE_SYNC, MARK};
 use super::telemetry::{self, KeyHash};
 use super::validity;
@@ -344,81 +344,6 @@ async fn holder_pttl(shared: &Arc<Shared>, keys: &Arc<LockKeys>) -> Option<Durat
     None
 }
 
-/// The connection each node's acquire request went out on (`None`: not sent).
-type Sent = Arc<[SentOn]>;
-
-/// Undoes a (possible) acquisition on node `index`: the release goes out on the very
-/// connection the request used, so on the node it runs after the SET, even when the node
-/// was frozen and its current connection has been replaced since. Nothing sent, nothing to
-/// undo.
-fn undo(shared: &Arc<Shared>, cleanup: &Arc<Call>, sent: &Sent, index: usize) {
-    let conn = sent[index].lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(conn) = conn {
-        let task = tokio::time::timeout(
-            shared.config.node_timeout,
-            release::release_via(conn, cleanup.clone()),
-        );
-        shared.janitor.run(async move {
-            let _ = task.await;
-        });
-    }
-}
-
-/// Releases the given nodes on the connections their requests used, and waits for the
-/// answers (bounded by the node timeout).
-async fn release_now(shared: &Arc<Shared>, claim: &Arc<Claim>, sent: &Sent, nodes: &[usize]) {
-    let cleanup = Arc::new(release::release_call(claim, false));
-    let calls = nodes.iter().filter_map(|&index| {
-        let conn = sent[index]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()?;
-        Some(release::release_via(conn, cleanup.clone()))
-    });
-    let _ = tokio::time::timeout(
-        shared.config.node_timeout,
-        futures_util::future::join_all(calls),
-    )
-    .await;
-}
-
-/// An attempt in progress. Until it is committed to a lease, dropping it (failure, or the
-/// caller's future being dropped) releases every node that said yes and keeps reading the
-/// outstanding replies in the background to release late yeses too.
-struct Pending<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> {
-    shared: Arc<Shared>,
-    claim: Arc<Claim>,
-    fanout: Option<Fanout<F>>,
-    sent: Sent,
-    /// Nodes that said yes, or failed (their `SET` may have run or may still land).
-    yes: Vec<usize>,
-}
-
-impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pending<F> {
-    fn drop(&mut self) {
-        let Some(fanout) = self.fanout.take() else {
-            return; // committed
-        };
-        let cleanup = Arc::new(release::release_call(&self.claim, false));
-        for &index in &self.yes {
-            undo(&self.shared, &cleanup, &self.sent, index);
-        }
-        let (shared, sent) = (self.shared.clone(), self.sent.clone());
-        let rest = fanout.drain(&self.shared, move |(index, reply)| {
-            if let Err(error) = &reply {
-                shared.node_failed(index, error);
-            }
-            // A late yes, or a failure that may hide one: release that node too.
-            if !matches!(reply, Ok(Vote::Held { .. })) {
-                undo(&shared, &cleanup, &sent, index);
-            }
-        });
-        if let Some(rest) = rest {
-            self.shared.janitor.run(rest);
-        }
-    }
-}
-
 /// One attempt: returns as soon as a quorum said yes or can no longer say yes.
 async fn attempt(
     shared: &Arc<Shared>,
@@ -478,10 +403,12 @@ async fn attempt(
     let yes = pending.yes.len();
     if yes < quorum {
         // Release the partial acquisition before reporting (so that a retry does not find
-        // its own leftovers); nodes that failed or have not answered are cleaned up in the
+        // its own leftovers); nodes that failed or have not answered, and any release that
+        // did not finish (even if this future is dropped meanwhile), are cleaned up in the
         // background when `pending` drops.
-        let partial = std::mem::replace(&mut pending.yes, maybe);
-        release_now(shared, &claim, &sent, &partial).await;
+        let partial = pending.yes.len();
+        pending.yes.extend_from_slice(&maybe);
+        release_now(shared, &claim, &sent, &pending.yes[..partial]).await;
         let outstanding = pending.fanout.as_ref().map_or(0, Fanout::pending);
         let reachable = yes + held + outstanding;
         return Err(if held > 0 && reachable >= quorum {
@@ -506,21 +433,20 @@ async fn attempt(
     };
     // Equal to `now + validity`, without the time spent since computing it.
     let valid_until = start + options.ttl.saturating_sub(options.drift);
-    // The replies still on their way are read in the background (a request nobody waits
-    // for any more would not even be sent), so that those nodes take the lease too: more
-    // room for node failures while it is held. Whatever they say needs no cleanup: on each
-    // node's single connection they precede the release this lease will send.
-    if let Some(fanout) = pending.fanout.take() {
-        finish_in_background(shared, fanout);
-    }
     let lock = lease::HeldLock::start(
         shared.clone(),
-        claim,
+        claim.clone(),
         options,
         fencing_token,
         start,
         valid_until,
     );
+    // The replies still on their way are read in the background, so that those nodes take
+    // the lease too; one the lease's release may overtake is undone after it.
+    if let Some(fanout) = pending.fanout.take() {
+        let lease = Arc::downgrade(lock.core());
+        cleanup::finish_after_success(shared, fanout, claim, sent, lease);
+    }
     let span = tracing::Span::current();
     span.record("nodes", yes);
     span.record(

@@ -12,6 +12,7 @@ mod backlog;
 mod breaker;
 mod builder;
 mod carry;
+mod cleanup;
 mod client;
 mod error;
 mod fanout;

@@ -246,6 +246,15 @@ impl Node {
         Ok(fresh)
     }
 
+    /// Whether `conn` is still the node's current connection (marked broken or not): a
+    /// call made from now on goes out on it, or on a newer one, never on an older one.
+    pub(crate) fn is_current(&self, conn: &Shared) -> bool {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(&current.1, &conn.1))
+    }
+
     /// Whether calls to the node are skipped (see the module docs).
     pub(crate) fn is_skipped(&self) -> bool {
         self.availability.is_skipped(self.index)

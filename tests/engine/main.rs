@@ -15,4 +15,5 @@ mod health;
 mod quorum;
 mod safety_a;
 mod safety_b1;
+mod safety_b2;
 mod watchdog;
