@@ -416,7 +416,7 @@ impl<F: std::future::Future<Output = Reply<Vote>> + Send + 'static> Drop for Pen
 }
 
 /// One attempt: returns as soon as a quorum said yes or can no longer say yes.
-async fn attempt(
+pub(crate) async fn attempt(
     shared: &Arc<Shared>,
     keys: &Arc<LockKeys>,
     options: &Resolved,
