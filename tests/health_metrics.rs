@@ -61,7 +61,11 @@ async fn health_checks_record_no_lock_metrics() {
     }
     let after_checks = snapshot();
     for name in LOCK_METRICS {
-        assert_eq!(total(&after_checks, name), 0, "health checks counted in {name}");
+        assert_eq!(
+            total(&after_checks, name),
+            0,
+            "health checks counted in {name}"
+        );
     }
 
     // The recorder does see the users' locks.

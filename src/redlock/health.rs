@@ -224,14 +224,22 @@ mod tests {
         // Whatever text a user key has, its Redis names live under `lock:`, `fence:` and
         // `released:`, never under `internal:`.
         let suffix = lock.strip_prefix("p:").unwrap();
-        for user in [suffix, lock.as_str(), "internal:lock:health:0", "__tower_redlock_health__"] {
+        for user in [
+            suffix,
+            lock.as_str(),
+            "internal:lock:health:0",
+            "__tower_redlock_health__",
+        ] {
             let keys = LockKeys::new("p:", [user]).unwrap();
-            let names = keys.lock_keys().iter().chain(keys.fence_keys()).chain(keys.channels());
+            let names = keys
+                .lock_keys()
+                .iter()
+                .chain(keys.fence_keys())
+                .chain(keys.channels());
             for name in names {
                 assert!(!name.starts_with("p:internal:"), "{name}");
                 assert_ne!(name, lock);
             }
         }
     }
-
 }

@@ -97,7 +97,8 @@ impl LockKeys {
         let name: String = std::iter::once(format!("{purpose}:"))
             .chain(random.iter().map(|byte| format!("{byte:02x}")))
             .collect();
-        let named = |kind: &str| -> Box<[String]> { [format!("{prefix}internal:{kind}:{name}")].into() };
+        let named =
+            |kind: &str| -> Box<[String]> { [format!("{prefix}internal:{kind}:{name}")].into() };
         LockKeys {
             lock: named("lock"),
             fence: named("fence"),

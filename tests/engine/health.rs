@@ -149,8 +149,18 @@ async fn health_route_answers_200_then_503() {
     let body = String::from_utf8(body.to_vec()).unwrap();
     assert!(body.starts_with(r#"{"status":"up""#), "{body}");
     // The public view names no node and tells nothing of what the nodes run.
-    for detail in ["redis://", "127.0.0.1", "version", "memory", "url", "latency"] {
-        assert!(!body.contains(detail), "{detail} in the public health JSON: {body}");
+    for detail in [
+        "redis://",
+        "127.0.0.1",
+        "version",
+        "memory",
+        "url",
+        "latency",
+    ] {
+        assert!(
+            !body.contains(detail),
+            "{detail} in the public health JSON: {body}"
+        );
     }
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["nodes"].as_array().unwrap().len(), 5);
@@ -182,8 +192,14 @@ async fn detailed_health_route_has_the_node_details() {
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["status"], "up");
     let node = &json["nodes"][0];
-    assert!(node["url"].as_str().unwrap().starts_with("redis://"), "{json}");
-    assert!(node["redis_version"].as_str().unwrap().contains('.'), "{json}");
+    assert!(
+        node["url"].as_str().unwrap().starts_with("redis://"),
+        "{json}"
+    );
+    assert!(
+        node["redis_version"].as_str().unwrap().contains('.'),
+        "{json}"
+    );
     assert!(node["used_memory"].as_u64().unwrap() > 0, "{json}");
 }
 

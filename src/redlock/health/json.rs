@@ -160,7 +160,9 @@ mod tests {
             json,
             r#"{"status":"up","reachable":2,"quorum":2,"quorum_reachable":true,"test_lock_ok":true,"breaker":"closed","nodes":[{"index":0,"reachable":true,"skipped":false,"behind":false},{"index":1,"reachable":false,"skipped":true,"behind":false},{"index":2,"reachable":true,"skipped":false,"behind":false}]}"#
         );
-        for secret in ["redis://", "10.0.0", "7.2.4", "1048576", "version", "memory", "refused"] {
+        for secret in [
+            "redis://", "10.0.0", "7.2.4", "1048576", "version", "memory", "refused",
+        ] {
             assert!(!json.contains(secret), "{secret} in {json}");
         }
     }
