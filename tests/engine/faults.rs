@@ -16,7 +16,6 @@ async fn majority_paused_while_held_fires_lost_before_validity_ends() {
         .await
         .unwrap();
     let ttl = Duration::from_millis(600);
-    let start = Instant::now();
     let lock = redlock
         .acquire_with("fragile", LockOptions::new().ttl(ttl))
         .await
