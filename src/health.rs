@@ -31,7 +31,6 @@ pub use crate::redlock::health::{HealthReport, NodeHealth};
 /// The key the health check's test lock used before: a fixed key in the users' namespace,
 /// which two concurrent checks, or a client holding it, made fail.
 #[deprecated(
-    since = "0.1.0",
     note = "the health check now locks a fresh random key in the engine's internal namespace, \
             which no user key can name; this key means nothing to it any more"
 )]

@@ -24,8 +24,14 @@ async fn thirty_two_tasks_never_overlap() {
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        // Separate engines stand in for separate service instances.
-        let redlock = redlock(&cluster).await;
+        // Separate engines stand in for separate service instances. A generous node
+        // timeout: this test is about exclusion, and 32 tasks on a loaded 2-core machine can
+        // keep a reply waiting longer than the default 200 ms.
+        let redlock = builder(&cluster)
+            .node_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .unwrap();
         for _ in 0..TASKS_PER_CLIENT {
             let (redlock, counter, inside, overlaps) = (
                 redlock.clone(),
@@ -51,7 +57,9 @@ async fn thirty_two_tasks_never_overlap() {
                     tokio::task::yield_now().await;
                     counter.store(read + 1, Ordering::SeqCst);
                     inside.store(false, Ordering::SeqCst);
-                    lock.release().await.unwrap();
+                    // A release that could not reach a quorum in time leaves the key to
+                    // expire: slower, never unsafe, and not what this test checks.
+                    let _ = lock.release().await;
                     done += 1;
                 }
             }));
