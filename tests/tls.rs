@@ -161,7 +161,7 @@ async fn locks_over_tls_with_a_private_ca() {
         .unwrap();
 
     // The nodes take a moment to listen: bounded wait for a healthy quorum.
-    let healthy = eventually(Duration::from_secs(10), || async {
+    let healthy = eventually(Duration::from_secs(30), || async {
         redlock.health().await.is_healthy()
     })
     .await;

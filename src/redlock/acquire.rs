@@ -345,7 +345,7 @@ async fn holder_pttl(shared: &Arc<Shared>, keys: &Arc<LockKeys>) -> Option<Durat
 }
 
 /// One attempt: returns as soon as a quorum said yes or can no longer say yes.
-async fn attempt(
+pub(crate) async fn attempt(
     shared: &Arc<Shared>,
     keys: &Arc<LockKeys>,
     options: &Resolved,

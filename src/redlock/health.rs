@@ -1,21 +1,31 @@
 //! Health: per-node reachability, latency, version and memory, the quorum, and a real
-//! test-lock round trip on a reserved key.
+//! test-lock round trip.
+//!
+//! The test lock is one of the engine's own locks: every check takes a fresh random key
+//! in the internal namespace ([`LockKeys::internal`]), which no user key can name, so two
+//! checks at once (in one process or on two instances) never contend, and no client can
+//! make the check fail by holding a key. It is a single attempt made directly, past the
+//! circuit breaker (which it neither consults nor feeds) and past the acquire metrics (its
+//! label records nothing), without fencing (a fencing counter per random key would stay on
+//! the nodes for good). The JSON views are in [`json`].
 
-use std::fmt::Write as _;
+mod json;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
 use tokio::time::Instant;
 
+use super::acquire;
 use super::breaker::BreakerState;
 use super::client::{Redlock, Shared};
+use super::error::LockError;
 use super::fanout::Fanout;
+use super::keys::LockKeys;
 use super::node::Call;
 use super::options::LockOptions;
-
-/// The reserved key of the health check's test lock.
-pub const HEALTH_KEY: &str = "__tower_redlock_health__";
+use super::telemetry;
 
 /// One node's health.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,82 +83,6 @@ impl HealthReport {
     pub fn is_healthy(&self) -> bool {
         self.quorum_reachable && self.test_lock_ok
     }
-
-    /// The report as a JSON object (no serde needed).
-    pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(256 + 160 * self.nodes.len());
-        let _ = write!(
-            out,
-            r#"{{"status":"{}","reachable":{},"quorum":{},"quorum_reachable":{},"test_lock_ok":{},"test_lock_latency_ms":{},"test_lock_error":{},"breaker":"{}","nodes":["#,
-            if self.is_healthy() { "up" } else { "down" },
-            self.reachable,
-            self.quorum,
-            self.quorum_reachable,
-            self.test_lock_ok,
-            opt_ms(self.test_lock_latency),
-            opt_str(self.test_lock_error.as_deref()),
-            breaker_name(self.breaker),
-        );
-        for (i, node) in self.nodes.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(
-                out,
-                r#"{{"index":{},"url":{},"reachable":{},"skipped":{},"behind":{},"latency_ms":{},"redis_version":{},"used_memory":{},"error":{}}}"#,
-                node.index,
-                json_str(&node.url),
-                node.reachable,
-                node.skipped,
-                node.behind,
-                opt_ms(node.latency),
-                opt_str(node.redis_version.as_deref()),
-                node.used_memory
-                    .map_or_else(|| "null".to_owned(), |m| m.to_string()),
-                opt_str(node.error.as_deref()),
-            );
-        }
-        out.push_str("]}");
-        out
-    }
-}
-
-fn breaker_name(state: BreakerState) -> &'static str {
-    match state {
-        BreakerState::Closed => "closed",
-        BreakerState::Open => "open",
-        BreakerState::HalfOpen => "half_open",
-        BreakerState::Disabled => "disabled",
-    }
-}
-
-fn opt_ms(d: Option<Duration>) -> String {
-    d.map_or_else(
-        || "null".to_owned(),
-        |d| format!("{:.3}", d.as_secs_f64() * 1e3),
-    )
-}
-
-fn opt_str(s: Option<&str>) -> String {
-    s.map_or_else(|| "null".to_owned(), json_str)
-}
-
-/// A JSON string literal.
-pub(crate) fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Reads `field:value` from an `INFO` reply.
@@ -205,8 +139,27 @@ async fn probe(shared: Arc<Shared>, index: usize) -> (usize, NodeHealth) {
     (index, health)
 }
 
+/// Takes and releases a lock on a fresh internal key: one attempt, past the breaker and the
+/// metrics (see the module docs).
+async fn test_lock(shared: &Arc<Shared>) -> Result<(), LockError> {
+    let keys = Arc::new(LockKeys::internal(&shared.config.key_prefix, "health"));
+    let options = LockOptions::new()
+        .no_retry()
+        .auto_extend(false)
+        .fencing(false)
+        .label(telemetry::internal_label());
+    let resolved = shared.resolve(&options, &keys.user)?;
+    let lock = acquire::attempt(shared, &keys, &resolved).await?;
+    lock.release().await.map(drop)
+}
+
 impl Redlock {
-    /// Checks every node (`PING`, `INFO`) and takes a real test lock on a reserved key.
+    /// Checks every node (`PING`, `INFO`) and takes a real test lock.
+    ///
+    /// The test lock is on a fresh random key in the engine's internal namespace (never a
+    /// user key): concurrent checks do not contend, and no lock a client takes can fail the
+    /// check. It is one attempt that leaves the circuit breaker and the lock metrics alone
+    /// (the report shows the breaker's state).
     ///
     /// Every call is bounded by the node timeout, so this returns within a few of them
     /// even when nodes are down.
@@ -232,11 +185,7 @@ impl Redlock {
         nodes.sort_by_key(|n| n.index);
         let reachable = nodes.iter().filter(|n| n.reachable).count();
         let start = Instant::now();
-        let options = LockOptions::new().no_retry().auto_extend(false);
-        let test = match self.acquire_with(HEALTH_KEY, options).await {
-            Ok(lock) => lock.release().await.map(drop),
-            Err(e) => Err(e),
-        };
+        let test = test_lock(shared).await;
         HealthReport {
             reachable,
             quorum: shared.quorum,
@@ -255,11 +204,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn info_fields_and_json_escaping() {
+    fn info_fields() {
         let info = "# Server\r\nredis_version:7.0.15\r\nused_memory:1234\r\n";
         assert_eq!(info_field(info, "redis_version"), Some("7.0.15"));
         assert_eq!(info_field(info, "used_memory"), Some("1234"));
         assert_eq!(info_field(info, "nope"), None);
-        assert_eq!(json_str("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
+    }
+
+    #[test]
+    fn internal_keys_are_fresh_and_out_of_user_reach() {
+        let a = LockKeys::internal("p:", "health");
+        let b = LockKeys::internal("p:", "health");
+        assert_ne!(a.lock_keys(), b.lock_keys());
+        let lock = &a.lock_keys()[0];
+        assert!(lock.starts_with("p:internal:lock:health:"), "{lock}");
+        assert_eq!(lock.len(), "p:internal:lock:health:".len() + 32);
+        assert!(a.fence_keys()[0].starts_with("p:internal:fence:health:"));
+        assert!(a.channels()[0].starts_with("p:internal:released:health:"));
+        // Whatever text a user key has, its Redis names live under `lock:`, `fence:` and
+        // `released:`, never under `internal:`.
+        let suffix = lock.strip_prefix("p:").unwrap();
+        for user in [
+            suffix,
+            lock.as_str(),
+            "internal:lock:health:0",
+            "__tower_redlock_health__",
+        ] {
+            let keys = LockKeys::new("p:", [user]).unwrap();
+            let names = keys
+                .lock_keys()
+                .iter()
+                .chain(keys.fence_keys())
+                .chain(keys.channels());
+            for name in names {
+                assert!(!name.starts_with("p:internal:"), "{name}");
+                assert_ne!(name, lock);
+            }
+        }
     }
 }

@@ -82,6 +82,27 @@ impl LockKeys {
     pub(crate) fn queue_id(&self) -> QueueId<'_> {
         QueueId(&self.lock)
     }
+
+    /// Keys of one of the engine's own locks (`purpose`, e.g. `"health"`), under a fresh
+    /// random name: `{prefix}internal:lock:{purpose}:{random}` and likewise `fence`/
+    /// `released`. User keys all start with `{prefix}lock:`, `{prefix}fence:` or
+    /// `{prefix}released:`, so no user key (whatever its text) names these, and no two
+    /// calls (in this process or another) draw the same 128-bit name.
+    pub(crate) fn internal(prefix: &str, purpose: &str) -> LockKeys {
+        let mut random = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+        let name: String = std::iter::once(format!("{purpose}:"))
+            .chain(random.iter().map(|byte| format!("{byte:02x}")))
+            .collect();
+        let named =
+            |kind: &str| -> Box<[String]> { [format!("{prefix}internal:{kind}:{name}")].into() };
+        LockKeys {
+            lock: named("lock"),
+            fence: named("fence"),
+            channel: named("released"),
+            user: [format!("internal:{name}")].into(),
+        }
+    }
 }
 
 /// A key set's identity in the local queue: its lock keys, in order.

@@ -15,15 +15,33 @@
 //! `lock` is empty unless a label is given per call ([`LockOptions::label`](crate::LockOptions::label))
 //! or a key mapper is set on the builder: raw keys are never used as labels by default, so
 //! cardinality stays bounded.
+//!
+//! The engine's own locks (the health check's test lock) carry [`internal_label`] and
+//! record nothing: probes do not show up in the users' lock metrics.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use super::error::LockError;
 
 /// Maps a lock key to a metrics label (opt-in; keep the set of results small).
 pub(crate) type KeyLabeler = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// The label of the engine's own locks: nothing is recorded for it.
+static INTERNAL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("internal"));
+
+/// The `lock` label for the engine's own locks (see the module docs).
+pub(crate) fn internal_label() -> Arc<str> {
+    INTERNAL.clone()
+}
+
+/// Whether `label` is [`internal_label`]'s (the very allocation, not the same text: a user
+/// label `"internal"` is recorded as usual).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+fn is_internal(label: &Arc<str>) -> bool {
+    Arc::ptr_eq(label, &INTERNAL)
+}
 
 /// The `outcome` label of an acquisition.
 pub(crate) fn acquire_outcome(result: &Result<(), &LockError>) -> &'static str {
@@ -41,6 +59,9 @@ mod imp {
     use super::*;
 
     pub(crate) fn acquire(label: &Arc<str>, outcome: &'static str, wait: Duration) {
+        if is_internal(label) {
+            return;
+        }
         let lock = label.to_string();
         metrics::counter!("redlock_acquire_total", "outcome" => outcome, "lock" => lock.clone())
             .increment(1);
@@ -49,25 +70,40 @@ mod imp {
     }
 
     pub(crate) fn attempt(label: &Arc<str>, outcome: &'static str, took: Duration) {
+        if is_internal(label) {
+            return;
+        }
         metrics::histogram!("redlock_acquire_attempt_seconds", "outcome" => outcome, "lock" => label.to_string())
             .record(took.as_secs_f64());
     }
 
     pub(crate) fn hold(label: &Arc<str>, held: Duration) {
+        if is_internal(label) {
+            return;
+        }
         metrics::histogram!("redlock_hold_seconds", "lock" => label.to_string())
             .record(held.as_secs_f64());
     }
 
     pub(crate) fn lost(label: &Arc<str>) {
+        if is_internal(label) {
+            return;
+        }
         metrics::counter!("redlock_lost_total", "lock" => label.to_string()).increment(1);
     }
 
     pub(crate) fn extend_failed(label: &Arc<str>) {
+        if is_internal(label) {
+            return;
+        }
         metrics::counter!("redlock_extend_failures_total", "lock" => label.to_string())
             .increment(1);
     }
 
     pub(crate) fn release(label: &Arc<str>, outcome: &'static str) {
+        if is_internal(label) {
+            return;
+        }
         metrics::counter!("redlock_release_total", "outcome" => outcome, "lock" => label.to_string())
             .increment(1);
     }

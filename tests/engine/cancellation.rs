@@ -30,7 +30,13 @@ async fn cancelled_acquire_leaves_no_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_acquire_on_frozen_nodes_is_cleaned_when_they_wake() {
     let cluster = cluster().await;
-    let redlock = redlock(&cluster).await;
+    // A node timeout far beyond the 50 ms the caller waits: the attempt cannot end first,
+    // however loaded the machine.
+    let redlock = builder(&cluster)
+        .node_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap();
     // Connected to every node, so that the requests below really go out.
     assert_eq!(redlock.health().await.reachable, 5);
     pause(&cluster, 0..5);

@@ -24,8 +24,14 @@ async fn thirty_two_tasks_never_overlap() {
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        // Separate engines stand in for separate service instances.
-        let redlock = redlock(&cluster).await;
+        // Separate engines stand in for separate service instances. A generous node
+        // timeout: this test is about exclusion, and 32 tasks on a loaded 2-core machine can
+        // keep a reply waiting longer than the default 200 ms.
+        let redlock = builder(&cluster)
+            .node_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .unwrap();
         for _ in 0..TASKS_PER_CLIENT {
             let (redlock, counter, inside, overlaps) = (
                 redlock.clone(),
@@ -51,7 +57,9 @@ async fn thirty_two_tasks_never_overlap() {
                     tokio::task::yield_now().await;
                     counter.store(read + 1, Ordering::SeqCst);
                     inside.store(false, Ordering::SeqCst);
-                    lock.release().await.unwrap();
+                    // A release that could not reach a quorum in time leaves the key to
+                    // expire: slower, never unsafe, and not what this test checks.
+                    let _ = lock.release().await;
                     done += 1;
                 }
             }));
@@ -68,9 +76,9 @@ async fn thirty_two_tasks_never_overlap() {
 }
 
 /// Spawns a task that acquires `key` on `waiter`, retrying every `every` (no jitter) for up
-/// to 30 s, then releases it; the task returns when it got the lock.
+/// to `every` + [`NO_HANG`], then releases it; the task returns when it got the lock.
 fn polling_waiter(waiter: Redlock, key: &'static str, every: Duration) -> JoinHandle<Instant> {
-    let polling = RetryPolicy::until(Duration::from_secs(30))
+    let polling = RetryPolicy::until(every + NO_HANG)
         .base_delay(every)
         .max_delay(every)
         .jitter(0.0);
@@ -116,11 +124,12 @@ async fn a_waiter_in_another_process_is_woken_by_the_release() {
     let holder = generous().build().await.unwrap();
     let waiter = generous().build().await.unwrap();
     let lock = holder.acquire("handoff").await.unwrap();
-    // Without wake-up the waiter would sleep 4 s between attempts.
-    let task = polling_waiter(waiter, "handoff", Duration::from_secs(4));
+    // Without wake-up the waiter would sleep an hour between attempts: if it gets the lock
+    // at all (within the no-hang bound), the release woke it.
+    let task = polling_waiter(waiter, "handoff", Duration::from_secs(3600));
     // Let the waiter fail once, subscribe, and mark the held key (only a marked release
     // publishes).
-    let subscribed = eventually(Duration::from_secs(15), || async {
+    let subscribed = eventually(NO_HANG, || async {
         let marked = lock_value(&cluster, 0, "handoff")
             .await
             .is_some_and(|v| v.ends_with('+'));
@@ -128,14 +137,11 @@ async fn a_waiter_in_another_process_is_woken_by_the_release() {
     })
     .await;
     assert!(subscribed, "the waiter never subscribed and marked the key");
-    let released = Instant::now();
     lock.release().await.unwrap();
-    let got = task.await.unwrap();
-    assert!(
-        got - released < Duration::from_secs(2),
-        "woken {:?} after the release",
-        got - released
-    );
+    tokio::time::timeout(NO_HANG, task)
+        .await
+        .expect("the release did not wake the waiter")
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +154,7 @@ async fn a_subscription_that_failed_is_made_again() {
     cluster.pause(0).unwrap();
     let task = polling_waiter(waiter, "repair", Duration::from_millis(300));
     // The mark comes after the subscriptions were tried.
-    let marked = eventually(Duration::from_secs(5), || async {
+    let marked = eventually(NO_HANG, || async {
         lock_value(&cluster, 1, "repair")
             .await
             .is_some_and(|v| v.ends_with('+'))
@@ -157,13 +163,13 @@ async fn a_subscription_that_failed_is_made_again() {
     assert!(marked, "the waiter never marked the key");
     cluster.resume(0).unwrap();
     // One of the waiter's next waits subscribes on node 0 again.
-    let again = eventually(Duration::from_secs(10), || async {
+    let again = eventually(NO_HANG, || async {
         subscribers(&cluster, 0, "repair").await > 0
     })
     .await;
     assert!(again, "node 0's subscription was never made again");
     lock.release().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
+    tokio::time::timeout(NO_HANG, task)
         .await
         .expect("the waiter gets the lock")
         .unwrap();
@@ -176,14 +182,14 @@ async fn subscriptions_lost_with_a_restarted_node_are_made_again() {
     let waiter = redlock(&cluster).await;
     let lock = holder.acquire("restart").await.unwrap();
     let task = polling_waiter(waiter, "restart", Duration::from_millis(300));
-    let subscribed = eventually(Duration::from_secs(5), || async {
+    let subscribed = eventually(NO_HANG, || async {
         subscribers(&cluster, 0, "restart").await > 0
     })
     .await;
     assert!(subscribed, "the waiter never subscribed on node 0");
     // The restart takes the waiter's subscriptions there with it.
     cluster.restart(0).await.unwrap();
-    let again = eventually(Duration::from_secs(10), || async {
+    let again = eventually(NO_HANG, || async {
         subscribers(&cluster, 0, "restart").await > 0
     })
     .await;
@@ -192,7 +198,7 @@ async fn subscriptions_lost_with_a_restarted_node_are_made_again() {
         "node 0's subscription was not made again after its restart"
     );
     lock.release().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
+    tokio::time::timeout(NO_HANG, task)
         .await
         .expect("the waiter gets the lock")
         .unwrap();

@@ -16,30 +16,32 @@ async fn majority_paused_while_held_fires_lost_before_validity_ends() {
         .await
         .unwrap();
     let ttl = Duration::from_millis(600);
-    let start = Instant::now();
     let lock = redlock
         .acquire_with("fragile", LockOptions::new().ttl(ttl))
         .await
         .unwrap();
-    // The nodes' keys expire no earlier than `start + ttl` (+ whatever extensions add).
+    // The validity promised before the pause. The nodes' keys (of the acquisition or of
+    // any extension that reached a quorum) expire a drift allowance after the validity
+    // that operation gave.
+    let promised = lock.valid_until();
     pause(&cluster, 0..3);
     let paused_at = Instant::now();
-    tokio::time::timeout(Duration::from_secs(5), lock.lost())
+    tokio::time::timeout(NO_HANG, lock.lost())
         .await
         .expect("lost() must fire");
-    let fired = Instant::now();
     resume(&cluster, 0..3);
     assert!(!lock.is_held());
-    // Extensions could not land after the pause, so the server-side keys expire no earlier
-    // than paused_at + ttl − (ttl/3 since the last extend at most); lost fires before that.
-    // (Generous slack for a loaded test machine's timers.)
-    let last_possible_extend = paused_at.max(start);
-    assert!(
-        fired <= last_possible_extend + ttl + Duration::from_millis(150),
-        "lost fired {:?} after the pause",
-        fired - paused_at
-    );
     assert!(lock.remaining().is_zero());
+    // Ordering, not speed: the validity that `lost` ended is the one promised before the
+    // pause, or one from an extension sent before the pause (which may have been under
+    // way); no extension sent after the pause counted.
+    let ended = lock.valid_until();
+    assert!(promised <= ended, "the validity went backwards");
+    assert!(
+        ended < paused_at + ttl,
+        "an extension sent after the pause counted: validity ended {:?} after the pause",
+        ended - paused_at
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +58,7 @@ async fn max_hold_bounds_a_runaway_holder() {
         )
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), lock.lost())
+    tokio::time::timeout(NO_HANG, lock.lost())
         .await
         .expect("lost after max_hold");
     assert!(start.elapsed() >= Duration::from_millis(500));
@@ -64,7 +66,7 @@ async fn max_hold_bounds_a_runaway_holder() {
     let rival = redlock
         .acquire_with(
             "runaway",
-            LockOptions::new().retry(RetryPolicy::until(Duration::from_secs(2))),
+            LockOptions::new().retry(RetryPolicy::until(NO_HANG)),
         )
         .await
         .unwrap();
@@ -77,10 +79,13 @@ async fn no_sleep_after_the_last_attempt() {
     let cluster = cluster().await;
     let redlock = redlock(&cluster).await;
     let holder = redlock.try_acquire("busy").await.unwrap();
+    // One sleep is long: a second one (after the last attempt) could not hide in the
+    // time the attempts themselves take, however loaded the machine.
+    let sleep = Duration::from_secs(5);
     let policy = RetryPolicy::default()
         .attempts(2)
-        .base_delay(Duration::from_millis(800))
-        .max_delay(Duration::from_millis(800))
+        .base_delay(sleep)
+        .max_delay(sleep)
         .jitter(0.0)
         .no_deadline();
     // The holder's remaining time would shorten the wait; hold it for long.
@@ -92,8 +97,8 @@ async fn no_sleep_after_the_last_attempt() {
         .unwrap_err();
     let took = start.elapsed();
     assert!(err.is_contended());
-    // One 800 ms sleep between the two attempts, none after the last.
-    assert!(took >= Duration::from_millis(800), "{took:?}");
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // One sleep between the two attempts, none after the last.
+    assert!(took >= sleep, "{took:?}");
+    assert!(took < 2 * sleep, "{took:?}");
     holder.release().await.unwrap();
 }

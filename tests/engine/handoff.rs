@@ -56,7 +56,7 @@ async fn holder_with_follower(
     // B fails once, takes the turn, marks the keys and waits for A's release.
     let e = engine.clone();
     let b = tokio::spawn(async move { e.acquire_many(keys).await });
-    let marked = eventually(Duration::from_secs(5), || async {
+    let marked = eventually(NO_HANG, || async {
         lock_value(cluster, 0, key)
             .await
             .is_some_and(|v| v.ends_with('+'))
@@ -69,7 +69,7 @@ async fn holder_with_follower(
     let b = b.await.unwrap().expect("the first waiter gets the lock");
     // A node where B's token landed (a release straggler of A's may have refused it on one).
     let found = std::sync::Mutex::new(None);
-    let seen = eventually(Duration::from_secs(5), || async {
+    let seen = eventually(NO_HANG, || async {
         for i in 0..cluster.len() {
             if let Some(v) = lock_value(cluster, i, key)
                 .await
@@ -117,7 +117,7 @@ async fn key_events(
 
 /// The key's next event is a `set` (the hand-off), not a `del` first.
 async fn assert_set_first(events: &mut (impl futures_util::Stream<Item = String> + Unpin)) {
-    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+    let first = tokio::time::timeout(NO_HANG, events.next())
         .await
         .expect("a keyspace event for the hand-off")
         .unwrap();
@@ -180,18 +180,22 @@ async fn a_multi_key_lease_is_handed_on_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_off_the_follower_cannot_take_is_released() {
     let cluster = cluster().await;
-    let engine = redlock(&cluster).await;
+    // A long ttl for B: its keys cannot simply run out while the test looks.
+    let engine = builder(&cluster)
+        .ttl(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
     // The follower wants another ttl: it cannot take B's lease as it is.
     let other_ttl = LockOptions::new().ttl(Duration::from_secs(7));
     let (b, _, _, c) = holder_with_follower(&cluster, &engine, &["relay2"], other_ttl).await;
-    let released = Instant::now();
+    let b_valid_until = b.valid_until();
     assert_eq!(b.release().await.unwrap(), ReleaseOutcome::Released);
     let c = c.await.unwrap().expect("the follower gets the lock");
-    // Well before the 5 s ttl of the handed-on token: it was released, not left to expire.
+    // While B's lease would still be valid: it was released, not left to expire.
     assert!(
-        released.elapsed() < Duration::from_secs(3),
-        "the follower waited {:?}",
-        released.elapsed()
+        Instant::now() < b_valid_until,
+        "the follower got the lock only after B's validity"
     );
     assert!(c.is_held());
     assert_eq!(c.release().await.unwrap(), ReleaseOutcome::Released);
@@ -205,7 +209,7 @@ async fn a_waiter_in_another_process_is_not_starved_by_hand_offs() {
     let other = redlock(&cluster).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sections = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + 3 * NO_HANG;
     // Four tasks of one process keep the key busy: each release has a local follower.
     let mut loops = Vec::new();
     for _ in 0..4 {
@@ -220,15 +224,12 @@ async fn a_waiter_in_another_process_is_not_starved_by_hand_offs() {
             }
         }));
     }
-    let warm = eventually(Duration::from_secs(5), || async {
-        sections.load(Ordering::Relaxed) >= 20
-    })
-    .await;
+    let warm = eventually(NO_HANG, || async { sections.load(Ordering::Relaxed) >= 20 }).await;
     assert!(warm, "the busy process never got going");
     let lock = other
         .acquire_with(
             "busy",
-            LockOptions::new().retry(RetryPolicy::until(Duration::from_secs(10))),
+            LockOptions::new().retry(RetryPolicy::until(NO_HANG)),
         )
         .await
         .expect("the waiter elsewhere gets the lock between the local hand-offs");
@@ -240,8 +241,17 @@ async fn a_waiter_in_another_process_is_not_starved_by_hand_offs() {
 }
 
 /// How long each proxy holds each direction in the carried-over tests: no reply can come
-/// back sooner than twice this.
+/// back sooner than twice this. The tests use it only for lower bounds (a round trip takes
+/// at least this long, however fast or loaded the machine).
 const ONE_WAY: Duration = Duration::from_millis(250);
+
+/// The carried-over tests' node timeout: long, so that nothing times out while the test
+/// holds the nodes (SIGSTOP) or the machine is loaded.
+const SLOW_NODE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The carried-over tests' ttl: more than two node timeouts of validity (a carry needs
+/// that), and a first watchdog extension (after ttl/3) well after any [`NO_HANG`] wait.
+const SLOW_TTL: Duration = Duration::from_secs(120);
 
 /// What the carried-over tests start from: an engine reaching `cluster`'s nodes through
 /// fault proxies, a lease `b` on `key` with a local follower queued behind it (see
@@ -259,8 +269,8 @@ async fn slowed_holder_with_follower(
     let proxies = cluster.proxies().await.unwrap();
     let engine = builder(cluster)
         .nodes(proxies.iter().map(|p| p.url()))
-        .ttl(Duration::from_secs(20))
-        .node_timeout(Duration::from_secs(2))
+        .ttl(SLOW_TTL)
+        .node_timeout(SLOW_NODE_TIMEOUT)
         .build()
         .await
         .unwrap();
@@ -276,24 +286,28 @@ async fn a_carried_over_follower_starts_before_the_swap_lands() {
     let cluster = cluster().await;
     let (engine, _proxies, b, b_value, c) = slowed_holder_with_follower(&cluster, &["carry"]).await;
     let before = b.valid_until();
+    // Every node is frozen (SIGSTOP): the swap to the follower's token cannot land until
+    // they resume, so a follower that starts now started before the swap landed.
+    pause(&cluster, 0..cluster.len());
     let let_go = Instant::now();
     let release_b = tokio::spawn(b.release());
     let c = c.await.unwrap().expect("the follower gets the lease");
-    let started = let_go.elapsed();
     assert!(
-        started < ONE_WAY,
-        "the follower waited for the nodes: {started:?}"
+        !release_b.is_finished(),
+        "B's release (the swap) ended before the follower started"
     );
-    assert!(c.is_held());
+    assert!(c.is_held(), "the follower's lease was decided by the nodes");
     assert!(
         c.valid_until() <= before,
         "it runs on the ending lease's validity"
     );
+    resume(&cluster, 0..cluster.len());
     // Whatever the follower sends waits for the swap: an extension sent at once could
-    // overtake it on a node, find the old token there and count as a refusal.
-    let asked = Instant::now();
-    c.extend(Duration::from_secs(20)).await.unwrap();
-    let took = asked.elapsed();
+    // overtake it on a node, find the old token there and count as a refusal. The swap
+    // lands a round trip after `let_go` at the earliest, the extension one more after that
+    // (lower bounds: they hold on any machine).
+    c.extend(SLOW_TTL).await.unwrap();
+    let took = let_go.elapsed();
     assert!(
         took >= 4 * ONE_WAY - Duration::from_millis(50),
         "the extension did not wait for the swap: {took:?}"
@@ -314,13 +328,13 @@ async fn a_carried_over_follower_starts_before_the_swap_lands() {
     assert!(moved >= 3, "the new token is on {moved} nodes");
     // C carries over to D, and D lets go at once, before its own swap landed: its release
     // waits for that swap, so on every node it comes after it and no key is left behind.
+    let let_go = Instant::now();
     let release_c = tokio::spawn(c.release());
     let d = d.await.unwrap().expect("the next follower gets the lease");
-    let let_go = Instant::now();
     assert_eq!(d.release().await.unwrap(), ReleaseOutcome::Released);
-    // Two round trips at least: the rest of C's swap, then D's release (a release sent at
-    // once could overtake the swap on a node, and the swap would then set a token nobody
-    // holds).
+    // Two round trips at least from C letting go: C's swap, then D's release (a release
+    // sent at once could overtake the swap on a node, and the swap would then set a token
+    // nobody holds).
     let took = let_go.elapsed();
     assert!(
         took >= 4 * ONE_WAY - Duration::from_millis(50),
@@ -351,8 +365,10 @@ async fn a_carried_over_lease_whose_swap_fails_is_lost() {
         .unwrap()
         .expect("the follower starts on B's validity");
     assert!(c.is_held());
-    // From the swap itself, long before a watchdog extension (due after ~ttl/3) could tell.
-    tokio::time::timeout(Duration::from_secs(3), c.lost())
+    // From the swap itself: the first watchdog extension is due only after ttl/3 (40 s),
+    // past this no-hang bound.
+    assert!(NO_HANG < SLOW_TTL / 3);
+    tokio::time::timeout(NO_HANG, c.lost())
         .await
         .expect("the follower is told its lease is lost");
     assert!(!c.is_held());

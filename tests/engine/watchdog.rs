@@ -70,14 +70,18 @@ fn leases_are_extended_after_the_engine_runtime_is_gone() {
         // The holder's connections died with the first runtime: let it make new ones first
         // (this test is about the timer task, not about reconnecting).
         let _ = holder.health().await;
-        let ttl = Duration::from_millis(600);
+        let ttl = Duration::from_secs(1);
         let lock = holder
             .acquire_with("moved", LockOptions::new().ttl(ttl))
             .await
             .unwrap();
         let start = tokio::time::Instant::now();
+        // Until the lease has outlived its first validity twice over (only extensions,
+        // made by the restarted timer task, can have kept it), the rival is refused.
+        let first_end = lock.valid_until();
+        let outlived = first_end + ttl;
         for _ in 0..1_000 {
-            if start.elapsed() > ttl * 3 {
+            if tokio::time::Instant::now() > outlived {
                 break;
             }
             let err = match rival.try_acquire("moved").await {
@@ -90,7 +94,12 @@ fn leases_are_extended_after_the_engine_runtime_is_gone() {
             assert!(err.is_contended(), "{err:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert!(
+            tokio::time::Instant::now() > outlived,
+            "the loop ran out first"
+        );
         assert!(lock.is_held());
+        assert!(lock.valid_until() > first_end, "never extended");
         lock.release().await.unwrap();
         assert!(released_everywhere(&cluster, "moved").await);
     });

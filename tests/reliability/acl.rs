@@ -13,12 +13,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use tokio::time::Instant;
 use tower_redlock::testkit::{ClusterOptions, LocalCluster};
 use tower_redlock::{LockError, LockOptions, Redlock, ReleaseOutcome, RetryPolicy};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::support::{eventually, raw};
+use crate::support::{NO_HANG, eventually, raw};
 
 const USER: &str = "locker";
 const PASSWORD: &str = "s3cret-Pa55-acl-7Qx";
@@ -176,10 +175,14 @@ async fn exercise(
         .acquire_with("busy", LockOptions::new().ttl(Duration::from_secs(7)))
         .await
         .map_err(|e| format!("acquire (other): {e}"))?;
-    match redlock.try_acquire("busy").await {
+    // (Ordering, not speed: at least what the holder has left after the refusal.)
+    let refused = redlock.try_acquire("busy").await;
+    let left = held.remaining();
+    match refused {
         Err(LockError::Contended { retry_after })
-            if retry_after > Duration::from_secs(5) && retry_after <= Duration::from_secs(7) => {}
-        other => return Err(format!("contention: {other:?}")),
+            if retry_after + Duration::from_millis(1) >= left
+                && retry_after <= Duration::from_secs(7) => {}
+        other => return Err(format!("contention: {other:?} with {left:?} left")),
     }
     held.release()
         .await
@@ -202,25 +205,27 @@ async fn exercise(
         return Err(format!("fencing tokens did not increase: {tokens:?}"));
     }
 
-    // Wake-on-release across engines: the waiter's fallback timer is 2 s, so a wake-up
-    // well before that came from the release message (PUBLISH → SUBSCRIBE).
+    // Wake-on-release across engines: the waiter's fallback timer is an hour, so a waiter
+    // that gets the lock at all (within the no-hang bound) was woken by the release message
+    // (PUBLISH → SUBSCRIBE).
     let held = other
         .try_acquire("wake")
         .await
         .map_err(|e| format!("acquire (wake holder): {e}"))?;
     let waiter = redlock.clone();
+    let fallback = Duration::from_secs(3600);
     let policy = RetryPolicy::default()
-        .base_delay(Duration::from_secs(2))
-        .max_delay(Duration::from_secs(2))
+        .base_delay(fallback)
+        .max_delay(fallback)
         .jitter(0.0)
-        .deadline(Duration::from_secs(5));
+        .deadline(2 * fallback);
     let wait = tokio::spawn(async move {
         waiter
             .acquire_with("wake", LockOptions::new().retry(policy))
             .await
     });
     let channel = format!("{PREFIX}released:wake");
-    let subscribed = eventually(Duration::from_secs(1), || async {
+    let subscribed = eventually(NO_HANG, || async {
         subscribers(cluster, &channel).await.iter().all(|&n| n > 0)
     })
     .await;
@@ -229,30 +234,23 @@ async fn exercise(
         return Err("the waiter never subscribed (SUBSCRIBE refused?)".to_owned());
     }
     // The waiter marks the held key once subscribed; only a marked release publishes.
-    if !eventually(Duration::from_secs(1), || marked(cluster, "wake")).await {
+    if !eventually(NO_HANG, || marked(cluster, "wake")).await {
         wait.abort();
         return Err("the waiter never marked the held key (APPEND refused?)".to_owned());
     }
-    let released = Instant::now();
     held.release()
         .await
         .map_err(|e| format!("release (wake holder): {e}"))?;
-    let lock = tokio::time::timeout(Duration::from_secs(10), wait)
+    let lock = tokio::time::timeout(NO_HANG, wait)
         .await
-        .map_err(|_| "waiter hung".to_owned())?
+        .map_err(|_| "the waiter was not woken by the release: PUBLISH refused?".to_owned())?
         .map_err(|e| format!("waiter task: {e}"))?
         .map_err(|e| format!("waiter: {e}"))?;
-    let woken_after = released.elapsed();
     lock.release()
         .await
         .map_err(|e| format!("release (waiter): {e}"))?;
-    if woken_after >= Duration::from_millis(1500) {
-        return Err(format!(
-            "the waiter was not woken by the release ({woken_after:?}): PUBLISH refused?"
-        ));
-    }
     // Nobody waits any more: the subscription goes away (UNSUBSCRIBE, in the background).
-    let unsubscribed = eventually(Duration::from_secs(2), || async {
+    let unsubscribed = eventually(NO_HANG, || async {
         subscribers(cluster, &channel).await.iter().all(|&n| n == 0)
     })
     .await;

@@ -1,9 +1,8 @@
 //! A holder process killed with `SIGKILL` (no release, no cleanup): its lease stops being
-//! extended and the next holder gets the key within one ttl.
+//! extended, its keys run out within one ttl of the kill, and the next holder gets the key.
 
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tower_redlock::testkit::LocalCluster;
 use tower_redlock::{LockOptions, RetryPolicy};
 
@@ -11,8 +10,6 @@ use crate::support::*;
 
 const NODES_VAR: &str = "TOWER_REDLOCK_HOLDER_NODES";
 const TTL: Duration = Duration::from_secs(1);
-/// Scheduling slack on a loaded machine: only a "no hang" bound.
-const SLACK: Duration = Duration::from_secs(1);
 
 /// Child mode: holds "crash" with a 1 s ttl (auto-extended), prints `ACQUIRED`, then
 /// `EXTENDED` once the watchdog has extended it, then waits to be killed (30 s at most, or
@@ -38,10 +35,7 @@ async fn holder_process_helper() {
         .unwrap();
     println!("ACQUIRED pid={}", std::process::id());
     let first = lock.valid_until();
-    let extended = eventually(Duration::from_secs(5), || async {
-        lock.valid_until() > first
-    })
-    .await;
+    let extended = eventually(NO_HANG, || async { lock.valid_until() > first }).await;
     assert!(extended, "the watchdog never extended the lease");
     println!("EXTENDED");
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -61,7 +55,7 @@ async fn killed_holder_blocks_the_key_for_at_most_one_ttl() {
         .await;
     assert_eq!(line, format!("ACQUIRED pid={}", child.pid()));
     child
-        .wait_for_line("EXTENDED", Duration::from_secs(10))
+        .wait_for_line("EXTENDED", Duration::from_secs(60))
         .await;
     // The child holds the key, alive and extending: we cannot take it.
     assert!(
@@ -73,19 +67,25 @@ async fn killed_holder_blocks_the_key_for_at_most_one_ttl() {
     );
 
     child.kill().await;
-    let killed = Instant::now();
+    // Once the holder is dead, what is left of its keys on every node is at most one ttl
+    // (ordering, not speed: read after the kill, nothing can extend them any more).
+    for i in 0..cluster.len() {
+        let mut conn = raw(&cluster, i).await.expect("a direct connection");
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(format!("{PREFIX}lock:crash"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            u64::try_from(pttl).map_or(true, |ms| Duration::from_millis(ms) <= TTL),
+            "node {i}: {pttl} ms left of a dead holder's lease of {TTL:?}"
+        );
+    }
+    // So the key comes free (the retry deadline only stops a hang).
     let lock = redlock
-        .acquire_with(
-            "crash",
-            LockOptions::new().retry(retry_for(TTL + 3 * SLACK)),
-        )
+        .acquire_with("crash", LockOptions::new().retry(retry_for(NO_HANG)))
         .await
         .expect("the key is free once the dead holder's lease runs out");
-    let waited = killed.elapsed();
     assert!(lock.is_held());
-    assert!(
-        waited < TTL + SLACK,
-        "waited {waited:?} for a dead holder's lease of {TTL:?}"
-    );
     lock.release().await.unwrap();
 }

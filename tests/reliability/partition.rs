@@ -12,8 +12,6 @@ use crate::support::app::{self, Probe};
 use crate::support::*;
 
 const NODE_TIMEOUT: Duration = Duration::from_millis(200);
-/// Scheduling slack on a loaded 2-core machine: only a "no hang" bound.
-const SLACK: Duration = Duration::from_secs(1);
 
 /// An engine on `env` with the partition tests' node timeout, connected to every node
 /// (by `build`) before the partition, as in a running service.
@@ -52,36 +50,32 @@ async fn partitioned_majority_is_unavailable_without_hanging() {
     let redlock = connected_engine(&env).await;
     env.blackhole([0, 1, 2]);
 
-    // One attempt: decided when the third node times out.
+    // One attempt: decided when the third node times out (not before: a lower bound),
+    // and it ends (the no-hang bound).
     let start = Instant::now();
-    let err = tokio::time::timeout(Duration::from_secs(10), redlock.try_acquire("cut-off"))
+    let err = tokio::time::timeout(NO_HANG, redlock.try_acquire("cut-off"))
         .await
         .expect("try_acquire must not hang")
         .unwrap_err();
     let took = start.elapsed();
     assert_unavailable(&err);
-    assert!(took < NODE_TIMEOUT + SLACK, "one attempt took {took:?}");
+    assert!(took >= NODE_TIMEOUT, "one attempt took {took:?}");
 
-    // With retries: gives up at the retry deadline (+ one node timeout).
+    // With retries: gives up at the retry deadline (a policy that ignored it would retry
+    // on and on, past the no-hang bound).
     let deadline = Duration::from_millis(600);
-    let start = Instant::now();
     let err = tokio::time::timeout(
-        Duration::from_secs(10),
+        NO_HANG,
         redlock.acquire_with("cut-off", LockOptions::new().retry(retry_for(deadline))),
     )
     .await
     .expect("acquire must not hang")
     .unwrap_err();
-    let took = start.elapsed();
     assert_unavailable(&err);
-    assert!(
-        took < deadline + NODE_TIMEOUT + SLACK,
-        "retries took {took:?}"
-    );
 
     // The two reachable nodes said yes each time and were cleaned up.
     assert!(
-        eventually(Duration::from_secs(3), || async {
+        eventually(NO_HANG, || async {
             holders(&env.cluster, "cut-off").await == 0
         })
         .await,
@@ -91,27 +85,31 @@ async fn partitioned_majority_is_unavailable_without_hanging() {
     // Through the layer: 503 with Retry-After, the handler never runs, no key in the body.
     let probe = Arc::new(Probe::default());
     let router = app::router(redlock.clone(), Duration::from_secs(2), probe.clone());
-    let start = Instant::now();
-    let (response, body) = app::send(router, app::post("/orders/partitioned-order-42")).await;
+    let (response, body) = tokio::time::timeout(
+        NO_HANG,
+        app::send(router, app::post("/orders/partitioned-order-42")),
+    )
+    .await
+    .expect("the layer must not hang");
     assert_eq!(response.status(), app::SERVICE_UNAVAILABLE, "{body}");
     let retry_after = app::retry_after(&response).expect("Retry-After on 503");
     assert!(retry_after >= 1, "Retry-After: {retry_after}");
     assert!(body.contains("lock-unavailable"), "{body}");
     assert!(!body.contains("partitioned-order-42"), "{body}");
     assert!(!probe.ran.load(Ordering::SeqCst));
-    assert!(start.elapsed() < NODE_TIMEOUT + SLACK);
 }
 
-/// Tries once every 10 ms until a lock is acquired, at most 1 s (and 100 attempts) after
-/// `healed`; every failure must be `Unavailable`.
-async fn acquire_within_a_second_of(redlock: &Redlock, healed: Instant) {
-    let deadline = healed + Duration::from_secs(1);
+/// Tries once every 10 ms until a lock is acquired, giving up [`NO_HANG`] (or 3000
+/// attempts) after `healed` — far sooner than the OS gives up on a dead socket (~15 min);
+/// every failure must be `Unavailable`.
+async fn acquire_soon_after(redlock: &Redlock, healed: Instant) {
+    let deadline = healed + NO_HANG;
     let mut attempts = 0;
     let lock = loop {
         attempts += 1;
         match redlock.try_acquire("heal").await {
             Ok(lock) => break lock,
-            Err(e) if Instant::now() < deadline && attempts < 100 => {
+            Err(e) if Instant::now() < deadline && attempts < 3000 => {
                 assert!(e.is_unavailable(), "{e}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -132,7 +130,7 @@ async fn healed_partition_without_traffic_acquires_at_once() {
     // Nothing is sent while partitioned: the idle connections survive the partition.
     env.blackhole([0, 1, 2]);
     env.heal_all();
-    acquire_within_a_second_of(&redlock, Instant::now()).await;
+    acquire_soon_after(&redlock, Instant::now()).await;
 }
 
 /// Requests sent into a partition leave their connections dead (the data is lost, the
@@ -140,7 +138,7 @@ async fn healed_partition_without_traffic_acquires_at_once() {
 /// and replaces it when that goes unanswered, so the node is usable again soon after the
 /// partition heals rather than when the OS gives up on the socket (~15 min).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healed_partition_acquires_again_within_a_second() {
+async fn healed_partition_acquires_again_soon() {
     let env = Proxied::start(5).await;
     let redlock = connected_engine(&env).await;
     env.blackhole([0, 1, 2]);
@@ -148,7 +146,28 @@ async fn healed_partition_acquires_again_within_a_second() {
     let err = redlock.try_acquire("heal").await.unwrap_err();
     assert_unavailable(&err);
     env.heal_all();
-    acquire_within_a_second_of(&redlock, Instant::now()).await;
+    acquire_soon_after(&redlock, Instant::now()).await;
+}
+
+/// Per node (asked directly, not through its proxy): the earliest it lets lock key `key`
+/// go, from its `PTTL`; `None` when it does not hold the key.
+async fn earliest_expiries(env: &Proxied, key: &str) -> Vec<Option<Instant>> {
+    let mut expiries = Vec::new();
+    for i in 0..env.cluster.len() {
+        let asked = Instant::now();
+        let mut conn = raw(&env.cluster, i).await.expect("a direct connection");
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(format!("{PREFIX}lock:{key}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        expiries.push(
+            u64::try_from(pttl)
+                .ok()
+                .map(|ms| asked + Duration::from_millis(ms)),
+        );
+    }
+    expiries
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,39 +185,42 @@ async fn majority_partition_while_held_fires_lost_before_validity_ends() {
         .unwrap();
     let lock = redlock.try_acquire("held").await.unwrap();
     let first_validity = lock.valid_until();
-    // The watchdog extends (every ttl/3): wait until it has, at most 3 s.
+    // The watchdog extends (every ttl/3): wait until it has.
     assert!(
-        eventually(Duration::from_secs(3), || async {
-            lock.valid_until() > first_validity
-        })
-        .await,
+        eventually(NO_HANG, || async { lock.valid_until() > first_validity }).await,
         "the lease was never extended"
     );
 
     env.blackhole([0, 1, 2]);
-    let partitioned = Instant::now();
-    tokio::time::timeout(Duration::from_secs(5), lock.lost())
+    // When each node lets the key go at the earliest, read right after the partition
+    // (nothing can extend the lease on a quorum any more), and again once `lost()` fired
+    // (in case an extension sent before the partition landed on a node after the first
+    // read).
+    let mut expiries = earliest_expiries(&env, "held").await;
+    tokio::time::timeout(NO_HANG, lock.lost())
         .await
         .expect("lost() must fire");
-    let fired = Instant::now();
+    for (first, again) in expiries
+        .iter_mut()
+        .zip(earliest_expiries(&env, "held").await)
+    {
+        *first = (*first).max(again);
+    }
     assert!(!lock.is_held());
     assert!(lock.remaining().is_zero());
-    // Every extension since the partition failed, so the last validity bound stands, and
-    // lost() fired no later than it (plus timer slack, less than the drift allowance).
+    // Ordering, not speed: the validity the holder relied on (what `is_held()` and
+    // `remaining()` go by, and when `lost()` is due) ended before a quorum of nodes could
+    // let the key go, so nobody else could take it while we thought we held it.
+    let ended = lock.valid_until();
+    let outlasting = expiries.iter().flatten().filter(|&&e| e >= ended).count();
     assert!(
-        fired <= lock.valid_until() + Duration::from_millis(250),
-        "lost() fired {:?} after the validity ended",
-        fired - lock.valid_until()
+        outlasting >= 3,
+        "only {outlasting} nodes keep the key until the validity ends: {:?}",
+        expiries
+            .iter()
+            .map(|e| e.map(|e| e.checked_duration_since(ended)))
+            .collect::<Vec<_>>()
     );
-    // The partitioned nodes (asked directly) still hold our lock: nobody else could have
-    // taken the key yet when we were told it was lost.
-    for i in 0..3 {
-        assert!(
-            lock_value(&env.cluster, i, "held").await.is_some(),
-            "node {i} expired the lock before lost() fired ({:?} after the partition)",
-            fired - partitioned
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,12 +234,12 @@ async fn middleware_cancels_the_handler_when_the_lease_is_lost() {
     let probe = Arc::new(Probe::default());
     let router = app::router(redlock, Duration::from_millis(900), probe.clone());
     let request = tokio::spawn(app::send(router, app::post("/orders/7")));
-    tokio::time::timeout(Duration::from_secs(5), probe.started.notified())
+    tokio::time::timeout(NO_HANG, probe.started.notified())
         .await
         .expect("the handler starts under the lock");
 
     env.blackhole([0, 1, 2]);
-    let (response, body) = tokio::time::timeout(Duration::from_secs(10), request)
+    let (response, body) = tokio::time::timeout(NO_HANG, request)
         .await
         .expect("the response comes once the lease is lost")
         .unwrap();

@@ -29,20 +29,15 @@ async fn engine(cluster: &LocalCluster, ttl: Duration) -> Redlock {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn majority_restarted_empty_regrants_a_held_lock() {
     let cluster = LocalCluster::start(5).await.unwrap();
-    // A long ttl: the first watchdog extension is ~10 s away, so nothing tells the first
-    // holder about the restarts before we look.
-    let ttl = Duration::from_secs(30);
+    // A long ttl: the first watchdog extension is ~40 s away (past every no-hang bound
+    // below), so nothing tells the first holder about the restarts before we look.
+    let ttl = Duration::from_secs(120);
     let first = engine(&cluster, ttl).await;
     let second = engine(&cluster, ttl).await;
     let a = first.try_acquire("order").await.unwrap();
     let a_token = a.fencing_token().unwrap();
     // Acquisition returns at quorum; wait for the last nodes too, so the layout is known.
-    assert!(
-        eventually(Duration::from_secs(3), || async {
-            holders(&cluster, "order").await == 5
-        })
-        .await
-    );
+    assert!(eventually(NO_HANG, || async { holders(&cluster, "order").await == 5 }).await);
     assert!(
         second
             .try_acquire("order")
@@ -91,7 +86,7 @@ async fn majority_restarted_empty_regrants_a_held_lock() {
         }
     }
     assert_eq!(outcomes.last(), Some(&LockError::Lost), "{outcomes:?}");
-    tokio::time::timeout(Duration::from_secs(1), a.lost())
+    tokio::time::timeout(NO_HANG, a.lost())
         .await
         .expect("lost() fires once the extension is refused");
     assert!(!a.is_held() && b.is_held());
@@ -113,7 +108,7 @@ async fn delayed_restart_keeps_the_lock_exclusive() {
     let killed = Instant::now();
     // The rule: the nodes stay down for at least the largest ttl in use. Meanwhile the
     // holder cannot extend and is told its lease is lost.
-    tokio::time::timeout(Duration::from_secs(5), a.lost())
+    tokio::time::timeout(NO_HANG, a.lost())
         .await
         .expect("lost() fires while the majority is down");
     tokio::time::sleep_until(killed + ttl).await;
@@ -121,7 +116,7 @@ async fn delayed_restart_keeps_the_lock_exclusive() {
         cluster.restart(i).await.unwrap();
     }
     let b = second
-        .acquire_with("order", LockOptions::new().retry(retry_for(ttl * 3)))
+        .acquire_with("order", LockOptions::new().retry(retry_for(NO_HANG)))
         .await
         .unwrap();
     assert!(
@@ -166,7 +161,7 @@ async fn crash_and_recover(cluster: &LocalCluster, i: usize) {
             .query_async::<redis::Value>(&mut conn),
     )
     .await;
-    let back = eventually(Duration::from_secs(10), || async {
+    let back = eventually(NO_HANG, || async {
         run_id(cluster, i)
             .await
             .is_some_and(|after| after != before)
@@ -180,7 +175,10 @@ async fn crash_and_recover(cluster: &LocalCluster, i: usize) {
 
 /// Holds "order" with one client, crashes a majority, and tells whether the first client
 /// still believes it holds the lock and what a second client gets (`Ok(held)` or the error).
-async fn second_client_after_majority_crash(persistent: bool) -> (bool, Result<bool, LockError>) {
+/// With a refusal, what the first client had left of its validity just after it.
+async fn second_client_after_majority_crash(
+    persistent: bool,
+) -> (bool, Result<bool, (LockError, Duration)>) {
     let mut args = vec!["--enable-debug-command", "yes"];
     if persistent {
         args.extend(["--appendonly", "yes", "--appendfsync", "always"]);
@@ -192,12 +190,7 @@ async fn second_client_after_majority_crash(persistent: bool) -> (bool, Result<b
     let first = engine(&cluster, ttl).await;
     let second = engine(&cluster, ttl).await;
     let a = first.try_acquire("order").await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(3), || async {
-            holders(&cluster, "order").await == 5
-        })
-        .await
-    );
+    assert!(eventually(NO_HANG, || async { holders(&cluster, "order").await == 5 }).await);
     for i in 0..3 {
         crash_and_recover(&cluster, i).await;
     }
@@ -207,13 +200,19 @@ async fn second_client_after_majority_crash(persistent: bool) -> (bool, Result<b
         remembered += usize::from(lock_value(&cluster, i, "order").await.is_some());
     }
     assert_eq!(remembered, if persistent { 3 } else { 0 });
-    // Retry: the first attempt may find the connections to the crashed nodes closed.
-    let outcome = second
-        .acquire_with(
-            "order",
-            LockOptions::new().retry(retry_for(Duration::from_secs(1))),
-        )
-        .await;
+    // The first call to a crashed node may find its connection closed (and replace it):
+    // wait until the second client reaches every node again, then try once.
+    let reconnected = eventually(NO_HANG, || async {
+        let report = second.health().await;
+        report.reachable == 5 && report.nodes.iter().all(|n| !n.skipped)
+    })
+    .await;
+    assert!(
+        reconnected,
+        "the second client never reached every node again"
+    );
+    let outcome = second.try_acquire("order").await;
+    let a_left = a.remaining();
     let result = (
         a.is_held(),
         outcome
@@ -225,13 +224,15 @@ async fn second_client_after_majority_crash(persistent: bool) -> (bool, Result<b
         b.release().await.unwrap();
     }
     drop(a);
-    result
+    (result.0, result.1.map_err(|e| (e, a_left)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_without_persistence_regrants_the_lock() {
     let (a_held, b) = second_client_after_majority_crash(false).await;
-    let b_held = b.expect("an empty majority grants the lock again");
+    let b_held = b
+        .map_err(|(e, _)| e)
+        .expect("an empty majority grants the lock again");
     assert!(a_held && b_held, "two holders at once");
 }
 
@@ -239,8 +240,12 @@ async fn crash_without_persistence_regrants_the_lock() {
 async fn aof_always_keeps_the_lock_across_a_crash() {
     let (a_held, b) = second_client_after_majority_crash(true).await;
     match b {
-        Err(LockError::Contended { retry_after }) => {
-            assert!(retry_after > Duration::from_secs(20), "{retry_after:?}");
+        // The holder's remaining time: at least what it had left after the refusal.
+        Err((LockError::Contended { retry_after }, left)) => {
+            assert!(
+                retry_after + Duration::from_millis(1) >= left,
+                "{retry_after:?}, {left:?} left"
+            );
         }
         other => panic!("expected Contended after the crash, got {other:?}"),
     }

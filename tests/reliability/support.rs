@@ -15,6 +15,10 @@ use tower_redlock::{Redlock, RedlockBuilder, RetryPolicy};
 
 pub const PREFIX: &str = "rel:";
 
+/// How long a test waits for an event that should come at once before it gives up: a bound
+/// against hanging, not a speed requirement (a loaded 2-core machine must pass too).
+pub const NO_HANG: Duration = Duration::from_secs(30);
+
 /// Five nodes, each behind its own fault proxy.
 pub struct Proxied {
     // Proxies first: they are dropped (closing their sockets) before the nodes.

@@ -33,7 +33,8 @@ async fn clean_run_is_safe() {
     let outcome = run(Scenario::new("clean", Duration::from_secs(8))).await;
     println!("{}", outcome.summary());
     assert!(outcome.verdict.is_safe(), "{}", outcome.summary());
-    assert!(outcome.verdict.writes > 100, "{}", outcome.summary());
+    // Not vacuous (a count, not a speed: a loaded machine writes far fewer).
+    assert!(outcome.verdict.writes >= 20, "{}", outcome.summary());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +51,7 @@ async fn minority_faults_run_is_safe() {
         outcome.summary()
     );
     assert!(chaos.max_faulty <= chaos::MAX_FAULTY);
-    assert!(outcome.verdict.writes > 50, "{}", outcome.summary());
+    assert!(outcome.verdict.writes >= 10, "{}", outcome.summary());
 }
 
 /// The checker is not vacuous: with a lock that does not exclude (each process locks on a
