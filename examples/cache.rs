@@ -4,7 +4,14 @@
 //! (a Redis key with a ttl on node 0), misses, and takes the report's lock, waiting for it.
 //! The first holder double-checks the cache, still misses, loads the report (200 ms) and
 //! stores it; every later holder finds it in the cache on its double-check and loads nothing.
-//! The loader must be called exactly once.
+//! In this run the loader is called once, and the run checks it.
+//!
+//! That comes from the double-check, not from the lock alone: the lock makes the loads take
+//! turns (mutual exclusion while a lease is valid), and the check made once the lock is held
+//! makes every later holder find the report. A lock is not "exactly once": a holder whose
+//! lease is lost mid-load (a paused process, a partition) can overlap with the next one, and
+//! both load. Filling a cache is idempotent, so that costs only a second load; work whose
+//! second run does harm needs a check-and-set or fencing token (see `cron`).
 //!
 //! ```text
 //! cargo run --example cache --features testkit

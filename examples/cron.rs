@@ -5,7 +5,28 @@
 //! `cron:report:{tick}` (failing fast: at most 100 ms of tries) and run the job under it with
 //! `with_lock_options`; the one that wins runs the job, the others skip the tick. The job
 //! takes 700 ms while the lease ttl is only 300 ms: the watchdog extends the lease while the
-//! job runs. Every tick must run exactly once.
+//! job runs.
+//!
+//! **What the lock guarantees, and what it does not.** A lock gives mutual exclusion, not
+//! "exactly once": while a lease is valid, at most one instance runs a tick's job. On its own
+//! it cannot stop a tick from being skipped (no instance got the lock: all down, or the
+//! quorum unreachable) nor from running twice (the winner's lease was lost — a paused
+//! process, a partition — and a late instance took the lock after it, or a job finished and
+//! a slow instance arrived afterwards). This example gets its once-per-tick result from two
+//! more things:
+//! - **every instance tries every tick**, so a tick runs as long as one instance is up and
+//!   the quorum is reachable;
+//! - **the job records its tick with a check-and-set** in the store it writes to (here the
+//!   [`Ledger`], standing for a table with a unique `tick` column and
+//!   `INSERT .. ON CONFLICT DO NOTHING`): a holder that finds the tick recorded does not
+//!   run it again, even when it got the lock after a lost lease.
+//!
+//! Together: at most one run per tick (the check-and-set), no two runs at once (the lock),
+//! and a run whenever an instance is alive. A job that crashes after recording its tick is
+//! not rerun (at most once); to rerun it instead, record the tick in the same transaction as
+//! the job's result, or make the job idempotent. Where a stale holder could still write
+//! after losing its lease, pass a fencing token (`.fencing(true)`) to the store and have it
+//! refuse smaller ones.
 //!
 //! ```text
 //! cargo run --example cron --features testkit
@@ -15,6 +36,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use common::{BoxError, Nodes};
@@ -39,8 +62,30 @@ enum Outcome {
     Ran { took: Duration },
     /// Someone else held the tick's lock.
     Skipped,
+    /// Got the lock, but the tick was already recorded in the ledger: not run again.
+    AlreadyDone,
     /// Anything else (nodes unreachable, lease lost, ...).
     Failed(String),
+}
+
+/// The store the job writes to, shared by every instance (in production: a database table
+/// with a unique `tick` column). `record` is a check-and-set: it records the tick for one
+/// instance only.
+#[derive(Clone, Default)]
+struct Ledger(Arc<Mutex<BTreeMap<u32, &'static str>>>);
+
+impl Ledger {
+    /// Records `tick` as run by `instance`; `false` if it was already recorded.
+    fn record(&self, tick: u32, instance: &'static str) -> bool {
+        let mut ticks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match ticks.entry(tick) {
+            Entry::Vacant(entry) => {
+                entry.insert(instance);
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
+    }
 }
 
 #[tokio::main]
@@ -63,9 +108,10 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let start = Instant::now() + Duration::from_millis(50);
+    let ledger = Ledger::default();
     let mut tasks = JoinSet::new();
     for (name, redlock) in instances {
-        tasks.spawn(scheduler(name, redlock, start));
+        tasks.spawn(scheduler(name, redlock, ledger.clone(), start));
     }
     let mut records = Vec::new();
     let collect = async {
@@ -95,6 +141,7 @@ async fn main() -> Result<(), BoxError> {
         let cells = INSTANCES.map(|name| match row.get(name) {
             Some(Outcome::Ran { .. }) => "ran     ",
             Some(Outcome::Skipped) => "skipped ",
+            Some(Outcome::AlreadyDone) => "done    ",
             Some(Outcome::Failed(_)) => "FAILED  ",
             None => "-       ",
         });
@@ -123,7 +170,8 @@ async fn main() -> Result<(), BoxError> {
         return Err(format!("invariant violated: {}", problems.join("; ")).into());
     }
     println!(
-        "OK: each of the {TICKS} ticks ran exactly once; every {} ms job outlived the {} ms ttl \
+        "OK: each of the {TICKS} ticks ran exactly once in this run (the lock: never two at once; \
+         the ledger's check-and-set: never twice); every {} ms job outlived the {} ms ttl \
          through auto-extension",
         JOB.as_millis(),
         TTL.as_millis()
@@ -136,14 +184,18 @@ async fn main() -> Result<(), BoxError> {
 async fn scheduler(
     name: &'static str,
     redlock: Redlock,
+    ledger: Ledger,
     start: Instant,
 ) -> Result<Vec<(u32, &'static str, Outcome)>, JoinError> {
     let mut interval = tokio::time::interval_at(start, PERIOD);
     let mut attempts = JoinSet::new();
     for tick in 0..TICKS {
         interval.tick().await;
-        let redlock = redlock.clone();
-        attempts.spawn(async move { (tick, name, run_tick(&redlock, name, tick, start).await) });
+        let (redlock, ledger) = (redlock.clone(), ledger.clone());
+        attempts.spawn(async move {
+            let outcome = run_tick(&redlock, &ledger, name, tick, start).await;
+            (tick, name, outcome)
+        });
     }
     let mut records = Vec::with_capacity(TICKS as usize);
     while let Some(joined) = attempts.join_next().await {
@@ -152,7 +204,13 @@ async fn scheduler(
     Ok(records)
 }
 
-async fn run_tick(redlock: &Redlock, name: &str, tick: u32, start: Instant) -> Outcome {
+async fn run_tick(
+    redlock: &Redlock,
+    ledger: &Ledger,
+    name: &'static str,
+    tick: u32,
+    start: Instant,
+) -> Outcome {
     let at = || start.elapsed().as_millis();
     // Fail fast, within a short window. `no_retry()` alone is not enough here: when the three
     // instances ask at the same instant, the votes can split (2/2/1 of 5 nodes) and nobody
@@ -166,16 +224,23 @@ async fn run_tick(redlock: &Redlock, name: &str, tick: u32, start: Instant) -> O
     let began = Instant::now();
     let result = redlock
         .with_lock_options(format!("cron:report:{tick}"), options, async |lock| {
+            // Under the lock, and before the job's first effect: the check-and-set that
+            // makes a second holder of this tick (after a lost lease) a no-op.
+            if !ledger.record(tick, name) {
+                println!("[{:>5} ms] {name}: tick {tick} already done", at());
+                return None;
+            }
             println!("[{:>5} ms] {name}: runs tick {tick}", at());
             tokio::time::sleep(JOB).await;
-            lock.is_held()
+            Some(lock.is_held())
         })
         .await;
     match result {
-        Ok(true) => Outcome::Ran {
+        Ok(Some(true)) => Outcome::Ran {
             took: began.elapsed(),
         },
-        Ok(false) => Outcome::Failed("the lease had run out when the job ended".to_owned()),
+        Ok(Some(false)) => Outcome::Failed("the lease had run out when the job ended".to_owned()),
+        Ok(None) => Outcome::AlreadyDone,
         Err(e) if e.is_contended() => {
             println!(
                 "[{:>5} ms] {name}: skipped (another instance runs tick {tick})",

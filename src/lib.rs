@@ -19,24 +19,36 @@
 //! let redlock = Redlock::builder()
 //!     .nodes(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])
 //!     .ttl(Duration::from_secs(10))
+//!     .fencing(true)
 //!     .build()
 //!     .await?;
 //!
-//! let total = redlock
+//! let token = redlock
 //!     .with_lock("invoice:42", async |lock| {
-//!         // Only one holder at a time, on every instance of the service.
+//!         // Only one holder at a time, on every instance of the service. With fencing on,
+//!         // each holder gets a larger token: pass it to the store you write to, so that
+//!         // it can refuse a holder that lost its lease (see the README's *Fencing tokens*).
 //!         lock.fencing_token()
 //!     })
 //!     .await?;
-//! # let _ = total;
+//! assert!(token.is_some());
 //! # Ok(()) }
 //! ```
-#![deny(missing_docs, unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+//!
+//! ## Where items live
+//!
+//! - The engine ([`Redlock`], [`HeldLock`], [`LockOptions`], [`LockError`], ...): at the
+//!   crate root, and only there.
+//! - The middleware: [`layer`]. Its two entry points, [`RedlockLayer`] and the [`key`]
+//!   extractors, are also at the root, as shortcuts (as `axum::Router` is at axum's).
+//! - Health checks: [`health`]. Axum extractors: [`extract`] (`LockKey` and `Locked` also at
+//!   the root). The test kit: `testkit` (feature `testkit`).
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod health;
 pub mod layer;
-pub mod redlock;
+mod redlock;
 
 #[cfg(feature = "axum")]
 pub mod extract;
@@ -45,10 +57,9 @@ pub mod extract;
 pub use extract::{LockKey, Locked};
 pub use layer::{RedlockLayer, key};
 
-pub use redlock::{
-    BreakerState, CircuitBreaker, ConfigError, HeldLock, LockError, LockOptions, MAX_KEY_LEN,
-    MAX_KEYS_PER_LOCK, NodeUrl, Redlock, RedlockBuilder, ReleaseOutcome, RetryPolicy,
-};
+// The engine's public items (the `pub use` list of `src/redlock/mod.rs`) are public here, at
+// the root, and nowhere else: the module itself is private.
+pub use redlock::*;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -11,7 +11,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tower_redlock::key::KeyExtractor;
 use tower_redlock::layer::{Rejection, Release};
-use tower_redlock::redlock::MAX_KEY_LEN;
+use tower_redlock::MAX_KEY_LEN;
 use tower_redlock::{HeldLock, RedlockLayer, key};
 
 use crate::common::*;
