@@ -14,19 +14,21 @@
 //! process, a partition — and a late instance took the lock after it, or a job finished and
 //! a slow instance arrived afterwards). This example gets its once-per-tick result from two
 //! more things:
-//! - **every instance tries every tick**, so a tick runs as long as one instance is up and
-//!   the quorum is reachable;
+//! - **every instance tries every tick**, so a tick runs if any instance, alive and
+//!   reaching a quorum, gets the lock;
 //! - **the job records its tick with a check-and-set** in the store it writes to (here the
-//!   [`Ledger`], standing for a table with a unique `tick` column and
+//!   `Ledger`, standing for a table with a unique `tick` column and
 //!   `INSERT .. ON CONFLICT DO NOTHING`): a holder that finds the tick recorded does not
 //!   run it again, even when it got the lock after a lost lease.
 //!
-//! Together: at most one run per tick (the check-and-set), no two runs at once (the lock),
-//! and a run whenever an instance is alive. A job that crashes after recording its tick is
-//! not rerun (at most once); to rerun it instead, record the tick in the same transaction as
-//! the job's result, or make the job idempotent. Where a stale holder could still write
-//! after losing its lease, pass a fencing token (`.fencing(true)`) to the store and have it
-//! refuse smaller ones.
+//! Together: at most one run per tick (the check-and-set); a run whenever one instance gets
+//! the lock within the tick's window (every instance tries); and no two instances working on
+//! a tick at once while a lease holds (the lock). Here the tick is recorded before the job
+//! runs, so a job that crashes midway is not rerun: at most once. To rerun it instead,
+//! record the tick at the end, in the same transaction as the job's result (the lock then
+//! keeps the other instances from doing the same work meanwhile), or make the job
+//! idempotent. Where a stale holder could still write after losing its lease, pass a
+//! fencing token (`.fencing(true)`) to the store and have it refuse smaller ones.
 //!
 //! ```text
 //! cargo run --example cron --features testkit
