@@ -74,6 +74,7 @@ async fn settle() {
 const M_ARENA_MAX: i32 = -8;
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 unsafe extern "C" {
     fn mallopt(param: i32, value: i32) -> i32;
     fn malloc_trim(pad: usize) -> i32;

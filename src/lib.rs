@@ -44,6 +44,9 @@
 //! - Health checks: [`health`]. Axum extractors: [`extract`] (`LockKey` and `Locked` also at
 //!   the root). The test kit: `testkit` (feature `testkit`).
 #![forbid(unsafe_code)]
+// Library-only lints (`Cargo.toml`'s `[lints]` hold the rest): in tests, examples and benches,
+// whose helper modules are private by nature, `unreachable_pub` would flag every `pub`.
+#![warn(unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod health;
