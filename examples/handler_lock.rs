@@ -250,9 +250,13 @@ async fn pay(
     };
     // A retry of a payment that went through: answer as the first time.
     if let Some(charge) = payments.paid(order) {
-        return Ok(format!("order {order} paid with charge {charge} (replayed)\n"));
+        return Ok(format!(
+            "order {order} paid with charge {charge} (replayed)\n"
+        ));
     }
-    let fence = lock.fencing_token().expect("the engine is built with fencing");
+    let fence = lock
+        .fencing_token()
+        .expect("the engine is built with fencing");
     // The side effect. If the lease is lost from here on, the layer drops this handler at
     // its next `.await` and answers `503`: the card is charged, the ledger not written. The
     // client's retry, with the same key, gets this very charge back.

@@ -1,32 +1,4 @@
 //! [`Rejection`]: why a request did not run under its lock, and the default responses.
-//!
-//! | cause | status | `Retry-After` |
-//! |---|---|---|
-//! | [`LockError::Contended`] | `423 Locked` | estimated: see below |
-//! | [`LockError::Unavailable`], [`LockError::Expired`] | `503 Service Unavailable` | yes |
-//! | [`LockError::Lost`] (while the handler ran) | `503 Service Unavailable` | no |
-//! | [`LockError::InvalidKey`], [`KeyError::new`] | `400 Bad Request` | no |
-//! | [`LockError::InvalidOptions`], [`KeyError::misconfigured`] | `500 Internal Server Error` | no |
-//!
-//! Bodies are RFC 9457 `application/problem+json` documents:
-//!
-//! ```json
-//! {"type":"urn:tower-redlock:problem:locked","title":"Resource locked","status":423,
-//!  "detail":"Another request holds the lock on this resource.","retry_after_ms":1830}
-//! ```
-//!
-//! They never contain a lock key or token.
-//!
-//! **`Retry-After` of a `423`** is an estimate of when the lock will be free, not a promise:
-//! from [`RedlockLayer`](super::RedlockLayer), the route's typical hold (a moving average of
-//! how long its requests held the lock), lowered to the holder's remaining ttl when known;
-//! before the route has seen a hold, and from [`LockError::Contended`] elsewhere, the
-//! holder's remaining ttl (see [`RedlockLayer`](super::RedlockLayer#retry-after-of-a-423)).
-//! Rounded up to whole seconds, at least 1. A retry at that time may still find the lock
-//! taken.
-//!
-//! Each rejection is logged at `TRACE` on the `tower_redlock::rejection` target (as axum
-//! logs its own on `axum::rejection`): enable it to see why requests were refused.
 
 use std::fmt;
 use std::fmt::Write as _;
@@ -39,6 +11,34 @@ use super::key::KeyError;
 use crate::redlock::LockError;
 
 /// Why a request was answered without running under its lock.
+///
+/// | cause | status | `Retry-After` |
+/// |---|---|---|
+/// | [`LockError::Contended`] | `423 Locked` | an estimate: see below |
+/// | [`LockError::Unavailable`], [`LockError::Expired`] | `503 Service Unavailable` | yes |
+/// | [`LockError::Lost`] (while the handler ran) | `503 Service Unavailable` | no |
+/// | [`LockError::InvalidKey`], [`KeyError::new`] | `400 Bad Request` | no |
+/// | [`LockError::InvalidOptions`], [`KeyError::misconfigured`] | `500 Internal Server Error` | no |
+///
+/// Bodies are RFC 9457 `application/problem+json` documents:
+///
+/// ```json
+/// {"type":"urn:tower-redlock:problem:locked","title":"Resource locked","status":423,
+///  "detail":"Another request holds the lock on this resource.","retry_after_ms":1830}
+/// ```
+///
+/// They never contain a lock key or token.
+///
+/// **`Retry-After` of a `423`** is an estimate of when the lock will be free, not a promise:
+/// from [`RedlockLayer`](super::RedlockLayer), the route's typical hold (a moving average of
+/// how long its requests held the lock), lowered to the holder's remaining ttl when known;
+/// before the route has seen a hold, and from [`LockError::Contended`] elsewhere, the
+/// holder's remaining ttl (see [`RedlockLayer`](super::RedlockLayer#retry-after-of-a-423)).
+/// Rounded up to whole seconds, at least 1. A retry at that time may still find the lock
+/// taken.
+///
+/// Each rejection is logged at `TRACE` on the `tower_redlock::rejection` target (as axum
+/// logs its own on `axum::rejection`): enable it to see why requests were refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -59,7 +59,7 @@ impl Rejection {
     }
 
     /// When the client may retry (the default response's `Retry-After`): for a `423`, an
-    /// estimate (see the [module docs](self)).
+    /// estimate (see [`Rejection`]).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Rejection::Key(_) => None,

@@ -117,7 +117,10 @@ mod tests {
         let a = routes.of(&matched("/orders/1").await);
         let b = routes.of(&matched("/orders/2").await);
         assert_eq!(a.label.as_deref(), Some("/orders/{id}"));
-        assert!(Arc::ptr_eq(a.label.as_ref().unwrap(), b.label.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            a.label.as_ref().unwrap(),
+            b.label.as_ref().unwrap()
+        ));
         a.holds.record(Duration::from_secs(1));
         assert_eq!(b.holds.get(), Some(Duration::from_secs(1)));
 

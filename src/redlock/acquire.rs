@@ -318,10 +318,10 @@ async fn settle(
             if bare_set(keys, options.fencing) && !options.skip_holder_ttl =>
         {
             LockError::Contended {
-            retry_after: holder_pttl(shared, keys)
-                .await
-                .unwrap_or(options.ttl)
-                .max(Duration::from_millis(1)),
+                retry_after: holder_pttl(shared, keys)
+                    .await
+                    .unwrap_or(options.ttl)
+                    .max(Duration::from_millis(1)),
             }
         }
         other => other,

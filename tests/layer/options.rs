@@ -21,9 +21,12 @@ async fn calls(cluster: &LocalCluster, command: &str) -> u64 {
     let mut total = 0;
     for i in 0..cluster.len() {
         let client = redis::Client::open(cluster.url(i)).unwrap();
-        let mut conn = within("a raw connection", client.get_multiplexed_async_connection())
-            .await
-            .unwrap();
+        let mut conn = within(
+            "a raw connection",
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .unwrap();
         let stats: String = redis::cmd("INFO")
             .arg("commandstats")
             .query_async(&mut conn)
@@ -69,10 +72,7 @@ fn payments(redlock: &Redlock, slot: &GateSlot) -> Router {
 
 /// Starts a gated payment of order 1 and waits until it holds the lock; open the returned
 /// gate to let it finish.
-async fn hold_order_1(
-    app: &Router,
-    slot: &GateSlot,
-) -> (Gate, tokio::task::JoinHandle<Reply>) {
+async fn hold_order_1(app: &Router, slot: &GateSlot) -> (Gate, tokio::task::JoinHandle<Reply>) {
     let (entered, gate) = (Signal::default(), Gate::new());
     *slot.lock().unwrap() = Some((entered.clone(), gate.clone()));
     let request = http::Request::post("/orders/1/pay")
@@ -197,9 +197,20 @@ async fn lock_options_keep_the_layers_fail_fast_default() {
     assert!(eventually(LONG, || async { calls(&n.cluster, "set").await >= 3 * 5 }).await);
     let sets = calls(&n.cluster, "set").await;
     let waiter = tokio::spawn(async move { call(&app, Method::POST, "/report").await });
-    assert!(eventually(LONG, || async { calls(&n.cluster, "set").await >= sets + 5 }).await);
+    assert!(
+        eventually(LONG, || async {
+            calls(&n.cluster, "set").await >= sets + 5
+        })
+        .await
+    );
     gate.open();
-    assert_eq!(within("the holder", holder).await.unwrap().status, StatusCode::OK);
+    assert_eq!(
+        within("the holder", holder).await.unwrap().status,
+        StatusCode::OK
+    );
     let waited = within("the waiter", waiter).await.unwrap();
-    assert_eq!((waited.status, waited.body.as_str()), (StatusCode::OK, "ran"));
+    assert_eq!(
+        (waited.status, waited.body.as_str()),
+        (StatusCode::OK, "ran")
+    );
 }
