@@ -52,4 +52,5 @@ pub use self::key::{KeyError, KeyExtractor};
 pub use self::layer::{OnLost, RedlockLayer, Release};
 pub use self::response::Rejection;
 pub use self::service::RedlockService;
+#[cfg(feature = "axum")]
 pub(crate) use self::settings::REJECTION_TARGET;
