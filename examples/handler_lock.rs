@@ -17,6 +17,16 @@
 //!   unreachable.
 //! - `POST /settlements/{day}`: `redlock.acquire(..).await?` in the handler; a `LockError`
 //!   becomes the same `423`/`503` problem+json response as the layer's.
+//! - `POST /orders/{id}/pay` with `idempotency-key: K` (`?slow=1`: the provider confirms too
+//!   slowly): under the layer's default `OnLost::Cancel`, a handler whose lease is lost is
+//!   dropped wherever it is — maybe after charging the card — and the client gets `503`. Its
+//!   retry is safe: the charge is idempotent by the client's key, so the retry finds the
+//!   first charge instead of making a second, and the ledger write carries the lease's
+//!   fencing token, so that a holder that lost its lease (on another instance, or paused)
+//!   cannot overwrite a newer holder's entry.
+//!
+//! The router state is the application's own (`AppState`); `Locked<K>` and `State<Redlock>`
+//! find the `Redlock` in it through axum's `FromRef`.
 //!
 //! Nodes come from `REDLOCK_NODES` (comma-separated `redis://` URLs); when it is unset, five
 //! local `redis-server` processes are started (and stopped on exit). The server listens on
@@ -32,19 +42,18 @@ mod server;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use common::{BoxError, Nodes};
 use tower_redlock::key::{self, KeyError, KeyExtractor};
 use tower_redlock::layer::OnLost;
-use tower_redlock::{
-    HeldLock, LockError, LockKey, LockOptions, Locked, Redlock, RedlockLayer, RetryPolicy,
-};
+use tower_redlock::{HeldLock, LockError, LockKey, Locked, Redlock, RedlockLayer, RetryPolicy};
 
 /// The part of a publish that must not overlap with another publish of the same report.
 const CRITICAL: Duration = Duration::from_millis(300);
@@ -61,6 +70,30 @@ const JOB_TTL: Duration = Duration::from_secs(1);
 const JOB_MAX_HOLD: Duration = Duration::from_millis(1500);
 /// How long `redlock.acquire` waits for a held lock (the engine's default retry policy).
 const ACQUIRE_WAIT: Duration = Duration::from_millis(300);
+/// How long the payment provider takes to confirm a charge: usually, and with `?slow=1`
+/// (longer than a payment's lease lasts: `JOB_MAX_HOLD` plus a ttl).
+const CONFIRM: Duration = Duration::from_millis(200);
+const SLOW_CONFIRM: Duration = Duration::from_secs(5);
+
+/// The router state: the engine and the payment side of the application.
+#[derive(Clone)]
+struct AppState {
+    redlock: Redlock,
+    payments: Arc<Payments>,
+}
+
+/// `Locked<K>` and `State<Redlock>` take the engine from the state.
+impl FromRef<AppState> for Redlock {
+    fn from_ref(state: &AppState) -> Redlock {
+        state.redlock.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Payments> {
+    fn from_ref(state: &AppState) -> Arc<Payments> {
+        state.payments.clone()
+    }
+}
 
 /// (a) Under `RedlockLayer`: use the lease, release it early, finish unlocked.
 async fn publish(Path(id): Path<u32>, lock: HeldLock) -> String {
@@ -153,6 +186,99 @@ async fn settle(
     ))
 }
 
+/// (e) A payment provider and a ledger, in memory here (a real service and a database in
+/// production).
+#[derive(Default)]
+struct Payments {
+    /// The provider's charges by idempotency key: charging twice with one key returns the
+    /// first charge (as Stripe's `Idempotency-Key` does).
+    charges: Mutex<HashMap<String, u32>>,
+    /// The ledger: per order, the highest fencing token seen and the charge that paid it.
+    ledger: Mutex<HashMap<u32, LedgerEntry>>,
+}
+
+#[derive(Default)]
+struct LedgerEntry {
+    fence: u64,
+    paid_by: Option<u32>,
+}
+
+impl Payments {
+    /// Charges once per idempotency key; returns the charge and how many charges the
+    /// provider has made in all.
+    fn charge(&self, idempotency_key: &str) -> (u32, usize) {
+        let mut charges = self.charges.lock().unwrap();
+        let next = u32::try_from(charges.len()).map_or(u32::MAX, |n| n.saturating_add(1));
+        let charge = *charges.entry(idempotency_key.to_owned()).or_insert(next);
+        (charge, charges.len())
+    }
+
+    /// The charge that paid `order`, if it is paid.
+    fn paid(&self, order: u32) -> Option<u32> {
+        self.ledger.lock().unwrap().get(&order)?.paid_by
+    }
+
+    /// Records `order` as paid by `charge`, unless a holder with a newer fencing token wrote
+    /// first: in a database, `UPDATE ... WHERE fence <= $token` in one statement.
+    fn record(&self, order: u32, fence: u64, charge: u32) -> Result<(), u64> {
+        let mut ledger = self.ledger.lock().unwrap();
+        let entry = ledger.entry(order).or_default();
+        if fence < entry.fence {
+            return Err(entry.fence);
+        }
+        entry.fence = fence;
+        entry.paid_by = Some(charge);
+        Ok(())
+    }
+}
+
+/// (e) Pays an order under `RedlockLayer` with `OnLost::Cancel`: safe to retry after a `503`.
+async fn pay(
+    Path(order): Path<u32>,
+    Query(query): Query<HashMap<String, String>>,
+    State(payments): State<Arc<Payments>>,
+    headers: HeaderMap,
+    lock: HeldLock,
+) -> Result<String, (StatusCode, String)> {
+    let Some(idempotency_key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+    else {
+        let message = "send an idempotency-key header: a retry must not pay twice\n";
+        return Err((StatusCode::BAD_REQUEST, message.to_owned()));
+    };
+    // A retry of a payment that went through: answer as the first time.
+    if let Some(charge) = payments.paid(order) {
+        return Ok(format!(
+            "order {order} paid with charge {charge} (replayed)\n"
+        ));
+    }
+    let fence = lock
+        .fencing_token()
+        .expect("the engine is built with fencing");
+    // The side effect. If the lease is lost from here on, the layer drops this handler at
+    // its next `.await` and answers `503`: the card is charged, the ledger not written. The
+    // client's retry, with the same key, gets this very charge back.
+    let (charge, charges_in_all) = payments.charge(idempotency_key);
+    let confirm = if query.contains_key("slow") {
+        SLOW_CONFIRM
+    } else {
+        CONFIRM
+    };
+    tokio::time::sleep(confirm).await;
+    // Fenced write: a holder whose lease was lost without noticing (paused, on another
+    // instance) carries an older token and is refused.
+    payments.record(order, fence, charge).map_err(|newer| {
+        let message = format!("a newer holder (fencing token {newer}) paid order {order}\n");
+        (StatusCode::CONFLICT, message)
+    })?;
+    Ok(format!(
+        "order {order} paid with charge {charge} (charges made in all: {charges_in_all}), \
+         fencing token {fence}\n"
+    ))
+}
+
 /// Releases `lock` now. A failure is only logged: the lease then runs out on its own.
 async fn release(lock: HeldLock) -> String {
     match lock.release().await {
@@ -169,22 +295,29 @@ fn app(redlock: Redlock) -> Router {
         redlock.clone(),
         key::prefixed("report:", key::param_as::<u32>("id")),
     );
+    // Still one attempt (the layer's default): `423` at once when the job runs already.
     let jobs = RedlockLayer::new(redlock.clone(), key::prefixed("job:", key::param("name")))
-        // `lock_options` replaces every option: keep failing fast when the job runs already.
-        .lock_options(
-            LockOptions::new()
-                .no_retry()
-                .ttl(JOB_TTL)
-                .max_hold(JOB_MAX_HOLD),
-        )
+        .ttl(JOB_TTL)
+        .max_hold(JOB_MAX_HOLD)
         .on_lost(OnLost::Continue);
+    // `OnLost::Cancel`, the default: the handler is made safe to run again instead.
+    let payments = RedlockLayer::new(
+        redlock.clone(),
+        key::prefixed("payment:", key::param_as::<u32>("id")),
+    )
+    .ttl(JOB_TTL)
+    .max_hold(JOB_MAX_HOLD);
     Router::new()
         .route("/reports/{id}/publish", post(publish).layer(reports))
         .route("/imports", post(import))
         .route("/jobs/{name}", post(run_job).layer(jobs))
         .route("/settlements/{day}", post(settle))
-        // For `Locked<K>` and `State<Redlock>`.
-        .with_state(redlock)
+        .route("/orders/{id}/pay", post(pay).layer(payments))
+        // For `Locked<K>`, `State<Redlock>` and `State<Arc<Payments>>`.
+        .with_state(AppState {
+            redlock,
+            payments: Arc::default(),
+        })
 }
 
 #[tokio::main]
@@ -213,6 +346,8 @@ async fn main() -> Result<(), BoxError> {
     println!("  curl -X POST -H 'x-tenant: acme' {url}/imports");
     println!("  curl -i -X POST '{url}/jobs/reindex?steps=40'   # loses its lease: 503");
     println!("  curl -X POST {url}/settlements/2024-06-01");
+    println!("  curl -i -X POST -H 'idempotency-key: k1' '{url}/orders/7/pay?slow=1'   # 503");
+    println!("  curl -X POST -H 'idempotency-key: k1' {url}/orders/7/pay   # the same charge");
 
     let outcome = server::serve(listener, app(redlock), self_test).await;
     if let Some(cluster) = nodes.local {
@@ -306,6 +441,35 @@ async fn self_test(addr: SocketAddr) -> Result<(), BoxError> {
         &sorted([a.status, b.status]),
         &[200, 423],
     );
+
+    // (e) OnLost::Cancel: the first try loses its lease after charging (503); the retry with
+    // the same idempotency key gets that charge, not a second one; a replay answers as well.
+    let key = [("idempotency-key", "order-7-attempt-1")];
+    let lost = server::post(addr, "/orders/7/pay?slow=1", &key).await?;
+    // A client retries as `Retry-After` says: the lost lease's keys may outlive its
+    // validity on the nodes for a moment (the clock drift allowance).
+    let mut retry = server::post(addr, "/orders/7/pay", &key).await?;
+    for _ in 0..3 {
+        if retry.status != 423 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        retry = server::post(addr, "/orders/7/pay", &key).await?;
+    }
+    let replay = server::post(addr, "/orders/7/pay", &key).await?;
+    println!("self-test: (e) retry after a cancelled payment:");
+    for reply in [&lost, &retry, &replay] {
+        print_reply(reply);
+    }
+    check(
+        &mut failures,
+        "(e) payment, retry, replay",
+        &[lost.status, retry.status, replay.status],
+        &[503, 200, 200],
+    );
+    if !retry.body.contains("charge 1 (charges made in all: 1)") {
+        failures.push(format!("(e) the retry charged again: {}", retry.summary()));
+    }
 
     if failures.is_empty() {
         println!("self-test passed");

@@ -9,7 +9,7 @@
 //! - `GET /metrics`: the Prometheus text format (`metrics-exporter-prometheus`), e.g.
 //!   `redlock_acquire_total{outcome="contended",lock="pay"} 1`.
 //! - `POST /payments/{id}`: one payment per id at a time; its lock is labelled `pay` in the
-//!   metrics (`LockOptions::label`), never with the raw key.
+//!   metrics (`RedlockLayer::label`), never with the raw key.
 //! - Logs: a `tracing-subscriber` fmt subscriber on stderr, filtered by `RUST_LOG` (default
 //!   `info,tower_redlock=debug`).
 //!
@@ -35,7 +35,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use common::{BoxError, Nodes};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tower_redlock::{HeldLock, LockOptions, Redlock, RedlockLayer, health, key};
+use tower_redlock::{HeldLock, Redlock, RedlockLayer, health, key};
 use tracing_subscriber::EnvFilter;
 
 /// Log filter when `RUST_LOG` is unset.
@@ -64,8 +64,8 @@ fn app(redlock: Redlock, prometheus: PrometheusHandle) -> Router {
         redlock.clone(),
         key::prefixed("payment:", key::param_as::<u64>("id")),
     )
-    // `lock_options` replaces every option: keep the layer's fail-fast single attempt.
-    .lock_options(LockOptions::new().no_retry().label("pay"));
+    // The metrics label (default: the matched route, `/payments/{id}`).
+    .label("pay");
     Router::new()
         .route("/payments/{id}", post(pay).layer(payments))
         .route("/metrics", get(metrics))

@@ -32,11 +32,19 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::layer::{HeldLocks, KeyError, Rejection};
+use crate::layer::{HeldLocks, KeyError, REJECTION_TARGET, Rejection};
 use crate::redlock::{HeldLock, LockError, LockOptions, Redlock};
 
+/// The default response (see [`Rejection::to_response`]); logged at `TRACE` on the
+/// `tower_redlock::rejection` target.
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
+        tracing::trace!(
+            target: REJECTION_TARGET,
+            status = self.status().as_u16(),
+            rejection = %self,
+            "Redlock rejected a request"
+        );
         self.to_response().into_response()
     }
 }
@@ -60,12 +68,22 @@ impl IntoResponse for KeyError {
 /// gave no key (`500 Internal Server Error`). Use `Option<HeldLock>` where the lock is
 /// optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MissingHeldLock;
 
 impl MissingHeldLock {
     /// `500 Internal Server Error`.
     pub fn status(&self) -> StatusCode {
         StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    /// The response's body: a problem+json document saying what is missing.
+    pub fn body_text(&self) -> String {
+        self.rejection().body_text()
+    }
+
+    fn rejection(&self) -> Rejection {
+        Rejection::Key(KeyError::misconfigured(self.to_string()))
     }
 }
 
@@ -81,10 +99,11 @@ impl fmt::Display for MissingHeldLock {
 
 impl std::error::Error for MissingHeldLock {}
 
+/// `500` with a problem+json body; logged at `TRACE` on the `tower_redlock::rejection`
+/// target.
 impl IntoResponse for MissingHeldLock {
     fn into_response(self) -> Response {
-        tracing::error!("{self}");
-        KeyError::misconfigured(self.to_string()).into_response()
+        self.rejection().into_response()
     }
 }
 
@@ -167,31 +186,11 @@ pub trait LockKey {
     }
 }
 
-/// Where [`Locked<K>`] finds the [`Redlock`]: the router state, through
-/// [`FromRef`] (`Router::with_state(redlock)`, or `#[derive(FromRef)]` on your state), or an
-/// `Extension<Redlock>` layer for a router without state.
-pub trait RedlockState {
-    /// The engine, if the state has one.
-    fn redlock(&self) -> Option<Redlock>;
-}
-
-impl<S> RedlockState for S
-where
-    Redlock: FromRef<S>,
-{
-    fn redlock(&self) -> Option<Redlock> {
-        Some(Redlock::from_ref(self))
-    }
-}
-
-impl RedlockState for () {
-    fn redlock(&self) -> Option<Redlock> {
-        None
-    }
-}
-
 /// A handler-level lock: extracting it acquires the key [`K::key`](LockKey::key) derives
-/// from the request, with the [`Redlock`] of the state (or of an `Extension<Redlock>`).
+/// from the request, with the [`Redlock`] of the router state, found as axum's `State`
+/// finds its value: [`FromRef`] (`Router::with_state(redlock)`, or a state struct with a
+/// `Redlock` field and `#[derive(FromRef)]` or a hand-written `impl FromRef<AppState> for
+/// Redlock`).
 ///
 /// Rejects like [`RedlockLayer`](crate::RedlockLayer): `423` when held elsewhere, `503`,
 /// `400`. Derefs to [`HeldLock`]; dropped at the end of the handler, it is released in the
@@ -217,6 +216,25 @@ impl RedlockState for () {
 /// # fn app(redlock: Redlock) -> Router {
 /// Router::new().route("/jobs/nightly", post(run_nightly)).with_state(redlock)
 /// # }
+/// ```
+///
+/// With a state of your own, tell axum where its `Redlock` is:
+///
+/// ```no_run
+/// use axum::extract::FromRef;
+/// use tower_redlock::Redlock;
+///
+/// #[derive(Clone)]
+/// struct AppState {
+///     redlock: Redlock,
+///     // ... your database pool, settings ...
+/// }
+///
+/// impl FromRef<AppState> for Redlock {
+///     fn from_ref(state: &AppState) -> Redlock {
+///         state.redlock.clone()
+///     }
+/// }
 /// ```
 pub struct Locked<K> {
     lock: HeldLock,
@@ -246,23 +264,17 @@ impl<K> fmt::Debug for Locked<K> {
 
 impl<S, K> FromRequestParts<S> for Locked<K>
 where
-    S: RedlockState + Send + Sync,
+    Redlock: FromRef<S>,
+    S: Send + Sync,
     K: LockKey,
 {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let redlock = match parts.extensions.get::<Redlock>() {
-            Some(redlock) => redlock.clone(),
-            None => state.redlock().ok_or_else(|| {
-                KeyError::misconfigured(
-                    "Locked<K> found no Redlock: put it in the router state or add an \
-                     Extension(redlock) layer",
-                )
-            })?,
-        };
         let key = K::key(parts)?;
-        let lock = redlock.acquire_with(key, K::options()).await?;
+        let lock = Redlock::from_ref(state)
+            .acquire_with(key, K::options())
+            .await?;
         Ok(Locked {
             lock,
             key: PhantomData,

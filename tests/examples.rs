@@ -56,8 +56,9 @@ fn quickstart_self_test() {
 }
 
 /// With `EXAMPLE_SELF_TEST=1` the `handler_lock` server, on a free port, checks early
-/// release, `Locked<K>` (`200`/`423`/`400`), a job stopping on lease loss (`503`) and
-/// `acquire()?` in a handler (`200`/`423`), then stops.
+/// release, `Locked<K>` (`200`/`423`/`400`), a job stopping on lease loss (`503`),
+/// `acquire()?` in a handler (`200`/`423`) and a payment retried safely after its lease was
+/// lost (`503`, then `200` with the same charge), then stops.
 #[test]
 #[cfg(feature = "axum")]
 fn handler_lock_self_test() {

@@ -100,3 +100,68 @@ async fn lock_lifecycle_is_counted_without_raw_keys() {
     });
     assert!(!keys_in_labels);
 }
+
+/// The layer labels its locks by the matched route, never by the key; `.label` overrides.
+///
+/// The recorder is this test's thread's own (the other test installs the global one): a
+/// current-thread runtime keeps every task of the engine on this thread.
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "current_thread")]
+async fn layer_labels_locks_by_the_matched_route() {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::post;
+    use http::{Request, StatusCode};
+    use tower::ServiceExt;
+    use tower_redlock::{RedlockLayer, key};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let cluster = LocalCluster::start(5).await.unwrap();
+    let redlock = Redlock::builder()
+        .nodes(cluster.urls())
+        .ttl(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/orders/{id}/pay",
+            post(|| async { "paid" }).layer(RedlockLayer::new(
+                redlock.clone(),
+                key::prefixed("order:", key::param("id")),
+            )),
+        )
+        .route(
+            "/invoices/{id}",
+            post(|| async { "sent" }).layer(
+                RedlockLayer::new(redlock.clone(), key::prefixed("invoice:", key::param("id")))
+                    .label("invoices"),
+            ),
+        );
+    for uri in ["/orders/42/pay", "/orders/43/pay", "/invoices/77"] {
+        let request = Request::post(uri).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+    }
+
+    let m = take(&snapshotter);
+    let route = [("outcome", "acquired"), ("lock", "/orders/{id}/pay")];
+    assert_eq!(counter(&m, "redlock_acquire_total", &route), 2);
+    assert_eq!(
+        counter(&m, "redlock_hold_seconds", &[("lock", "/orders/{id}/pay")]),
+        2
+    );
+    let custom = [("outcome", "acquired"), ("lock", "invoices")];
+    assert_eq!(counter(&m, "redlock_acquire_total", &custom), 1);
+    let keys_in_labels = m.iter().any(|(key, _, _, _)| {
+        key.key().labels().any(|l| {
+            ["42", "43", "77", "order:", "invoice:"]
+                .iter()
+                .any(|raw| l.value().contains(raw))
+        })
+    });
+    assert!(!keys_in_labels);
+}

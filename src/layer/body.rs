@@ -118,7 +118,10 @@ where
                     if let Some(lost) = &mut held.lost
                         && lost.as_mut().poll(cx).is_ready()
                     {
-                        tracing::warn!("Redlock lease lost while streaming the response: aborting");
+                        tracing::trace!(
+                            target: super::settings::REJECTION_TARGET,
+                            "Redlock lease lost while streaming the response: aborting"
+                        );
                         // Dropping the guard releases whatever is left in the background.
                         *guard = None;
                         return Poll::Ready(Some(Err(LockError::Lost.into())));

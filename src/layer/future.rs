@@ -12,11 +12,13 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::body::{BodyGuard, BodyLength, BoxFuture, ResponseBody};
+use super::estimate::HoldEstimate;
 use super::held;
 use super::key::KeyError;
-use super::layer::{OnLost, Settings};
+use super::layer::OnLost;
 use super::lease::RequestLease;
 use super::response::Rejection;
+use super::settings::{REJECTION_TARGET, Settings};
 use crate::redlock::{HeldLock, LockError};
 
 pin_project! {
@@ -53,6 +55,7 @@ pin_project! {
         Acquiring {
             acquire: BoxFuture<Result<HeldLock, LockError>>,
             call: Option<(S, Request<ReqBody>)>,
+            holds: Arc<HoldEstimate>,
         },
         Running { #[pin] future: S::Future, lease: Option<Lease> },
         Releasing {
@@ -82,10 +85,15 @@ where
                 future: inner.call(request),
                 lease: None,
             },
-            Ok(Some(key)) => State::Acquiring {
-                acquire: Box::pin(settings.redlock.acquire_with(key, settings.options.clone())),
-                call: Some((inner, request)),
-            },
+            Ok(Some(key)) => {
+                let route = settings.routes.of(request.extensions());
+                let options = settings.request_options(&route);
+                State::Acquiring {
+                    acquire: Box::pin(settings.redlock.acquire_with(key, options)),
+                    call: Some((inner, request)),
+                    holds: route.holds,
+                }
+            }
         };
         ResponseFuture {
             state,
@@ -131,9 +139,14 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(this.settings.reject(&rejection)));
                 }
-                StateProj::Acquiring { acquire, call } => {
+                StateProj::Acquiring {
+                    acquire,
+                    call,
+                    holds,
+                } => {
                     let acquired = ready!(acquire.as_mut().poll(cx));
                     let (mut inner, mut request) = call.take().expect("polled after completion");
+                    let holds = holds.clone();
                     match acquired {
                         Ok(lock) => {
                             held::record(request.extensions_mut(), &lock);
@@ -143,12 +156,13 @@ where
                             this.state.set(State::Running {
                                 future,
                                 lease: Some(Lease {
-                                    lease: RequestLease::new(lock),
+                                    lease: RequestLease::new(lock, holds),
                                     lost,
                                 }),
                             });
                         }
                         Err(error) => {
+                            let error = Settings::estimated(error, &holds);
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(this.settings.reject(&Rejection::Lock(error))));
                         }
@@ -220,7 +234,7 @@ fn cancel<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    tracing::warn!("Redlock lease lost while the request ran: cancelling it");
+    tracing::trace!(target: REJECTION_TARGET, "Redlock lease lost while the request ran: cancelling it");
     let mut state = state;
     state.set(State::Done);
     settings.reject(&Rejection::Lock(LockError::Lost))

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,10 +9,10 @@ use http::Response;
 use http_body::Body;
 use tower_layer::Layer;
 
-use super::body::{BoxBody, BoxError, ResponseBody, box_body};
-use super::key::KeyError;
+use super::body::{BoxError, box_body};
 use super::response::Rejection;
 use super::service::RedlockService;
+use super::settings::{Settings, merge};
 use crate::redlock::{LockOptions, Redlock, RetryPolicy};
 
 /// What to do when the lease is lost while the inner service runs (a quorum of nodes
@@ -50,44 +49,6 @@ pub enum Release {
     /// Return the response at once and release on a background task: one round trip less
     /// of latency, but an immediate retry may still see `423`.
     InBackground,
-}
-
-pub(crate) type RejectFn = dyn Fn(&Rejection) -> Response<BoxBody> + Send + Sync + 'static;
-
-/// Settings shared by a layer's services and their futures.
-#[derive(Clone)]
-pub(crate) struct Settings {
-    pub(crate) redlock: Redlock,
-    pub(crate) options: LockOptions,
-    pub(crate) on_lost: OnLost,
-    pub(crate) release: Release,
-    pub(crate) hold_body: bool,
-    pub(crate) on_rejection: Option<Arc<RejectFn>>,
-    /// Set once the self-contention of nested layers on one key was logged.
-    pub(crate) nesting_logged: Arc<AtomicBool>,
-}
-
-impl Settings {
-    /// The response for `rejection`, custom or default.
-    pub(crate) fn reject<B>(&self, rejection: &Rejection) -> Response<ResponseBody<B>> {
-        tracing::debug!(status = rejection.status().as_u16(), %rejection, "Redlock rejected a request");
-        match &self.on_rejection {
-            Some(respond) => respond(rejection).map(ResponseBody::boxed),
-            None => rejection.to_response().map(ResponseBody::full),
-        }
-    }
-
-    /// The error for a request whose key an outer layer of the same request already holds:
-    /// the inner layer would wait for the outer one forever. Logged once per layer.
-    pub(crate) fn nested_on_same_key(&self) -> KeyError {
-        const WHY: &str = "two RedlockLayers of one request lock the same key: the inner one \
-                           would wait for the outer one forever; remove one of them or give \
-                           them different keys";
-        if !self.nesting_logged.swap(true, Ordering::Relaxed) {
-            tracing::error!("{WHY}");
-        }
-        KeyError::misconfigured(WHY)
-    }
 }
 
 /// Tower layer that runs each request under a distributed lock whose key is derived from
@@ -129,6 +90,27 @@ impl Settings {
 /// them per route, so routing information ([`key::param`](super::key::param),
 /// [`key::route`](super::key::route)) is available. It is plain Tower middleware too, for
 /// any `http` service whose response body yields `Bytes`.
+///
+/// # `Retry-After` of a `423`
+///
+/// An estimate of how long the holder still needs, not a promise: per matched axum route
+/// (requests without one share an entry), the layer keeps a moving average of how long
+/// requests held the lock (acquisition to the end of the request's lease; the newest weighs
+/// a quarter), and a `423` carries that average, rounded up to whole seconds, lowered to the
+/// holder's remaining ttl when the engine knows it (fenced or multi-key locks). Until a
+/// request on the route has finished, it is the holder's remaining ttl as the nodes report
+/// it (one extra `PTTL` round trip per `423`, which the estimate then saves). The holder may
+/// be a request of another instance or route, or take longer than usual: a client retrying
+/// then may get another `423`. The remaining ttl alone would mislead: the watchdog keeps it
+/// near the full [`ttl`](Self::ttl), so it says when a *crashed* holder's lease would run
+/// out.
+///
+/// # Metrics label
+///
+/// The engine's metrics for this layer's locks carry `lock="<matched route>"` (axum's
+/// `MatchedPath`, e.g. `/orders/{id}/pay`), never the key:
+/// a bounded set of values. [`label`](Self::label) sets another; requests without a matched
+/// route (plain Tower, the fallback) get the engine's default.
 ///
 /// # How long the lease lasts
 ///
@@ -202,15 +184,7 @@ impl<K> RedlockLayer<K> {
     pub fn new(redlock: Redlock, key: K) -> Self {
         RedlockLayer {
             key: Arc::new(key),
-            settings: Settings {
-                redlock,
-                options: LockOptions::new().no_retry(),
-                on_lost: OnLost::default(),
-                release: Release::default(),
-                hold_body: false,
-                on_rejection: None,
-                nesting_logged: Arc::default(),
-            },
+            settings: Settings::new(redlock),
         }
     }
 
@@ -227,9 +201,36 @@ impl<K> RedlockLayer<K> {
         self
     }
 
-    /// Replaces every lock option at once (ttl, retry policy, max hold, fencing...).
+    /// Stop auto-extending a request's lease after `limit` (see
+    /// [`LockOptions::max_hold`]): a runaway handler then loses its lease (see [`OnLost`]).
+    pub fn max_hold(mut self, limit: Duration) -> Self {
+        self.settings.options = self.settings.options.max_hold(limit);
+        self
+    }
+
+    /// The `lock` label of this layer's metrics (default: the matched axum route, e.g.
+    /// `/orders/{id}/pay`; outside axum routing, the engine's default). Never a raw key.
+    pub fn label(mut self, label: impl Into<Arc<str>>) -> Self {
+        self.settings.options = self.settings.options.label(label);
+        self
+    }
+
+    /// Sets every lock option `options` sets (fencing, auto-extension, a retry policy...),
+    /// keeping the others: options merge, whatever the order of the calls.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_redlock::{LockOptions, RedlockLayer};
+    ///
+    /// # fn demo(layer: RedlockLayer<tower_redlock::key::Route>) {
+    /// // Still one attempt (the layer's default), now with fencing and a 5 s ttl.
+    /// let layer = layer
+    ///     .ttl(Duration::from_secs(5))
+    ///     .lock_options(LockOptions::new().fencing(true));
+    /// # let _ = layer; }
+    /// ```
     pub fn lock_options(mut self, options: LockOptions) -> Self {
-        self.settings.options = options;
+        self.settings.options = merge(self.settings.options, options);
         self
     }
 

@@ -14,20 +14,37 @@
 //! response waits for it: a release future dropped half-way (the client went away while it
 //! ran) could leave its commands unsent, and nothing blocks in `Drop`.
 
+use std::sync::Arc;
+
 use tokio::task::JoinHandle;
 
 use super::body::BoxFuture;
+use super::estimate::HoldEstimate;
 use super::layer::Release;
 use crate::redlock::HeldLock;
 
 /// The layer's clone of a request's lease; releases it (for all clones) when dropped.
 pub(crate) struct RequestLease {
     lock: Option<HeldLock>,
+    /// Where the hold's duration goes when the request ends (not when the lease was lost).
+    holds: Arc<HoldEstimate>,
 }
 
 impl RequestLease {
-    pub(crate) fn new(lock: HeldLock) -> Self {
-        RequestLease { lock: Some(lock) }
+    pub(crate) fn new(lock: HeldLock, holds: Arc<HoldEstimate>) -> Self {
+        RequestLease {
+            lock: Some(lock),
+            holds,
+        }
+    }
+
+    /// Takes the lease to end it, recording how long it was held.
+    fn take(&mut self) -> Option<HeldLock> {
+        if !self.is_lost() {
+            let lock = self.lock.as_ref()?;
+            self.holds.record(lock.core().acquired_at.elapsed());
+        }
+        self.lock.take()
     }
 
     /// `true` when the lease was lost (not released) or its validity ran out: the request
@@ -41,7 +58,7 @@ impl RequestLease {
     /// Ends the lease for every clone. With [`Release::BeforeResponse`] returns the release
     /// to wait for; with [`Release::InBackground`] (or when already ended) `None`.
     pub(crate) fn end(&mut self, mode: Release) -> Option<BoxFuture<()>> {
-        let task = spawn_release(self.lock.take()?);
+        let task = spawn_release(self.take()?);
         match mode {
             Release::BeforeResponse => Some(Box::pin(async move {
                 // A panic or a runtime shutting down only means the lease will expire.
@@ -54,7 +71,7 @@ impl RequestLease {
 
 impl Drop for RequestLease {
     fn drop(&mut self) {
-        if let Some(lock) = self.lock.take() {
+        if let Some(lock) = self.take() {
             spawn_release(lock);
         }
     }

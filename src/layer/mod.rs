@@ -33,6 +33,7 @@
 //! ```
 
 mod body;
+mod estimate;
 mod future;
 mod held;
 pub mod key;
@@ -40,7 +41,9 @@ pub mod key;
 mod layer;
 mod lease;
 mod response;
+mod routes;
 mod service;
+mod settings;
 
 pub use self::body::{BoxError, ResponseBody};
 pub use self::future::ResponseFuture;
@@ -49,3 +52,5 @@ pub use self::key::{KeyError, KeyExtractor};
 pub use self::layer::{OnLost, RedlockLayer, Release};
 pub use self::response::Rejection;
 pub use self::service::RedlockService;
+#[cfg(feature = "axum")]
+pub(crate) use self::settings::REJECTION_TARGET;

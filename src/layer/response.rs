@@ -1,21 +1,4 @@
 //! [`Rejection`]: why a request did not run under its lock, and the default responses.
-//!
-//! | cause | status | `Retry-After` |
-//! |---|---|---|
-//! | [`LockError::Contended`] | `423 Locked` | the holder's remaining ttl |
-//! | [`LockError::Unavailable`], [`LockError::Expired`] | `503 Service Unavailable` | yes |
-//! | [`LockError::Lost`] (while the handler ran) | `503 Service Unavailable` | no |
-//! | [`LockError::InvalidKey`], [`KeyError::new`] | `400 Bad Request` | no |
-//! | [`LockError::InvalidOptions`], [`KeyError::misconfigured`] | `500 Internal Server Error` | no |
-//!
-//! Bodies are RFC 9457 `application/problem+json` documents:
-//!
-//! ```json
-//! {"type":"urn:tower-redlock:problem:locked","title":"Resource locked","status":423,
-//!  "detail":"Another request holds the lock on this resource.","retry_after_ms":1830}
-//! ```
-//!
-//! They never contain a lock key or token.
 
 use std::fmt;
 use std::fmt::Write as _;
@@ -28,6 +11,34 @@ use super::key::KeyError;
 use crate::redlock::LockError;
 
 /// Why a request was answered without running under its lock.
+///
+/// | cause | status | `Retry-After` |
+/// |---|---|---|
+/// | [`LockError::Contended`] | `423 Locked` | an estimate: see below |
+/// | [`LockError::Unavailable`], [`LockError::Expired`] | `503 Service Unavailable` | yes |
+/// | [`LockError::Lost`] (while the handler ran) | `503 Service Unavailable` | no |
+/// | [`LockError::InvalidKey`], [`KeyError::new`] | `400 Bad Request` | no |
+/// | [`LockError::InvalidOptions`], [`KeyError::misconfigured`] | `500 Internal Server Error` | no |
+///
+/// Bodies are RFC 9457 `application/problem+json` documents:
+///
+/// ```json
+/// {"type":"urn:tower-redlock:problem:locked","title":"Resource locked","status":423,
+///  "detail":"Another request holds the lock on this resource.","retry_after_ms":1830}
+/// ```
+///
+/// They never contain a lock key or token.
+///
+/// **`Retry-After` of a `423`** is an estimate of when the lock will be free, not a promise:
+/// from [`RedlockLayer`](super::RedlockLayer), the route's typical hold (a moving average of
+/// how long its requests held the lock), lowered to the holder's remaining ttl when known;
+/// before the route has seen a hold, and from [`LockError::Contended`] elsewhere, the
+/// holder's remaining ttl (see [`RedlockLayer`](super::RedlockLayer#retry-after-of-a-423)).
+/// Rounded up to whole seconds, at least 1. A retry at that time may still find the lock
+/// taken.
+///
+/// Each rejection is logged at `TRACE` on the `tower_redlock::rejection` target (as axum
+/// logs its own on `axum::rejection`): enable it to see why requests were refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -47,7 +58,8 @@ impl Rejection {
         }
     }
 
-    /// When the client may retry (the default response's `Retry-After`).
+    /// When the client may retry (the default response's `Retry-After`): for a `423`, an
+    /// estimate (see [`Rejection`]).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Rejection::Key(_) => None,
@@ -60,6 +72,23 @@ impl Rejection {
     /// Handy as the fallback of a custom
     /// [`on_rejection`](super::RedlockLayer::on_rejection) handler.
     pub fn to_response(&self) -> Response<String> {
+        let retry_after = self.retry_after();
+        let mut response = Response::new(self.body_text());
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(after) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
+        }
+        response
+    }
+
+    /// The default response's body: the problem+json document (never the key).
+    pub fn body_text(&self) -> String {
         let (kind, title, detail) = self.describe();
         let status = self.status();
         let retry_after = self.retry_after();
@@ -75,19 +104,7 @@ impl Rejection {
             let _ = write!(body, ",\"retry_after_ms\":{}", ceil_millis(after));
         }
         body.push('}');
-
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(after) = retry_after {
-            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
-        }
-        response
+        body
     }
 
     /// `(type suffix, title, detail)` of the problem document.
@@ -222,6 +239,7 @@ mod tests {
         assert_eq!(response.headers()[RETRY_AFTER], "2");
         assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
         let body = response.body();
+        assert_eq!(*body, rejection.body_text());
         assert!(body.contains("\"status\":423"), "{body}");
         assert!(body.contains("\"retry_after_ms\":1500"), "{body}");
     }

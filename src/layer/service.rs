@@ -12,7 +12,7 @@ use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::held;
 use super::key::KeyExtractor;
-use super::layer::Settings;
+use super::settings::Settings;
 
 /// Runs each request under a distributed lock. Created by
 /// [`RedlockLayer`](super::RedlockLayer); see there.

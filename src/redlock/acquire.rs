@@ -305,7 +305,8 @@ fn vote(call: &Call, value: Value) -> Result<Vote, NodeError> {
 }
 
 /// Fills in the holder's remaining time of a contended error about to be returned, when
-/// the attempts were bare `SET`s.
+/// the attempts were bare `SET`s, unless the caller has its own estimate
+/// (`skip_holder_ttl`: the error keeps this call's ttl).
 async fn settle(
     shared: &Arc<Shared>,
     keys: &Arc<LockKeys>,
@@ -313,12 +314,16 @@ async fn settle(
     error: LockError,
 ) -> LockError {
     match error {
-        LockError::Contended { .. } if bare_set(keys, options.fencing) => LockError::Contended {
-            retry_after: holder_pttl(shared, keys)
-                .await
-                .unwrap_or(options.ttl)
-                .max(Duration::from_millis(1)),
-        },
+        LockError::Contended { .. }
+            if bare_set(keys, options.fencing) && !options.skip_holder_ttl =>
+        {
+            LockError::Contended {
+                retry_after: holder_pttl(shared, keys)
+                    .await
+                    .unwrap_or(options.ttl)
+                    .max(Duration::from_millis(1)),
+            }
+        }
         other => other,
     }
 }

@@ -88,6 +88,7 @@ impl Shared {
                 (None, Some(labeler)) => labeler(&keys.join(",")).into(),
                 (None, None) => self.no_label.clone(),
             },
+            skip_holder_ttl: options.skip_holder_ttl,
         })
     }
 

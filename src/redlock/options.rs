@@ -25,6 +25,10 @@ pub struct LockOptions {
     pub(crate) max_hold: Option<Duration>,
     pub(crate) fencing: Option<bool>,
     pub(crate) label: Option<Arc<str>>,
+    /// Leave a contended error's `retry_after` at this call's ttl instead of asking the
+    /// holder's `PTTL` (one round trip, bare `SET` attempts only): for callers with a
+    /// better estimate of their own (the layer's, see `layer::estimate`).
+    pub(crate) skip_holder_ttl: bool,
 }
 
 impl LockOptions {
@@ -77,6 +81,13 @@ impl LockOptions {
         self.label = Some(label.into());
         self
     }
+
+    /// Skip the holder's `PTTL` lookup of a contended single-key, unfenced acquisition: its
+    /// [`LockError::Contended`](crate::LockError::Contended) then carries this call's ttl.
+    pub(crate) fn skip_holder_ttl(mut self, skip: bool) -> Self {
+        self.skip_holder_ttl = skip;
+        self
+    }
 }
 
 /// Options with every default filled in and checked.
@@ -89,4 +100,5 @@ pub(crate) struct Resolved {
     pub(crate) max_hold: Option<Duration>,
     pub(crate) fencing: bool,
     pub(crate) label: Arc<str>,
+    pub(crate) skip_holder_ttl: bool,
 }

@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::Router;
+use axum::extract::{FromRef, FromRequestParts, State};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use http::request::Parts;
 use http::{Method, StatusCode};
 use tower_redlock::key::{self, KeyError, KeyExtractor};
+use tower_redlock::layer::Rejection;
 use tower_redlock::{HeldLock, LockError, LockKey, Locked, Redlock};
 
 use crate::common::*;
@@ -21,6 +23,22 @@ async fn held_lock_without_the_layer_is_500() {
         doc["detail"].as_str().unwrap().contains("RedlockLayer"),
         "{doc}"
     );
+    // The rejection, as axum's own: status and body without a response.
+    let mut parts = http::Request::new(()).into_parts().0;
+    let rejection = <HeldLock as FromRequestParts<()>>::from_request_parts(&mut parts, &())
+        .await
+        .unwrap_err();
+    assert_eq!(rejection.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(rejection.body_text(), reply.body);
+}
+
+#[tokio::test]
+async fn rejection_status_and_body_text_match_its_response() {
+    let rejection = Rejection::from(KeyError::new("send the order id"));
+    let (status, body) = (rejection.status(), rejection.body_text());
+    let reply = Reply::from_response(rejection.into_response()).await;
+    reply.problem(400);
+    assert_eq!((reply.status, reply.body), (status, body));
 }
 
 struct Job;
@@ -74,28 +92,40 @@ async fn locked_takes_the_lock_from_state() {
     assert!(eventually_free(&n.redlock, "job:7", Duration::from_secs(5)).await);
 }
 
+/// A state of the application's own, with the engine in it.
+#[derive(Clone)]
+struct AppState {
+    redlock: Redlock,
+    greeting: &'static str,
+}
+
+impl FromRef<AppState> for Redlock {
+    fn from_ref(state: &AppState) -> Redlock {
+        state.redlock.clone()
+    }
+}
+
 #[tokio::test]
-async fn locked_with_an_extension_and_without_any_redlock() {
+async fn locked_finds_the_redlock_in_a_custom_state_through_from_ref() {
     let n = nodes(Duration::from_secs(10)).await;
-    async fn handler(lock: Locked<Job>) -> String {
+    async fn handler(State(state): State<AppState>, lock: Locked<Job>) -> String {
         let lock = lock.into_inner();
         let key = lock.key().to_owned();
         lock.release().await.unwrap();
-        key
+        format!("{} {key}", state.greeting)
     }
-    let app: Router = Router::new()
+    let app = Router::new()
         .route("/jobs/{id}", post(handler))
-        .layer(Extension(n.redlock.clone()));
+        .with_state(AppState {
+            redlock: n.redlock.clone(),
+            greeting: "hello",
+        });
     let reply = call(&app, Method::POST, "/jobs/1").await;
     assert_eq!(
         (reply.status, reply.body.as_str()),
-        (StatusCode::OK, "job:1")
+        (StatusCode::OK, "hello job:1")
     );
     assert!(!is_held(&n.redlock, "job:1").await);
-
-    let bare: Router = Router::new().route("/jobs/{id}", post(handler));
-    let doc = call(&bare, Method::POST, "/jobs/1").await.problem(500);
-    assert!(doc["detail"].as_str().unwrap().contains("Redlock"), "{doc}");
 }
 
 #[tokio::test]

@@ -95,6 +95,15 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads `response` to its end.
+    pub async fn from_response<B>(response: Response<B>) -> Reply
+    where
+        B: http_body::Body,
+        B::Error: std::fmt::Debug,
+    {
+        Reply::read(response).await
+    }
+
     async fn read<B>(response: Response<B>) -> Reply
     where
         B: http_body::Body,

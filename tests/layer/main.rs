@@ -12,5 +12,6 @@ mod lifecycle;
 mod lifetime;
 mod multi;
 mod nesting;
+mod options;
 mod upgrade;
 mod wire;
