@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | [`LockError::Contended`] | `423 Locked` | the holder's remaining ttl |
 //! | [`LockError::Unavailable`], [`LockError::Expired`] | `503 Service Unavailable` | yes |
-//! | [`LockError::Lost`] (while the handler ran) | `503 Service Unavailable` | no |
+//! | [`LockError::Lost`] (while the handler ran), [`LockError::ShutDown`] | `503 Service Unavailable` | no |
 //! | [`LockError::InvalidKey`], [`KeyError::new`] | `400 Bad Request` | no |
 //! | [`LockError::InvalidOptions`], [`KeyError::misconfigured`] | `500 Internal Server Error` | no |
 //!
@@ -119,6 +119,11 @@ impl Rejection {
                     "Lock service unavailable",
                     "The lock nodes answered too slowly; retry later.".to_owned(),
                 ),
+                LockError::ShutDown => (
+                    "lock-unavailable",
+                    "Lock service unavailable",
+                    "This instance is shutting down; retry later.".to_owned(),
+                ),
                 LockError::Lost => (
                     "lock-lost",
                     "Lock lost",
@@ -140,9 +145,10 @@ impl Rejection {
 fn lock_status(error: &LockError) -> StatusCode {
     match error {
         LockError::Contended { .. } => StatusCode::LOCKED,
-        LockError::Unavailable { .. } | LockError::Expired | LockError::Lost => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        LockError::Unavailable { .. }
+        | LockError::Expired
+        | LockError::Lost
+        | LockError::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
         LockError::InvalidKey { .. } => StatusCode::BAD_REQUEST,
         LockError::InvalidOptions { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
