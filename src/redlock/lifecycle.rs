@@ -21,13 +21,14 @@
 //!
 //! # Cost
 //!
-//! One atomic increment and one decrement per acquisition, release and janitor chore, and
-//! one flag read (a shared read lock) per acquisition; waiting on the flag registers with
-//! one of the watch channel's sharded notifiers. All are in-memory and uncontended next to
+//! One atomic increment and one decrement per acquisition, release and janitor chore (the
+//! count reaching zero takes the notifier's lock only once shutdown waits for it), and one
+//! flag read (a shared read lock) per acquisition; waiting on the flag registers with one
+//! of the watch channel's sharded notifiers. All are in-memory and uncontended next to
 //! the network round trip every one of those operations makes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, watch};
 
@@ -35,6 +36,9 @@ use tokio::sync::{Notify, watch};
 pub(crate) struct Lifecycle {
     closing: watch::Sender<bool>,
     busy: AtomicUsize,
+    /// Set (for good) by the first [`idle`](Lifecycle::idle) call: until then the count
+    /// reaching zero wakes nobody, so the hot path takes no lock.
+    idle_wanted: AtomicBool,
     idle: Notify,
 }
 
@@ -43,6 +47,7 @@ impl Default for Lifecycle {
         Lifecycle {
             closing: watch::Sender::new(false),
             busy: AtomicUsize::new(0),
+            idle_wanted: AtomicBool::new(false),
             idle: Notify::new(),
         }
     }
@@ -87,6 +92,9 @@ impl Lifecycle {
 
     /// Resolves once no work is under way.
     pub(crate) async fn idle(&self) {
+        // Set before the count is read, as a guard decrements before it reads this: one of
+        // the two sees the other (both sequentially consistent).
+        self.idle_wanted.store(true, Ordering::SeqCst);
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
@@ -105,7 +113,9 @@ pub(crate) struct Busy(Arc<Lifecycle>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.idle_wanted.load(Ordering::SeqCst)
+        {
             self.0.idle.notify_waiters();
         }
     }
