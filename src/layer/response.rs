@@ -16,7 +16,7 @@ use crate::redlock::LockError;
 /// |---|---|---|
 /// | [`LockError::Contended`] | `423 Locked` | an estimate: see below |
 /// | [`LockError::Unavailable`], [`LockError::Expired`] | `503 Service Unavailable` | yes |
-/// | [`LockError::Lost`] (while the handler ran) | `503 Service Unavailable` | no |
+/// | [`LockError::Lost`] (while the handler ran), [`LockError::ShutDown`] | `503 Service Unavailable` | no |
 /// | [`LockError::InvalidKey`], [`KeyError::new`] | `400 Bad Request` | no |
 /// | [`LockError::InvalidOptions`], [`KeyError::misconfigured`] | `500 Internal Server Error` | no |
 ///
@@ -136,6 +136,11 @@ impl Rejection {
                     "Lock service unavailable",
                     "The lock nodes answered too slowly; retry later.".to_owned(),
                 ),
+                LockError::ShutDown => (
+                    "lock-unavailable",
+                    "Lock service unavailable",
+                    "This instance is shutting down; retry later.".to_owned(),
+                ),
                 LockError::Lost => (
                     "lock-lost",
                     "Lock lost",
@@ -157,9 +162,10 @@ impl Rejection {
 fn lock_status(error: &LockError) -> StatusCode {
     match error {
         LockError::Contended { .. } => StatusCode::LOCKED,
-        LockError::Unavailable { .. } | LockError::Expired | LockError::Lost => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        LockError::Unavailable { .. }
+        | LockError::Expired
+        | LockError::Lost
+        | LockError::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
         LockError::InvalidKey { .. } => StatusCode::BAD_REQUEST,
         LockError::InvalidOptions { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }

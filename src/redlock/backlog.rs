@@ -33,6 +33,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::client::Shared;
+use super::telemetry;
 
 /// Which nodes calls do not reach now: skipped ones, and those passed by. One per engine,
 /// shared by its nodes (each reads the others' state to check the budget).
@@ -79,7 +80,10 @@ impl Availability {
     }
 
     pub(crate) fn set_skipped(&self, index: usize, skipped: bool) {
-        self.skipped[index].store(skipped, Ordering::SeqCst);
+        // A swap costs what a sequentially consistent store does, and tells a change.
+        if self.skipped[index].swap(skipped, Ordering::SeqCst) != skipped {
+            telemetry::node_up(index, !skipped);
+        }
     }
 
     pub(crate) fn is_flagged_behind(&self, index: usize) -> bool {
@@ -88,12 +92,21 @@ impl Availability {
 
     /// Flags node `index` behind; `false` when it already was.
     pub(crate) fn set_behind(&self, index: usize) -> bool {
-        !self.behind[index].swap(true, Ordering::SeqCst)
+        let changed = !self.behind[index].swap(true, Ordering::SeqCst);
+        if changed {
+            telemetry::node_behind(index, true);
+        }
+        changed
     }
 
     /// Clears node `index`'s behind flag; `false` when it was not set.
     pub(crate) fn clear_behind(&self, index: usize) -> bool {
-        self.is_flagged_behind(index) && self.behind[index].swap(false, Ordering::SeqCst)
+        let changed =
+            self.is_flagged_behind(index) && self.behind[index].swap(false, Ordering::SeqCst);
+        if changed {
+            telemetry::node_behind(index, false);
+        }
+        changed
     }
 }
 

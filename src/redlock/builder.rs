@@ -10,10 +10,12 @@ use super::breaker::{Breaker, CircuitBreaker};
 use super::client::{Config, Redlock, Shared};
 use super::error::ConfigError;
 use super::janitor::Janitor;
+use super::lifecycle::Lifecycle;
 use super::node::Node;
 use super::node_url::{NodeUrl, redact};
+use super::registry::Registry;
 use super::retry::RetryPolicy;
-use super::telemetry::KeyLabeler;
+use super::telemetry::{self, KeyLabeler};
 use super::timers::Timers;
 use super::validity;
 use super::wake::WakeHub;
@@ -53,18 +55,18 @@ const DEFAULT_NODE_BACKLOG: usize = 64;
 /// ```
 #[derive(Clone)]
 pub struct RedlockBuilder {
-    nodes: Vec<String>,
-    ttl: Duration,
-    retry: RetryPolicy,
-    drift_factor: f64,
-    node_timeout: Duration,
-    node_backlog: usize,
-    key_prefix: String,
-    fencing: bool,
-    max_hold: Option<Duration>,
-    breaker: Option<CircuitBreaker>,
-    labeler: Option<KeyLabeler>,
-    tls_root: Option<Vec<u8>>,
+    pub(super) nodes: Vec<String>,
+    pub(super) ttl: Duration,
+    pub(super) retry: RetryPolicy,
+    pub(super) drift_factor: f64,
+    pub(super) node_timeout: Duration,
+    pub(super) node_backlog: usize,
+    pub(super) key_prefix: String,
+    pub(super) fencing: bool,
+    pub(super) max_hold: Option<Duration>,
+    pub(super) breaker: Option<CircuitBreaker>,
+    pub(super) labeler: Option<KeyLabeler>,
+    pub(super) tls_root: Option<Vec<u8>>,
 }
 
 impl Default for RedlockBuilder {
@@ -217,52 +219,12 @@ impl RedlockBuilder {
         self
     }
 
-    /// Reads `REDLOCK_NODES`, `REDLOCK_TTL_MS`, `REDLOCK_NODE_TIMEOUT_MS` and
-    /// `REDLOCK_KEY_PREFIX` over the current settings (unset variables change nothing).
-    pub fn with_env(self) -> Result<Self, ConfigError> {
-        self.with_vars(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`with_env`](Self::with_env), reading variables through `get`.
-    pub fn with_vars(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        match get("REDLOCK_NODES") {
-            Some(list) => {
-                self.nodes = list
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if self.nodes.is_empty() {
-                    return Err(ConfigError::InvalidEnv {
-                        var: "REDLOCK_NODES",
-                        reason: "no node URL in the list".to_owned(),
-                    });
-                }
-            }
-            None if self.nodes.is_empty() => {
-                return Err(ConfigError::InvalidEnv {
-                    var: "REDLOCK_NODES",
-                    reason: "not set; give comma-separated redis:// URLs".to_owned(),
-                });
-            }
-            None => {}
-        }
-        if let Some(ms) = get("REDLOCK_TTL_MS") {
-            self.ttl = millis("REDLOCK_TTL_MS", &ms)?;
-        }
-        if let Some(ms) = get("REDLOCK_NODE_TIMEOUT_MS") {
-            self.node_timeout = millis("REDLOCK_NODE_TIMEOUT_MS", &ms)?;
-        }
-        if let Some(prefix) = get("REDLOCK_KEY_PREFIX") {
-            self.key_prefix = prefix;
-        }
-        Ok(self)
-    }
-
     /// Checks the configuration, creates the node pools and connects to every node
     /// (concurrently, bounded by the node timeout). Does not fail when nodes are down: their
     /// connections are made again on use, each bounded by the node timeout.
+    ///
+    /// Must run within a Tokio runtime (with its time driver), which then runs the engine's
+    /// background work: outside one it fails with [`ConfigError::NoRuntime`].
     pub async fn build(self) -> Result<Redlock, ConfigError> {
         let RedlockBuilder {
             nodes,
@@ -321,6 +283,10 @@ impl RedlockBuilder {
             ));
         }
         retry.validate()?;
+        // Checked before anything spawns a task or makes a timer (which would panic).
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::NoRuntime);
+        }
 
         let mut seen = HashSet::new();
         let mut parsed = Vec::with_capacity(nodes.len());
@@ -372,6 +338,8 @@ impl RedlockBuilder {
         // Connect to every node at once (bounded by the node timeout), so that a burst of
         // first requests does not queue behind connection set-up. Down nodes are fine.
         futures_util::future::join_all(nodes.iter().map(Node::warm_up)).await;
+        telemetry::engine_started(nodes.len());
+        let lifecycle = Arc::new(Lifecycle::default());
         Ok(Redlock {
             shared: Arc::new(Shared {
                 nodes,
@@ -390,20 +358,11 @@ impl RedlockBuilder {
                 no_label: Arc::from(""),
                 queues: Arc::default(),
                 wake,
-                janitor: Janitor::start(),
+                janitor: Janitor::start(lifecycle.clone()),
                 timers: Timers::start(),
+                lifecycle,
+                leases: Registry::default(),
             }),
         })
     }
-}
-
-fn millis(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    value
-        .trim()
-        .parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| ConfigError::InvalidEnv {
-            var,
-            reason: "expected a whole number of milliseconds".to_owned(),
-        })
 }

@@ -13,11 +13,13 @@ use super::error::{ConfigError, LockError};
 use super::fanout::{Fanout, Reply};
 use super::janitor::Janitor;
 use super::lease::HeldLock;
+use super::lifecycle::Lifecycle;
 use super::node::{Call, Node};
 use super::options::{LockOptions, Resolved};
 use super::queue::LocalQueues;
+use super::registry::Registry;
 use super::retry::RetryPolicy;
-use super::telemetry::KeyLabeler;
+use super::telemetry::{KeyLabeler, Waiting};
 use super::timers::Timers;
 use super::validity;
 use super::wake::WakeHub;
@@ -47,6 +49,10 @@ pub(crate) struct Shared {
     pub(crate) wake: Arc<WakeHub>,
     pub(crate) janitor: Janitor,
     pub(crate) timers: Timers,
+    /// Whether the engine still takes locks, and its work under way (see [`Lifecycle`]).
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    /// The leases not yet released, for [`Redlock::shutdown`].
+    pub(crate) leases: Registry,
 }
 
 impl Shared {
@@ -148,8 +154,8 @@ impl Redlock {
     }
 
     /// Builds an engine from the environment: `REDLOCK_NODES` (comma-separated `redis://` or
-    /// `rediss://` URLs), and optionally `REDLOCK_TTL_MS`, `REDLOCK_NODE_TIMEOUT_MS`,
-    /// `REDLOCK_KEY_PREFIX`.
+    /// `rediss://` URLs) and the optional variables listed at
+    /// [`RedlockBuilder::with_env`].
     pub async fn from_env() -> Result<Redlock, ConfigError> {
         RedlockBuilder::default().with_env()?.build().await
     }
@@ -229,7 +235,26 @@ impl Redlock {
         async move {
             let keys = Arc::new(keys?);
             let resolved = shared.resolve(&options, &keys.user)?;
-            super::acquire::acquire(&shared, keys, resolved).await
+            // Counted before the closing flag is read (see `lifecycle`), and until the
+            // attempt, or its cancellation, handed any cleanup to the janitor.
+            let _busy = shared.lifecycle.enter();
+            if shared.lifecycle.is_closing() {
+                return Err(LockError::ShutDown);
+            }
+            let _waiting = Waiting::new(&resolved.label);
+            let closing = shared.lifecycle.closing();
+            let lock = tokio::select! {
+                biased;
+                // Shutting down: a waiter gives up at once (a cancelled attempt cleans up).
+                () = closing => return Err(LockError::ShutDown),
+                acquired = super::acquire::acquire(&shared, keys, resolved) => acquired?,
+            };
+            if shared.lifecycle.is_closing() {
+                // Won just as shutdown began: give it back before shutdown stops waiting.
+                let _ = lock.release().await;
+                return Err(LockError::ShutDown);
+            }
+            Ok(lock)
         }
     }
 

@@ -52,6 +52,10 @@ pub enum LockError {
         /// What is wrong.
         reason: String,
     },
+    /// The engine was shut down ([`Redlock::shutdown`](crate::Redlock::shutdown)): it takes
+    /// no new locks. Acquisitions still waiting when it shut down fail with this too.
+    #[error("the lock engine is shut down")]
+    ShutDown,
 }
 
 impl LockError {
@@ -73,6 +77,11 @@ impl LockError {
     /// `true` for [`LockError::Unavailable`]: the quorum could not be reached.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, LockError::Unavailable { .. })
+    }
+
+    /// `true` for [`LockError::ShutDown`]: the engine was shut down.
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, LockError::ShutDown)
     }
 
     /// A suggested wait before retrying, for the errors where retrying makes sense.
@@ -153,4 +162,10 @@ pub enum ConfigError {
     /// The retry policy is unusable.
     #[error("retry policy is invalid: {0}")]
     InvalidRetry(String),
+    /// [`build`](crate::RedlockBuilder::build) was called outside a Tokio runtime: the
+    /// engine's connections and background task need one.
+    #[error(
+        "no Tokio runtime: build the engine from within one (e.g. under #[tokio::main]), with the time driver enabled"
+    )]
+    NoRuntime,
 }

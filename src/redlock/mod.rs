@@ -1,8 +1,9 @@
 //! The Redlock engine: quorum leases on independent Redis masters. Knows nothing of HTTP.
 //!
 //! - [`Redlock`] acquires, and [`HeldLock`] is the lease: it is extended by a watchdog while
-//!   held, tells when it is [lost](HeldLock::lost), and is released on
+//!   held, tells when it [ended](HeldLock::ended) (lost or released), and is released on
 //!   [`release`](HeldLock::release) or, in the background, when its last clone is dropped.
+//! - [`Redlock::shutdown`] releases every lease still held and stops taking new ones.
 //! - Every node call is bounded by the node timeout; an error or a timeout is a "no" vote.
 //! - Acquisition returns as soon as its outcome is decided and cleans up every node that
 //!   said, or may still say, yes.
@@ -14,6 +15,7 @@ mod builder;
 mod carry;
 mod cleanup;
 mod client;
+mod env;
 mod error;
 mod fanout;
 mod handoff;
@@ -21,14 +23,17 @@ pub(crate) mod health;
 mod janitor;
 mod keys;
 mod lease;
+mod lifecycle;
 mod node;
 mod node_url;
 mod options;
 mod queue;
 mod recovery;
+mod registry;
 mod release;
 mod retry;
 mod scripts;
+mod shutdown;
 mod telemetry;
 mod timers;
 mod token;

@@ -26,8 +26,9 @@ impl Shared {
             return;
         }
         let pause = self.config.node_timeout.max(Duration::from_millis(10));
+        // Detached: the probes last as long as the node is down, and shutdown need not wait.
         self.janitor
-            .run(check(Arc::downgrade(self), index, pause, error.to_string()));
+            .run_detached(check(Arc::downgrade(self), index, pause, error.to_string()));
     }
 }
 

@@ -10,7 +10,15 @@
 //! | `redlock_extend_failures_total` | counter | `lock` |
 //! | `redlock_release_total` | counter | `outcome` (`released`, `expired`, `owned_by_other`, `unavailable`), `lock` |
 //! | `redlock_circuit_opened_total` | counter | — |
-//! | `redlock_circuit_open` | gauge | — (1 while open) |
+//! | `redlock_circuit_open` | gauge | — (1 from opening until a probe closes it, 0 while closed) |
+//! | `redlock_leases_held` | gauge | `lock` — leases held now (acquired, not yet lost or released) |
+//! | `redlock_waiters` | gauge | `lock` — acquire calls not yet returned: attempting, sleeping between attempts, or queued behind a holder of this process |
+//! | `redlock_node_up` | gauge | `node` (index) — 1 while calls go to the node, 0 while it is skipped (down or frozen) |
+//! | `redlock_node_behind` | gauge | `node` — 1 while the node is flagged behind (passed by while the failure budget allows) |
+//!
+//! The gauges are set when the engine is built and whenever they change: install the
+//! recorder before building the engine. The node gauges and `redlock_circuit_open` are
+//! per engine: with several engines in one process, they overwrite each other.
 //!
 //! `lock` is empty unless a label is given per call ([`LockOptions::label`](crate::LockOptions::label))
 //! or a key mapper is set on the builder: raw keys are never used as labels by default, so
@@ -50,7 +58,42 @@ pub(crate) fn acquire_outcome(result: &Result<(), &LockError>) -> &'static str {
         Err(LockError::Contended { .. }) => "contended",
         Err(LockError::Unavailable { .. }) => "unavailable",
         Err(LockError::Expired) => "expired",
+        Err(LockError::ShutDown) => "shut_down",
         Err(_) => "invalid",
+    }
+}
+
+/// An acquire call in progress, counted in `redlock_waiters` until it drops.
+#[must_use = "counts the waiter until dropped"]
+pub(crate) struct Waiting {
+    #[cfg(feature = "metrics")]
+    label: Option<String>,
+}
+
+impl Waiting {
+    pub(crate) fn new(label: &Arc<str>) -> Waiting {
+        #[cfg(feature = "metrics")]
+        {
+            let label = (!is_internal(label)).then(|| label.to_string());
+            if let Some(lock) = &label {
+                metrics::gauge!("redlock_waiters", "lock" => lock.clone()).increment(1.0);
+            }
+            Waiting { label }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = label;
+            Waiting {}
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(lock) = self.label.take() {
+            metrics::gauge!("redlock_waiters", "lock" => lock).decrement(1.0);
+        }
     }
 }
 
@@ -114,6 +157,40 @@ mod imp {
         }
         metrics::gauge!("redlock_circuit_open").set(if open { 1.0 } else { 0.0 });
     }
+
+    pub(crate) fn lease_started(label: &Arc<str>) {
+        if !is_internal(label) {
+            metrics::gauge!("redlock_leases_held", "lock" => label.to_string()).increment(1.0);
+        }
+    }
+
+    pub(crate) fn lease_ended(label: &Arc<str>) {
+        if !is_internal(label) {
+            metrics::gauge!("redlock_leases_held", "lock" => label.to_string()).decrement(1.0);
+        }
+    }
+
+    pub(crate) fn node_up(index: usize, up: bool) {
+        metrics::gauge!("redlock_node_up", "node" => index.to_string()).set(flag(up));
+    }
+
+    pub(crate) fn node_behind(index: usize, behind: bool) {
+        metrics::gauge!("redlock_node_behind", "node" => index.to_string()).set(flag(behind));
+    }
+
+    /// The gauges' values for a new engine of `nodes` nodes: every node up, not behind,
+    /// the breaker closed.
+    pub(crate) fn engine_started(nodes: usize) {
+        for index in 0..nodes {
+            node_up(index, true);
+            node_behind(index, false);
+        }
+        circuit(false, false);
+    }
+
+    fn flag(on: bool) -> f64 {
+        if on { 1.0 } else { 0.0 }
+    }
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -134,6 +211,16 @@ mod imp {
     pub(crate) fn release(_: &Arc<str>, _: &'static str) {}
     #[inline]
     pub(crate) fn circuit(_: bool, _: bool) {}
+    #[inline]
+    pub(crate) fn lease_started(_: &Arc<str>) {}
+    #[inline]
+    pub(crate) fn lease_ended(_: &Arc<str>) {}
+    #[inline]
+    pub(crate) fn node_up(_: usize, _: bool) {}
+    #[inline]
+    pub(crate) fn node_behind(_: usize, _: bool) {}
+    #[inline]
+    pub(crate) fn engine_started(_: usize) {}
 }
 
 pub(crate) use imp::*;

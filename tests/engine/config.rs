@@ -209,3 +209,136 @@ async fn bad_keys_and_options_are_errors() {
         .await
         .unwrap();
 }
+
+/// Reads variables from `pairs` (no process environment is touched, so tests cannot race).
+fn env_of(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+    move |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+fn with_env(extra: &[(&'static str, &str)]) -> Result<tower_redlock::RedlockBuilder, ConfigError> {
+    let mut pairs = vec![("REDLOCK_NODES", "redis://127.0.0.1:1".to_owned())];
+    pairs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    Redlock::builder().with_vars(env_of(pairs))
+}
+
+#[tokio::test]
+async fn every_deployment_setting_is_read_from_the_environment() {
+    let builder = with_env(&[
+        ("REDLOCK_FENCING", "true"),
+        ("REDLOCK_DRIFT_FACTOR", "0.05"),
+        ("REDLOCK_MAX_HOLD_MS", "60000"),
+        ("REDLOCK_NODE_BACKLOG", "7"),
+        ("REDLOCK_RETRY_MS", "2500"),
+    ])
+    .unwrap();
+    let shown = format!("{builder:?}");
+    for expected in [
+        "fencing: true",
+        "drift_factor: 0.05",
+        "max_hold: Some(60s)",
+        "node_backlog: 7",
+        "deadline: Some(2.5s)",
+    ] {
+        assert!(shown.contains(expected), "{expected} not in {shown}");
+    }
+    assert!(builder.build().await.is_ok());
+    // The other spellings of a boolean, and 0 for "no retry".
+    for (value, on) in [("1", true), ("ON", true), ("no", false), (" off ", false)] {
+        let shown = format!("{:?}", with_env(&[("REDLOCK_FENCING", value)]).unwrap());
+        assert!(
+            shown.contains(&format!("fencing: {on}")),
+            "{value}: {shown}"
+        );
+    }
+    let one_attempt = format!("{:?}", with_env(&[("REDLOCK_RETRY_MS", "0")]).unwrap());
+    assert!(one_attempt.contains("attempts: 1,"), "{one_attempt}");
+}
+
+#[test]
+fn bad_environment_values_name_the_variable_and_never_echo_the_value() {
+    for (var, value) in [
+        ("REDLOCK_FENCING", "hunter2"),
+        ("REDLOCK_DRIFT_FACTOR", "hunter2"),
+        ("REDLOCK_DRIFT_FACTOR", "0.5"),
+        ("REDLOCK_DRIFT_FACTOR", "NaN"),
+        ("REDLOCK_DRIFT_FACTOR", "-0.1"),
+        ("REDLOCK_MAX_HOLD_MS", "hunter2"),
+        ("REDLOCK_MAX_HOLD_MS", "0"),
+        ("REDLOCK_NODE_BACKLOG", "0"),
+        ("REDLOCK_NODE_BACKLOG", "hunter2"),
+        ("REDLOCK_RETRY_MS", "-5"),
+        ("REDLOCK_RETRY_MS", "hunter2"),
+        ("REDLOCK_TLS_CA", "/nonexistent/hunter2.pem"),
+    ] {
+        let err = with_env(&[(var, value)]).expect_err(var);
+        match &err {
+            ConfigError::InvalidEnv { var: named, .. } => assert_eq!(*named, var, "{value}"),
+            other => panic!("{var}={value}: {other:?}"),
+        }
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains(var), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
+
+/// A CA file must exist and hold a PEM certificate; without the `tls` feature any CA is
+/// refused rather than ignored.
+#[test]
+fn the_tls_ca_variable_reads_a_pem_file() {
+    let dir = std::env::temp_dir().join(format!("redlock-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("ca.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hunter2").unwrap();
+    let read = |path: &std::path::Path| with_env(&[("REDLOCK_TLS_CA", path.to_str().unwrap())]);
+    if cfg!(feature = "tls") {
+        assert!(read(&pem).is_ok());
+        let err = read(&not_pem).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::InvalidEnv {
+                var: "REDLOCK_TLS_CA",
+                ..
+            }
+        ));
+        assert!(!format!("{err}").contains("hunter2"));
+    } else {
+        assert!(matches!(
+            read(&pem),
+            Err(ConfigError::InvalidEnv {
+                var: "REDLOCK_TLS_CA",
+                ..
+            })
+        ));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `build()` outside a Tokio runtime is an error, not a panic (it used to panic spawning
+/// the engine's background task).
+#[test]
+fn building_outside_a_runtime_is_an_error() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let mut build = Box::pin(Redlock::builder().node("redis://127.0.0.1:1").build());
+    let mut cx = Context::from_waker(Waker::noop());
+    match build.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(err)) => {
+            assert_eq!(err, ConfigError::NoRuntime);
+            assert!(err.to_string().contains("Tokio runtime"), "{err}");
+        }
+        Poll::Ready(Ok(_)) => panic!("built without a runtime"),
+        Poll::Pending => panic!("waited for something without a runtime"),
+    }
+}

@@ -1,0 +1,127 @@
+//! Extension of a lease: compare-only, validity counted from the start of the call, one
+//! at a time per lease.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{LeaseCore, LeaseState};
+use crate::redlock::acquire::warn_node;
+use crate::redlock::error::LockError;
+use crate::redlock::node::{Call, int};
+use crate::redlock::scripts::EXTEND;
+use crate::redlock::telemetry::{self, KeyHash};
+use crate::redlock::validity;
+
+impl LeaseCore {
+    /// Extends every key to `ttl` from now, if a quorum still holds our token.
+    ///
+    /// Validity counts from the start of this call. Compare-only: never re-creates an
+    /// expired key; refuses once the local validity has lapsed; a failure deletes nothing.
+    ///
+    /// `valid_until` never overstates what a quorum of nodes holds. An extension sets each
+    /// key's expiry, shorter or longer than before, so two of them racing (a user's
+    /// `extend(60 s)` and the watchdog's `extend(ttl)`, or two clones) could land in one
+    /// order on the nodes and finish in the other here. So:
+    /// - extensions of a lease run one at a time, and each holds its turn until every
+    ///   reply of its fan-out is in or timed out (the late ones are read in the
+    ///   background): the next one's requests are queued after all of its requests, on
+    ///   each node's connection, and so run after them. The outcome of the last extension
+    ///   to finish is then the latest on the nodes that answered it. (A request whose
+    ///   connection is replaced meanwhile loses that order; it timed out first.)
+    /// - before its first request, `valid_until` is lowered to `start + ttl − drift`:
+    ///   from then on each node holds either its previous expiry or at least that, so the
+    ///   lower of the two is safe whatever becomes of the requests (a failure, a timeout,
+    ///   the call dropped half-way). On quorum it is set to `start + ttl − drift`.
+    /// - a carried-over lease first waits for its swap and applies it itself (see
+    ///   [`carried_settled`](Self::carried_settled)).
+    pub(crate) async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
+        let span = tracing::debug_span!(
+            "redlock.extend",
+            key = %KeyHash::of(&self.claim.keys.user),
+            ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ok = tracing::field::Empty,
+        );
+        let result = tracing::Instrument::instrument(self.extend_inner(ttl), span.clone()).await;
+        span.record("ok", result.is_ok());
+        if result.is_err() {
+            telemetry::extend_failed(&self.label);
+        }
+        result
+    }
+
+    async fn extend_inner(&self, ttl: Duration) -> Result<(), LockError> {
+        // Our turn: held until every reply of this extension is in (see `extend`).
+        let turn = self.extending.clone().lock_owned().await;
+        if let Some(carried) = self.carried.get() {
+            // Carried over: the extension must follow the swap to our token on every node.
+            let swap = carried.settled().await;
+            self.apply_swap(swap, true);
+        }
+        let start = Instant::now();
+        if self.state() != LeaseState::Held {
+            return Err(LockError::Lost);
+        }
+        if start >= self.valid_until() {
+            self.mark_lost();
+            return Err(LockError::Lost);
+        }
+        let drift = validity::drift(ttl, self.drift_factor);
+        // Whatever becomes of the requests, a quorum holds at least the lower of the two.
+        self.lower_valid_until(start + ttl.saturating_sub(drift));
+        let ttl_ms = validity::millis_ceil(ttl);
+        let (shared, claim) = (&self.shared, &self.claim);
+        let total = shared.total();
+        let keys = &claim.keys;
+        let mut fanout = shared.broadcast(Call::script(&EXTEND, keys.len(), |cmd| {
+            cmd.arg(keys.lock_keys())
+                .arg(claim.token.as_bytes())
+                .arg(ttl_ms)
+                .arg(keys.len());
+        }));
+        let (mut ok, mut refused, mut failed) = (0, 0, 0);
+        while let Some((index, reply)) = fanout.next().await {
+            match reply.and_then(|v| int(&v)) {
+                Ok(1) => ok += 1,
+                Ok(_) => refused += 1,
+                Err(error) => {
+                    failed += 1;
+                    warn_node(shared, index, "extend", &error);
+                }
+            }
+            if ok >= shared.quorum || refused + failed > total - shared.quorum {
+                break;
+            }
+        }
+        // The late replies are read in the background, and the next extension waits for
+        // them.
+        let engine = shared.clone();
+        let rest = fanout.drain(shared, move |(index, reply)| {
+            if let Err(error) = reply {
+                engine.node_failed(index, &error);
+            }
+        });
+        if let Some(rest) = rest {
+            shared.janitor.run(async move {
+                rest.await;
+                drop(turn);
+            });
+        }
+        if ok >= shared.quorum {
+            let Some(validity) = validity::validity(ttl, Duration::ZERO, drift) else {
+                return Err(LockError::Expired);
+            };
+            if self.state() != LeaseState::Held {
+                return Err(LockError::Lost);
+            }
+            self.set_valid_until(start + validity);
+            return Ok(());
+        }
+        if refused > total - shared.quorum {
+            // A quorum no longer has our token: the lock is gone for good.
+            self.mark_lost();
+            return Err(LockError::Lost);
+        }
+        Err(LockError::unavailable(total - failed, total, shared.quorum))
+    }
+}
