@@ -62,6 +62,7 @@ pub struct RedlockBuilder {
     key_prefix: String,
     fencing: bool,
     max_hold: Option<Duration>,
+    fence_ttl: Option<Duration>,
     breaker: Option<CircuitBreaker>,
     labeler: Option<KeyLabeler>,
     tls_root: Option<Vec<u8>>,
@@ -79,6 +80,7 @@ impl Default for RedlockBuilder {
             key_prefix: "redlock:".to_owned(),
             fencing: false,
             max_hold: None,
+            fence_ttl: None,
             breaker: Some(CircuitBreaker::default()),
             labeler: None,
             tls_root: None,
@@ -99,6 +101,7 @@ impl fmt::Debug for RedlockBuilder {
             .field("key_prefix", &self.key_prefix)
             .field("fencing", &self.fencing)
             .field("max_hold", &self.max_hold)
+            .field("fence_ttl", &self.fence_ttl)
             .field("breaker", &self.breaker)
             .field(
                 "labeler",
@@ -274,6 +277,7 @@ impl RedlockBuilder {
             key_prefix,
             fencing,
             max_hold,
+            fence_ttl,
             breaker,
             labeler,
             tls_root,
@@ -309,6 +313,7 @@ impl RedlockBuilder {
                 }
             })?;
         }
+        let fence_ttl = super::fence_ttl::resolve(fence_ttl, ttl, max_hold)?;
         if key_prefix.len() > MAX_PREFIX_LEN {
             return Err(ConfigError::InvalidKeyPrefix(format!(
                 "{} bytes long; at most {MAX_PREFIX_LEN} allowed",
@@ -372,7 +377,7 @@ impl RedlockBuilder {
         // Connect to every node at once (bounded by the node timeout), so that a burst of
         // first requests does not queue behind connection set-up. Down nodes are fine.
         futures_util::future::join_all(nodes.iter().map(Node::warm_up)).await;
-        Ok(Redlock {
+        let redlock = Redlock {
             shared: Arc::new(Shared {
                 nodes,
                 quorum,
@@ -384,6 +389,7 @@ impl RedlockBuilder {
                     key_prefix,
                     fencing,
                     max_hold,
+                    fence_ttl,
                 },
                 breaker: Breaker::new(breaker),
                 labeler,
@@ -393,7 +399,20 @@ impl RedlockBuilder {
                 janitor: Janitor::start(),
                 timers: Timers::start(),
             }),
-        })
+        };
+        // Settings that break locks (eviction, no persistence) are logged, not refused.
+        super::health::settings::log_in_background(&redlock);
+        Ok(redlock)
+    }
+
+    /// How long a fencing counter outlives the last fenced lock on its key (default 7 days,
+    /// at least 10 times the ttl and `max_hold`): every fenced acquisition refreshes it.
+    /// Tokens of a key strictly increase while the key is locked at least once per
+    /// `fence_ttl`; after a longer quiet spell they start again from 1. See the README's
+    /// fencing section for what that assumes of the protected resource.
+    pub fn fence_ttl(mut self, ttl: Duration) -> Self {
+        self.fence_ttl = Some(ttl);
+        self
     }
 }
 

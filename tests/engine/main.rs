@@ -16,4 +16,5 @@ mod quorum;
 mod safety_a;
 mod safety_b1;
 mod safety_b2;
+mod settings;
 mod watchdog;
