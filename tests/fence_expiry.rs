@@ -153,7 +153,10 @@ async fn a_fence_ttl_below_ten_ttls_is_refused() {
         .fence_ttl(Duration::from_millis(9_999))
         .build()
         .await;
-    let error = refused.err().expect("refused").to_string();
+    let Err(error) = refused else {
+        panic!("a fence_ttl below 10 ttls was accepted");
+    };
+    let error = error.to_string();
     assert!(error.contains("fence ttl"), "{error}");
 }
 

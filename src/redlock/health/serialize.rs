@@ -27,7 +27,7 @@ impl Serialize for Object<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut object = serializer.serialize_struct(self.0, self.1.len())?;
         for (name, value) in &self.1 {
-            object.serialize_field(*name, value)?;
+            object.serialize_field(name, value)?;
         }
         object.end()
     }
