@@ -384,7 +384,7 @@ fn key_extractors_never_panic_and_follow_their_docs() {
                 .expect_err("no node is up");
             let valid = !k.is_empty() && k.len() <= MAX_KEY_LEN;
             match err {
-                LockError::InvalidKey { ref reason } => {
+                LockError::InvalidKey { ref reason, .. } => {
                     prop_assert!(!valid, "valid key refused: {}", reason);
                     if k.len() >= 8 {
                         prop_assert!(!reason.contains(&k));

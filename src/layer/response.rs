@@ -9,6 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::key::KeyError;
 use crate::redlock::LockError;
+use crate::redlock::json::write_str as json_string;
 
 /// Why a request was answered without running under its lock.
 ///
@@ -212,25 +213,6 @@ pub(crate) fn retry_after_secs(d: Duration) -> u64 {
     secs.max(1)
 }
 
-/// Appends `s` as a JSON string literal.
-pub(crate) fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,12 +263,5 @@ mod tests {
             assert_eq!(response.status().as_u16(), status, "{rejection}");
             assert_eq!(response.headers().contains_key(RETRY_AFTER), retry);
         }
-    }
-
-    #[test]
-    fn json_escaping() {
-        let mut out = String::new();
-        json_string(&mut out, "a\"b\\c\n\u{1}é");
-        assert_eq!(out, r#""a\"b\\c\n\u0001é""#);
     }
 }

@@ -256,8 +256,8 @@ fn bare_set(keys: &LockKeys, fencing: bool) -> bool {
 
 /// The acquire request, built once per attempt and sent as is to every node: a bare
 /// `SET key token NX PX ttl`, or else one script that checks and sets every key, and bumps
-/// the fencing counters, atomically.
-fn acquire_call(claim: &Claim, ttl_ms: u64, fencing: bool) -> Call {
+/// the fencing counters (refreshing their expiry to `fence_ttl`), atomically.
+fn acquire_call(claim: &Claim, ttl_ms: u64, fencing: bool, fence_ttl: Duration) -> Call {
     let keys = &claim.keys;
     if bare_set(keys, fencing) {
         let mut cmd = Cmd::with_capacity(6, 64 + keys.lock_keys()[0].len());
@@ -275,7 +275,8 @@ fn acquire_call(claim: &Claim, ttl_ms: u64, fencing: bool) -> Call {
             .arg(claim.token.as_bytes())
             .arg(ttl_ms)
             .arg(keys.len())
-            .arg(if fencing { "1" } else { "0" });
+            .arg(if fencing { "1" } else { "0" })
+            .arg(validity::millis_ceil(fence_ttl));
     })
 }
 
@@ -369,7 +370,12 @@ pub(crate) async fn attempt(
     // The clock starts before the first request is sent.
     let start = Instant::now();
     let sent: Sent = (0..total).map(|_| SentOn::default()).collect();
-    let call = Arc::new(acquire_call(&claim, ttl_ms, options.fencing));
+    let call = Arc::new(acquire_call(
+        &claim,
+        ttl_ms,
+        options.fencing,
+        shared.config.fence_ttl,
+    ));
     let fanout = Fanout::new(total, shared.config.node_timeout, |index| {
         acquire_on(shared.clone(), call.clone(), sent.clone(), index)
     });
@@ -481,7 +487,10 @@ where
 /// their data since, and nodes this write-back did not reach: one that could not be reached
 /// at all (down, its connection dead) counts as one that lost its data, as does one so far
 /// behind that the write has not landed yet. Fewer than a majority of such nodes can never
-/// make a token go backwards.
+/// make a token go backwards. A counter that expired counts as lost data: the write-back
+/// (like the acquire script) raises every counter's expiry to `fence_ttl`, so that happens
+/// only after `fence_ttl` without a fenced acquisition of the key (see
+/// [`fence_ttl`](super::fence_ttl)).
 async fn sync_fence(
     shared: &Arc<Shared>,
     keys: &Arc<LockKeys>,
@@ -489,7 +498,9 @@ async fn sync_fence(
 ) -> Result<(), LockError> {
     let total = shared.total();
     let mut fanout = shared.broadcast(Call::script(&FENCE_SYNC, keys.len(), |cmd| {
-        cmd.arg(keys.fence_keys()).arg(token);
+        cmd.arg(keys.fence_keys())
+            .arg(token)
+            .arg(validity::millis_ceil(shared.config.fence_ttl));
     }));
     let (mut ok, mut failed) = (0, 0);
     while let Some((index, reply)) = fanout.next().await {

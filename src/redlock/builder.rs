@@ -64,6 +64,7 @@ pub struct RedlockBuilder {
     pub(super) key_prefix: String,
     pub(super) fencing: bool,
     pub(super) max_hold: Option<Duration>,
+    pub(super) fence_ttl: Option<Duration>,
     pub(super) breaker: Option<CircuitBreaker>,
     pub(super) labeler: Option<KeyLabeler>,
     pub(super) tls_root: Option<Vec<u8>>,
@@ -81,6 +82,7 @@ impl Default for RedlockBuilder {
             key_prefix: "redlock:".to_owned(),
             fencing: false,
             max_hold: None,
+            fence_ttl: None,
             breaker: Some(CircuitBreaker::default()),
             labeler: None,
             tls_root: None,
@@ -101,6 +103,7 @@ impl fmt::Debug for RedlockBuilder {
             .field("key_prefix", &self.key_prefix)
             .field("fencing", &self.fencing)
             .field("max_hold", &self.max_hold)
+            .field("fence_ttl", &self.fence_ttl)
             .field("breaker", &self.breaker)
             .field(
                 "labeler",
@@ -236,6 +239,7 @@ impl RedlockBuilder {
             key_prefix,
             fencing,
             max_hold,
+            fence_ttl,
             breaker,
             labeler,
             tls_root,
@@ -271,6 +275,7 @@ impl RedlockBuilder {
                 }
             })?;
         }
+        let fence_ttl = super::fence_ttl::resolve(fence_ttl, ttl, max_hold)?;
         if key_prefix.len() > MAX_PREFIX_LEN {
             return Err(ConfigError::InvalidKeyPrefix(format!(
                 "{} bytes long; at most {MAX_PREFIX_LEN} allowed",
@@ -340,7 +345,7 @@ impl RedlockBuilder {
         futures_util::future::join_all(nodes.iter().map(Node::warm_up)).await;
         telemetry::engine_started(nodes.len());
         let lifecycle = Arc::new(Lifecycle::default());
-        Ok(Redlock {
+        let redlock = Redlock {
             shared: Arc::new(Shared {
                 nodes,
                 quorum,
@@ -352,6 +357,7 @@ impl RedlockBuilder {
                     key_prefix,
                     fencing,
                     max_hold,
+                    fence_ttl,
                 },
                 breaker: Breaker::new(breaker),
                 labeler,
@@ -363,6 +369,19 @@ impl RedlockBuilder {
                 lifecycle,
                 leases: Registry::default(),
             }),
-        })
+        };
+        // Settings that break locks (eviction, no persistence) are logged, not refused.
+        super::health::settings::log_in_background(&redlock);
+        Ok(redlock)
+    }
+
+    /// How long a fencing counter outlives the last fenced lock on its key (default 7 days,
+    /// at least 10 times the ttl and `max_hold`): every fenced acquisition refreshes it.
+    /// Tokens of a key strictly increase while the key is locked at least once per
+    /// `fence_ttl`; after a longer quiet spell they start again from 1. See the README's
+    /// fencing section for what that assumes of the protected resource.
+    pub fn fence_ttl(mut self, ttl: Duration) -> Self {
+        self.fence_ttl = Some(ttl);
+        self
     }
 }

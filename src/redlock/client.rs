@@ -34,6 +34,8 @@ pub(crate) struct Config {
     pub(crate) key_prefix: String,
     pub(crate) fencing: bool,
     pub(crate) max_hold: Option<Duration>,
+    /// How long fencing counters outlive their last use (see `fence_ttl.rs`).
+    pub(crate) fence_ttl: Duration,
 }
 
 /// What every clone of a [`Redlock`] shares.

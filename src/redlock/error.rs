@@ -11,6 +11,7 @@ use std::time::Duration;
 pub enum LockError {
     /// Someone else holds the lock (on enough nodes that no quorum is possible for us).
     #[error("the lock is held by someone else; retry after {} ms", retry_after.as_millis())]
+    #[non_exhaustive]
     Contended {
         /// When it makes sense to try again: the holder's remaining time to live as
         /// reported by the nodes (rounded up, never zero).
@@ -42,12 +43,14 @@ pub enum LockError {
     Lost,
     /// The key is empty or too long.
     #[error("invalid lock key: {reason}")]
+    #[non_exhaustive]
     InvalidKey {
         /// What is wrong with the key (never the key itself).
         reason: String,
     },
     /// The per-call options are unusable (e.g. a ttl too small for the clock drift).
     #[error("invalid lock options: {reason}")]
+    #[non_exhaustive]
     InvalidOptions {
         /// What is wrong.
         reason: String,
@@ -110,6 +113,7 @@ pub enum ConfigError {
     NoNodes,
     /// A node URL could not be parsed.
     #[error("node {index} URL `{url}` is invalid: {reason}")]
+    #[non_exhaustive]
     InvalidNodeUrl {
         /// Position of the URL in the list (0-based).
         index: usize,
@@ -120,6 +124,7 @@ pub enum ConfigError {
     },
     /// The same node was given twice; Redlock needs independent nodes.
     #[error("node {index} URL `{url}` repeats an earlier node; Redlock needs independent nodes")]
+    #[non_exhaustive]
     DuplicateNode {
         /// Position of the repeated URL.
         index: usize,
@@ -128,6 +133,7 @@ pub enum ConfigError {
     },
     /// The ttl is too small (or too large) to leave any validity after the drift allowance.
     #[error("ttl of {ttl:?} is unusable: {reason}")]
+    #[non_exhaustive]
     InvalidTtl {
         /// The ttl given.
         ttl: Duration,
@@ -139,6 +145,7 @@ pub enum ConfigError {
     InvalidDriftFactor(f64),
     /// The per-node timeout is zero or not smaller than the ttl.
     #[error("node timeout of {timeout:?} is unusable: {reason}")]
+    #[non_exhaustive]
     InvalidNodeTimeout {
         /// The timeout given.
         timeout: Duration,
@@ -153,6 +160,7 @@ pub enum ConfigError {
     InvalidKeyPrefix(String),
     /// An environment variable could not be used.
     #[error("environment variable {var} is invalid: {reason}")]
+    #[non_exhaustive]
     InvalidEnv {
         /// The variable's name.
         var: &'static str,

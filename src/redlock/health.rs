@@ -7,9 +7,15 @@
 //! make the check fail by holding a key. It is a single attempt made directly, past the
 //! circuit breaker (which it neither consults nor feeds) and past the acquire metrics (its
 //! label records nothing), without fencing (a fencing counter per random key would stay on
-//! the nodes for good). The JSON views are in [`json`].
+//! the nodes for `fence_ttl`). The JSON views are in [`json`] (and `serialize`, with the
+//! `serde` feature); the settings check ([`Redlock::check_config`]) in [`settings`].
 
 mod json;
+#[cfg(feature = "serde")]
+mod serialize;
+pub(crate) mod settings;
+
+pub use settings::{NodeSettings, SettingWarning, SettingsReport};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +35,6 @@ use super::telemetry;
 
 /// One node's health.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct NodeHealth {
     /// Position in the configured node list.
@@ -55,9 +60,10 @@ pub struct NodeHealth {
     pub behind: bool,
 }
 
-/// The result of [`Redlock::health`].
+/// The result of [`Redlock::health`]. As JSON: [`to_json`](HealthReport::to_json) (public)
+/// and [`to_json_detailed`](HealthReport::to_json_detailed); with the `serde` feature,
+/// `Serialize` writes the detailed document, byte for byte.
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct HealthReport {
     /// Every node, in configured order.
@@ -154,6 +160,14 @@ async fn test_lock(shared: &Arc<Shared>) -> Result<(), LockError> {
 }
 
 impl Redlock {
+    /// Liveness: whether the engine itself is usable, without any Redis round trip. A Redis
+    /// outage leaves it `true` (that is for readiness, [`health`](Redlock::health), to
+    /// report): a process restarted because Redis is down comes back to the same outage.
+    pub fn is_live(&self) -> bool {
+        // The one state that makes an engine unusable is its shutdown; until then it is live.
+        !self.shared.lifecycle.is_closing()
+    }
+
     /// Checks every node (`PING`, `INFO`) and takes a real test lock.
     ///
     /// The test lock is on a fresh random key in the engine's internal namespace (never a

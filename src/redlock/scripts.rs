@@ -37,9 +37,10 @@ impl Script {
 }
 
 /// Acquire: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` fencing counters;
-/// `ARGV = [token, ttl_ms, n, fencing]`.
+/// `ARGV = [token, ttl_ms, n, fencing, fence_ttl_ms]`.
 /// Returns `{1, fence}` when every key was free (and is now ours), else `{0, pttl}` of the
-/// first key held by someone else.
+/// first key held by someone else. With fencing, each counter's expiry is raised to
+/// `fence_ttl_ms` (never shortened; a counter without one gets it), see `fence_ttl.rs`.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local n = tonumber(ARGV[3])
@@ -55,6 +56,9 @@ local fence = 0
 if ARGV[4] == '1' then
   for i = 1, n do
     local c = redis.call('INCR', KEYS[n + i])
+    if redis.call('PTTL', KEYS[n + i]) < tonumber(ARGV[5]) then
+      redis.call('PEXPIRE', KEYS[n + i], ARGV[5])
+    end
     if c > fence then fence = c end
   end
 end
@@ -177,15 +181,22 @@ return held",
     )
 });
 
-/// Fencing write-back: `KEYS` fencing counters; `ARGV = [token]`. Raises each counter to at
-/// least `token` (never lowers one). Returns 1. Idempotent, so it can go to every node,
-/// passed by or skipped too.
+/// Fencing write-back: `KEYS` fencing counters; `ARGV = [token, fence_ttl_ms]`. Raises each
+/// counter to at least `token` (never lowers one), and its expiry to `fence_ttl_ms` (never
+/// shortens one; a counter without one gets it). Returns 1. Idempotent, so it can go to
+/// every node, passed by or skipped too.
 pub(crate) static FENCE_SYNC: LazyLock<Script> = LazyLock::new(|| {
     Script::must_reach(
         r"local t = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
 for i = 1, #KEYS do
   local c = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if c < t then redis.call('SET', KEYS[i], ARGV[1]) end
+  local p = redis.call('PTTL', KEYS[i])
+  if c < t then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', math.max(p, keep))
+  elseif p < keep then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
 end
 return 1",
     )

@@ -50,7 +50,7 @@ async fn acquire_extend_release() {
     let err = redlock.try_acquire("basic").await.unwrap_err();
     let left = lock.remaining();
     match err {
-        LockError::Contended { retry_after } => assert!(
+        LockError::Contended { retry_after, .. } => assert!(
             retry_after + Duration::from_millis(1) >= left && retry_after <= Duration::from_secs(5),
             "{retry_after:?} for {left:?} left"
         ),

@@ -295,3 +295,57 @@ async fn health_checks_leave_the_breaker_alone() {
     }
     assert_eq!(redlock.health().await.breaker, BreakerState::Closed);
 }
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_needs_no_redis_and_readiness_does() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let cluster = cluster().await;
+    // A node call to a frozen node would take a minute: longer than the no-hang bound.
+    let redlock = builder(&cluster)
+        .ttl(Duration::from_secs(300))
+        .node_timeout(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let app: axum::Router = tower_redlock::health::router(redlock);
+    let get = |path: &str| {
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let response = tokio::time::timeout(NO_HANG, app.oneshot(request))
+                .await
+                .expect("the probe hung")
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    for path in ["/health/live", "/health/ready", "/health"] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.starts_with(r#"{"status":"up""#), "{path}: {body}");
+    }
+
+    // Every node frozen: liveness still answers, without asking them.
+    pause(&cluster, 0..5);
+    assert_eq!(
+        get("/health/live").await,
+        (200, r#"{"status":"up"}"#.to_owned())
+    );
+    resume(&cluster, 0..5);
+
+    // A quorum gone: not ready, still live.
+    for i in 0..3 {
+        cluster.kill(i).await.unwrap();
+    }
+    let (status, body) = get("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(get("/health").await.0, 503);
+    assert_eq!(get("/health/live").await.0, 200);
+}

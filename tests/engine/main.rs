@@ -17,5 +17,6 @@ mod quorum;
 mod safety_a;
 mod safety_b1;
 mod safety_b2;
+mod settings;
 mod shutdown;
 mod watchdog;

@@ -32,7 +32,7 @@ async fn quorum_matrix_over_every_subset() {
             lock.release().await.unwrap();
         } else {
             match result {
-                Err(LockError::Contended { retry_after }) => {
+                Err(LockError::Contended { retry_after, .. }) => {
                     // The foreign keys' remaining time: what is left of their 30 s.
                     let left = Duration::from_secs(30).saturating_sub(set_at.elapsed());
                     assert!(

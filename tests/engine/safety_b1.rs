@@ -214,7 +214,7 @@ async fn fencing_needs_three_node_timeouts_within_the_validity() {
     let fenced = LockOptions::new().no_retry().fencing(true);
     let error = redlock.acquire_with("k", fenced.clone()).await.unwrap_err();
     assert!(
-        matches!(&error, LockError::InvalidOptions { reason } if reason.contains("fencing")),
+        matches!(&error, LockError::InvalidOptions { reason, .. } if reason.contains("fencing")),
         "{error}"
     );
     // A longer ttl for the call fits them (the node is down: the quorum is unavailable).

@@ -121,3 +121,12 @@ async fn shutdown_is_bounded_when_nodes_are_down() {
     // Four node timeouts, plus scheduling slack: a bound against hanging.
     assert!(took < NO_HANG, "shutdown took {took:?}");
 }
+
+#[tokio::test]
+async fn a_shut_down_engine_is_not_live() {
+    let cluster = cluster().await;
+    let a = engine(&cluster).await;
+    assert!(a.is_live());
+    a.shutdown().await;
+    assert!(!a.is_live(), "liveness must report the shutdown");
+}

@@ -179,7 +179,7 @@ async fn exercise(
     let refused = redlock.try_acquire("busy").await;
     let left = held.remaining();
     match refused {
-        Err(LockError::Contended { retry_after })
+        Err(LockError::Contended { retry_after, .. })
             if retry_after + Duration::from_millis(1) >= left
                 && retry_after <= Duration::from_secs(7) => {}
         other => return Err(format!("contention: {other:?} with {left:?} left")),

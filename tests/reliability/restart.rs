@@ -241,7 +241,7 @@ async fn aof_always_keeps_the_lock_across_a_crash() {
     let (a_held, b) = second_client_after_majority_crash(true).await;
     match b {
         // The holder's remaining time: at least what it had left after the refusal.
-        Err((LockError::Contended { retry_after }, left)) => {
+        Err((LockError::Contended { retry_after, .. }, left)) => {
             assert!(
                 retry_after + Duration::from_millis(1) >= left,
                 "{retry_after:?}, {left:?} left"
