@@ -55,8 +55,9 @@ pub const HEALTH_KEY: &str = "__tower_redlock_health__";
 #[cfg(feature = "axum")]
 mod http {
     use axum::Router;
+    use axum::extract::State;
     use axum::response::{IntoResponse, Response};
-    use axum::routing::get;
+    use axum::routing::{MethodRouter, get};
     use http::{HeaderValue, StatusCode, header};
 
     use crate::Redlock;
@@ -122,21 +123,7 @@ mod http {
     where
         S: Clone + Send + Sync + 'static,
     {
-        let live = redlock.clone();
-        let ready = move || {
-            let redlock = redlock.clone();
-            async move { respond(&redlock).await }
-        };
-        Router::new()
-            .route(
-                "/health/live",
-                get(move || {
-                    let redlock = live.clone();
-                    async move { respond_live(&redlock).await }
-                }),
-            )
-            .route("/health/ready", get(ready.clone()))
-            .route("/health", get(ready))
+        probes(get(ready)).with_state(redlock)
     }
 
     /// A router serving `GET /health/live`, `GET /health/ready` and `GET /health` with the
@@ -147,28 +134,33 @@ mod http {
     where
         S: Clone + Send + Sync + 'static,
     {
-        let (live, config) = (redlock.clone(), redlock.clone());
-        let ready = move || {
-            let redlock = redlock.clone();
-            async move { respond_detailed(&redlock).await }
-        };
+        probes(get(ready_detailed))
+            .route("/health/config", get(config))
+            .with_state(redlock)
+    }
+
+    /// `/health/live`, and `ready` at `/health/ready` and `/health`.
+    fn probes(ready: MethodRouter<Redlock>) -> Router<Redlock> {
         Router::new()
-            .route(
-                "/health/live",
-                get(move || {
-                    let redlock = live.clone();
-                    async move { respond_live(&redlock).await }
-                }),
-            )
-            .route("/health/ready", get(ready.clone()))
-            .route("/health", get(ready))
-            .route(
-                "/health/config",
-                get(move || {
-                    let redlock = config.clone();
-                    async move { respond_config(&redlock).await }
-                }),
-            )
+            .route("/health/live", get(live))
+            .route("/health/ready", ready.clone())
+            .route("/health", ready)
+    }
+
+    async fn live(State(redlock): State<Redlock>) -> Response {
+        respond_live(&redlock).await
+    }
+
+    async fn ready(State(redlock): State<Redlock>) -> Response {
+        respond(&redlock).await
+    }
+
+    async fn ready_detailed(State(redlock): State<Redlock>) -> Response {
+        respond_detailed(&redlock).await
+    }
+
+    async fn config(State(redlock): State<Redlock>) -> Response {
+        respond_config(&redlock).await
     }
 }
 
