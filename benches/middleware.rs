@@ -13,7 +13,7 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
-use tower_redlock::{RedlockLayer, key};
+use tower_redlock::layer::{RedlockLayer, key};
 
 const ROUNDS: usize = 10;
 const PER_ROUND: usize = 200;

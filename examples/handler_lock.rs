@@ -51,9 +51,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use common::{BoxError, Nodes};
-use tower_redlock::key::{self, KeyError, KeyExtractor};
+use tower_redlock::extract::{LockKey, Locked};
 use tower_redlock::layer::OnLost;
-use tower_redlock::{HeldLock, LockError, LockKey, Locked, Redlock, RedlockLayer, RetryPolicy};
+use tower_redlock::layer::RedlockLayer;
+use tower_redlock::layer::key::{self, KeyError, KeyExtractor};
+use tower_redlock::{HeldLock, LockError, Redlock, RetryPolicy};
 
 /// The part of a publish that must not overlap with another publish of the same report.
 const CRITICAL: Duration = Duration::from_millis(300);

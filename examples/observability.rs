@@ -35,7 +35,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use common::{BoxError, Nodes};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tower_redlock::{HeldLock, Redlock, RedlockLayer, health, key};
+use tower_redlock::layer::{RedlockLayer, key};
+use tower_redlock::{HeldLock, Redlock, health};
 use tracing_subscriber::EnvFilter;
 
 /// Log filter when `RUST_LOG` is unset.

@@ -29,7 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 mod testkit;
 
 use testkit::LocalCluster;
-use tower_redlock::{HeldLock, Redlock, RedlockLayer, key};
+use tower_redlock::layer::{RedlockLayer, key};
+use tower_redlock::{HeldLock, Redlock};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

@@ -10,7 +10,7 @@
 //! closing the socket. A second presenter for a busy room gets the close code `1013`
 //! (*Try Again Later*), which browsers can read, unlike a `423` to the handshake.
 //!
-//! Why not [`RedlockLayer`](tower_redlock::RedlockLayer) on this route: the layer's lease lasts
+//! Why not [`RedlockLayer`](tower_redlock::layer::RedlockLayer) on this route: the layer's lease lasts
 //! as long as the *request*, and for an upgrade the request is the handshake — it ends when
 //! the `101 Switching Protocols` is produced, also for a `HeldLock` clone moved into the
 //! `on_upgrade` closure. The socket lives on in a task axum spawns after the `101`; that task

@@ -1,5 +1,5 @@
 //! Axum extractors: [`HeldLock`] and [`HeldLocks`] (set by
-//! [`RedlockLayer`](crate::RedlockLayer)) and [`Locked<K>`] (takes the lock itself), plus
+//! [`RedlockLayer`](crate::layer::RedlockLayer)) and [`Locked<K>`] (takes the lock itself), plus
 //! `IntoResponse` for [`LockError`] and the rejections.
 //!
 //! ```no_run
@@ -32,7 +32,8 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::layer::{HeldLocks, KeyError, REJECTION_TARGET, Rejection};
+use crate::layer::key::KeyError;
+use crate::layer::{HeldLocks, REJECTION_TARGET, Rejection};
 use crate::redlock::{HeldLock, LockError, LockOptions, Redlock};
 
 /// The default response (see [`Rejection::to_response`]); logged at `TRACE` on the
@@ -64,7 +65,7 @@ impl IntoResponse for KeyError {
 }
 
 /// Rejection of the [`HeldLock`] extractor: the request holds no lock because
-/// [`RedlockLayer`](crate::RedlockLayer) is not applied to this route, or its key extractor
+/// [`RedlockLayer`](crate::layer::RedlockLayer) is not applied to this route, or its key extractor
 /// gave no key (`500 Internal Server Error`). Use `Option<HeldLock>` where the lock is
 /// optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +108,7 @@ impl IntoResponse for MissingHeldLock {
     }
 }
 
-/// The lease taken by [`RedlockLayer`](crate::RedlockLayer) for this request: with nested
+/// The lease taken by [`RedlockLayer`](crate::layer::RedlockLayer) for this request: with nested
 /// layers, the innermost one's (every layer's: [`HeldLocks`]).
 ///
 /// It lasts as long as the request, whatever clones of it exist (see [`HeldLock`]).
@@ -136,7 +137,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for HeldLock {
     }
 }
 
-/// Every [`RedlockLayer`](crate::RedlockLayer)'s lease for this request, outermost first.
+/// Every [`RedlockLayer`](crate::layer::RedlockLayer)'s lease for this request, outermost first.
 impl<S: Send + Sync> FromRequestParts<S> for HeldLocks {
     type Rejection = MissingHeldLock;
 
@@ -165,7 +166,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for HeldLocks {
 ///
 /// ```
 /// use http::request::Parts;
-/// use tower_redlock::{LockKey, LockOptions, key::{self, KeyError, KeyExtractor}};
+/// use tower_redlock::LockOptions;
+/// use tower_redlock::extract::LockKey;
+/// use tower_redlock::layer::key::{self, KeyError, KeyExtractor};
 ///
 /// struct Invoice;
 ///
@@ -192,14 +195,16 @@ pub trait LockKey {
 /// `Redlock` field and `#[derive(FromRef)]` or a hand-written `impl FromRef<AppState> for
 /// Redlock`).
 ///
-/// Rejects like [`RedlockLayer`](crate::RedlockLayer): `423` when held elsewhere, `503`,
+/// Rejects like [`RedlockLayer`](crate::layer::RedlockLayer): `423` when held elsewhere, `503`,
 /// `400`. Derefs to [`HeldLock`]; dropped at the end of the handler, it is released in the
 /// background — call `locked.into_inner().release().await` to release before answering.
 ///
 /// ```no_run
 /// use axum::{Router, routing::post};
 /// use http::request::Parts;
-/// use tower_redlock::{LockKey, Locked, Redlock, key::KeyError};
+/// use tower_redlock::Redlock;
+/// use tower_redlock::extract::{LockKey, Locked};
+/// use tower_redlock::layer::key::KeyError;
 ///
 /// struct Nightly;
 ///

@@ -6,7 +6,7 @@
 //! - [`Redlock`]: a standalone engine. It takes a **quorum lease** (`N/2 + 1` of `N`
 //!   independent Redis masters), keeps it alive with a watchdog, tells you when it is lost,
 //!   and releases it — usable from any async code.
-//! - [`RedlockLayer`]: Tower middleware that derives a lock key from each
+//! - [`layer::RedlockLayer`]: Tower middleware that derives a lock key from each
 //!   request, holds the lease while the inner service runs and answers `423 Locked` / `503`
 //!   with `Retry-After` when it cannot.
 //! - With the `axum` feature: [`HeldLock`] and `Locked<K>` extractors ([`extract`]).
@@ -39,10 +39,12 @@
 //!
 //! - The engine ([`Redlock`], [`HeldLock`], [`LockOptions`], [`LockError`], ...): at the
 //!   crate root, and only there.
-//! - The middleware: [`layer`]. Its two entry points, [`RedlockLayer`] and the [`key`]
-//!   extractors, are also at the root, as shortcuts (as `axum::Router` is at axum's).
-//! - Health checks: [`health`]. Axum extractors: [`extract`] (`LockKey` and `Locked` also at
-//!   the root). The test kit: `testkit` (feature `testkit`).
+//! - The middleware: [`layer`] ([`layer::RedlockLayer`], the [`layer::key`] extractors, the
+//!   rejection and response types), one module as in tower-http.
+//! - Health checks: [`health`]. Axum extractors: [`extract`]. The test kit: `testkit`
+//!   (feature `testkit`).
+//!
+//! Every public item has exactly one path: nothing is re-exported twice.
 #![forbid(unsafe_code)]
 // Library-only lints (`Cargo.toml`'s `[lints]` hold the rest): in tests, examples and benches,
 // whose helper modules are private by nature, `unreachable_pub` would flag every `pub`.
@@ -55,10 +57,6 @@ mod redlock;
 
 #[cfg(feature = "axum")]
 pub mod extract;
-
-#[cfg(feature = "axum")]
-pub use extract::{LockKey, Locked};
-pub use layer::{RedlockLayer, key};
 
 // The engine's public items (the `pub use` list of `src/redlock/mod.rs`) are public here, at
 // the root, and nowhere else: the module itself is private.

@@ -113,7 +113,7 @@ async fn layer_labels_locks_by_the_matched_route() {
     use axum::routing::post;
     use http::{Request, StatusCode};
     use tower::ServiceExt;
-    use tower_redlock::{RedlockLayer, key};
+    use tower_redlock::layer::{RedlockLayer, key};
 
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();

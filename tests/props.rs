@@ -30,11 +30,10 @@ use http_body_util::BodyExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tower::ServiceExt;
-use tower_redlock::key::{self, KeyExtractor};
+use tower_redlock::layer::RedlockLayer;
+use tower_redlock::layer::key::{self, KeyExtractor};
 use tower_redlock::testkit::LocalCluster;
-use tower_redlock::{
-    HeldLock, LockError, LockOptions, MAX_KEY_LEN, NodeUrl, Redlock, RedlockLayer, RetryPolicy,
-};
+use tower_redlock::{HeldLock, LockError, LockOptions, MAX_KEY_LEN, NodeUrl, Redlock, RetryPolicy};
 
 const CASES: u32 = 256;
 

@@ -64,7 +64,8 @@ pub enum Release {
 /// ```no_run
 /// use std::time::Duration;
 /// use axum::{Router, routing::{get, post}};
-/// use tower_redlock::{Redlock, RedlockLayer, key};
+/// use tower_redlock::Redlock;
+/// use tower_redlock::layer::{RedlockLayer, key};
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let redlock = Redlock::builder()
@@ -150,7 +151,8 @@ pub enum Release {
 /// use axum::{BoxError, Router, error_handling::HandleErrorLayer, http::StatusCode};
 /// use axum::routing::post;
 /// use tower::ServiceBuilder;
-/// use tower_redlock::{Redlock, RedlockLayer, key};
+/// use tower_redlock::Redlock;
+/// use tower_redlock::layer::{RedlockLayer, key};
 ///
 /// # fn demo(redlock: Redlock) {
 /// let app: Router = Router::new().route(
@@ -220,9 +222,10 @@ impl<K> RedlockLayer<K> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_redlock::{LockOptions, RedlockLayer};
+    /// use tower_redlock::LockOptions;
+    /// use tower_redlock::layer::RedlockLayer;
     ///
-    /// # fn demo(layer: RedlockLayer<tower_redlock::key::Route>) {
+    /// # fn demo(layer: RedlockLayer<tower_redlock::layer::key::Route>) {
     /// // Still one attempt (the layer's default), now with fencing and a 5 s ttl.
     /// let layer = layer
     ///     .ttl(Duration::from_secs(5))
@@ -275,7 +278,7 @@ impl<K> RedlockLayer<K> {
     ///     }
     ///     rejection.to_response()
     /// }
-    /// # fn demo(layer: tower_redlock::RedlockLayer<tower_redlock::key::Path>) {
+    /// # fn demo(layer: tower_redlock::layer::RedlockLayer<tower_redlock::layer::key::Path>) {
     /// let layer = layer.on_rejection(respond);
     /// # }
     /// ```

@@ -1,7 +1,7 @@
 //! Tower middleware that runs each request under a distributed lock.
 //!
 //! [`RedlockLayer`] derives a lock key from each request with a
-//! [`KeyExtractor`], takes the lease, runs the inner service while the
+//! [`KeyExtractor`](key::KeyExtractor), takes the lease, runs the inner service while the
 //! lease is auto-extended, and releases it before the response goes out.
 //!
 //! - Contended → `423 Locked` with `Retry-After`; quorum unreachable → `503`; bad key →
@@ -19,7 +19,8 @@
 //!
 //! ```no_run
 //! use axum::{Router, routing::post};
-//! use tower_redlock::{HeldLock, Redlock, RedlockLayer, key};
+//! use tower_redlock::{HeldLock, Redlock};
+//! use tower_redlock::layer::{RedlockLayer, key};
 //!
 //! async fn rebuild(lock: HeldLock) -> String {
 //!     format!("rebuilding with fencing token {:?}", lock.fencing_token())
@@ -48,7 +49,6 @@ mod settings;
 pub use self::body::{BoxError, ResponseBody};
 pub use self::future::ResponseFuture;
 pub use self::held::HeldLocks;
-pub use self::key::{KeyError, KeyExtractor};
 pub use self::layer::{OnLost, RedlockLayer, Release};
 pub use self::response::Rejection;
 pub use self::service::RedlockService;

@@ -8,9 +8,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http::request::Parts;
 use http::{Method, StatusCode};
-use tower_redlock::key::{self, KeyError, KeyExtractor};
+use tower_redlock::extract::{LockKey, Locked};
 use tower_redlock::layer::Rejection;
-use tower_redlock::{HeldLock, LockError, LockKey, Locked, Redlock};
+use tower_redlock::layer::key::{self, KeyError, KeyExtractor};
+use tower_redlock::{HeldLock, LockError, Redlock};
 
 use crate::common::*;
 

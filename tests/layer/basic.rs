@@ -9,10 +9,11 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
+use tower_redlock::HeldLock;
 use tower_redlock::MAX_KEY_LEN;
-use tower_redlock::key::KeyExtractor;
+use tower_redlock::layer::key::KeyExtractor;
+use tower_redlock::layer::{RedlockLayer, key};
 use tower_redlock::layer::{Rejection, Release};
-use tower_redlock::{HeldLock, RedlockLayer, key};
 
 use crate::common::*;
 

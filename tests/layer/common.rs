@@ -17,8 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
+use tower_redlock::layer::RedlockLayer;
 use tower_redlock::testkit::{LocalCluster, eventually};
-use tower_redlock::{LockError, Redlock, RedlockLayer};
+use tower_redlock::{LockError, Redlock};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -47,9 +48,9 @@ pub fn streaming_export(redlock: &Redlock) -> (Router, ChunkSender) {
             }),
         )
         .layer(
-            tower_redlock::RedlockLayer::new(
+            tower_redlock::layer::RedlockLayer::new(
                 redlock.clone(),
-                tower_redlock::key::constant("export"),
+                tower_redlock::layer::key::constant("export"),
             )
             .hold_until_body_end(true),
         );
@@ -288,7 +289,7 @@ pub async fn call_request(app: &Router, request: Request<Body>) -> Reply {
 
 /// A handler that signals, then never finishes; reports when its future is dropped.
 pub fn hanging_app(
-    layer: RedlockLayer<tower_redlock::key::Constant>,
+    layer: RedlockLayer<tower_redlock::layer::key::Constant>,
 ) -> (Router, Signal, tokio::sync::oneshot::Receiver<()>) {
     let entered = Signal::default();
     let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();

@@ -7,8 +7,9 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{HeaderValue, Method, Request, StatusCode};
 use tower_layer::Layer;
-use tower_redlock::key::KeyExtractor;
-use tower_redlock::{HeldLock, Redlock, RedlockLayer, key};
+use tower_redlock::layer::key::KeyExtractor;
+use tower_redlock::layer::{RedlockLayer, key};
+use tower_redlock::{HeldLock, Redlock};
 
 use crate::common::*;
 

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use http::{Method, StatusCode};
+use tower_redlock::HeldLock;
 use tower_redlock::layer::OnLost;
+use tower_redlock::layer::{RedlockLayer, key};
 use tower_redlock::testkit::LocalCluster;
-use tower_redlock::{HeldLock, RedlockLayer, key};
 
 use crate::common::*;
 

@@ -11,8 +11,9 @@ use axum::routing::{get, post};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_layer::Layer;
-use tower_redlock::key::KeyExtractor;
-use tower_redlock::{HeldLock, Redlock, RedlockLayer, key};
+use tower_redlock::layer::key::KeyExtractor;
+use tower_redlock::layer::{RedlockLayer, key};
+use tower_redlock::{HeldLock, Redlock};
 
 use crate::common::*;
 

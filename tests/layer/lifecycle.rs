@@ -10,7 +10,8 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tower_redlock::{HeldLock, RedlockLayer, key};
+use tower_redlock::HeldLock;
+use tower_redlock::layer::{RedlockLayer, key};
 
 use crate::common::*;
 

@@ -14,7 +14,8 @@ use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tower_redlock::layer::Release;
-use tower_redlock::{HeldLock, LockOptions, Redlock, RedlockLayer, key};
+use tower_redlock::layer::{RedlockLayer, key};
+use tower_redlock::{HeldLock, LockOptions, Redlock};
 
 use crate::common::*;
 use crate::wire::*;

@@ -19,8 +19,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
+use tower_redlock::layer::{RedlockLayer, key};
 use tower_redlock::testkit::LocalCluster;
-use tower_redlock::{RedlockLayer, key};
 
 use crate::common::*;
 

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::routing::post;
 use http::{Method, StatusCode};
+use tower_redlock::HeldLock;
 use tower_redlock::layer::HeldLocks;
-use tower_redlock::{HeldLock, RedlockLayer, key};
+use tower_redlock::layer::{RedlockLayer, key};
 
 use crate::common::*;
 use crate::wire::patient_nodes;

@@ -7,8 +7,9 @@ use axum::Router;
 use axum::extract::Request;
 use axum::routing::post;
 use http::{Method, StatusCode};
+use tower_redlock::layer::{RedlockLayer, key};
 use tower_redlock::testkit::{LocalCluster, eventually};
-use tower_redlock::{LockOptions, Redlock, RedlockLayer, RetryPolicy, key};
+use tower_redlock::{LockOptions, Redlock, RetryPolicy};
 
 use crate::common::*;
 

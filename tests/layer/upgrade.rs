@@ -11,7 +11,8 @@ use http::StatusCode;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tower_redlock::{HeldLock, Redlock, RedlockLayer, key};
+use tower_redlock::layer::{RedlockLayer, key};
+use tower_redlock::{HeldLock, Redlock};
 
 use crate::common::*;
 use crate::wire::patient_nodes;

@@ -81,7 +81,10 @@ async fn engine(cluster: &LocalCluster, password: &str, prefix: &str) -> Redlock
         .nodes(urls(cluster, password))
         .key_prefix(prefix)
         .ttl(Duration::from_secs(10))
-        .node_timeout(Duration::from_millis(300))
+        // Generous: nothing here waits for a timeout (refusals and wrong passwords are
+        // answered at once), and on a loaded machine a tight timeout turns a slow PTTL
+        // into "no answer" (the contention check then sees the ttl, not the holder's time).
+        .node_timeout(Duration::from_secs(3))
         .retry(RetryPolicy::none())
         .no_circuit_breaker()
         .build()

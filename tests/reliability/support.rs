@@ -232,7 +232,8 @@ pub mod app {
     use http_body_util::BodyExt;
     use tokio::sync::Notify;
     use tower::ServiceExt;
-    use tower_redlock::{HeldLock, Redlock, RedlockLayer, key};
+    use tower_redlock::layer::{RedlockLayer, key};
+    use tower_redlock::{HeldLock, Redlock};
 
     use super::DropFlag;
 

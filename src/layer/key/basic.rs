@@ -96,7 +96,7 @@ where
 /// [`header`], or the error when `name` is not a valid header name.
 ///
 /// ```
-/// use tower_redlock::key;
+/// use tower_redlock::layer::key;
 ///
 /// assert!(key::try_header("x-tenant").is_ok());
 /// assert!(key::try_header("x tenant").is_err());

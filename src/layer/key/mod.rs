@@ -10,7 +10,7 @@
 //! Where a missing value most likely means a mistake, the ready-made extractors fail
 //! closed (refuse the request) rather than run it unlocked; `.optional()` opts out where
 //! that makes sense. Misconfigurations are logged once per extractor at `error` level
-//! (target `tower_redlock::key`), not per request.
+//! (target `tower_redlock::layer::key`), not per request.
 //!
 //! | extractor | key | missing value |
 //! |---|---|---|
@@ -42,7 +42,7 @@
 //!
 //! ```
 //! use http::request::Parts;
-//! use tower_redlock::key::{self, KeyExtractor};
+//! use tower_redlock::layer::key::{self, KeyExtractor};
 //!
 //! // POST/PUT/PATCH/DELETE on one order are serialized; reads are not locked.
 //! let per_order = key::mutating(key::param_as::<u64>("id")).with_prefix("order:");
@@ -165,7 +165,7 @@ where
 /// error's `Display` text.
 ///
 /// ```
-/// use tower_redlock::key;
+/// use tower_redlock::layer::key;
 ///
 /// let by_account = key::try_fn(|parts| {
 ///     let Some(value) = parts.headers.get("x-account") else {

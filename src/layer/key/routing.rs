@@ -151,7 +151,7 @@ impl KeyExtractor for Param {
 /// one key (what a `Path<u64>` handler sees).
 ///
 /// ```
-/// use tower_redlock::key;
+/// use tower_redlock::layer::key;
 ///
 /// let per_order = key::prefixed("order:", key::param_as::<u64>("id"));
 /// # let _ = per_order;

@@ -97,7 +97,7 @@ fn decode_segment(raw: &str) -> Result<String, KeyError> {
 }
 
 /// Logs a misconfiguration once per extractor (not per request) at `error` level, on the
-/// `tower_redlock::key` target. A clone logs on its own.
+/// `tower_redlock::layer::key` target. A clone logs on its own.
 #[derive(Debug, Default)]
 pub(super) struct LogOnce(AtomicBool);
 
@@ -106,7 +106,7 @@ impl LogOnce {
     pub(super) fn misconfigured(&self, error: KeyError) -> KeyError {
         if !self.0.swap(true, Ordering::Relaxed) {
             tracing::error!(
-                target: "tower_redlock::key",
+                target: "tower_redlock::layer::key",
                 "{}: every such request is refused with a 500",
                 error.message()
             );

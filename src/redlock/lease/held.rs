@@ -65,7 +65,7 @@ impl Drop for LeaseHandle {
 /// # Ok(()) }
 /// ```
 ///
-/// A lease taken by [`RedlockLayer`](crate::RedlockLayer) lasts as long as its request, not
+/// A lease taken by [`RedlockLayer`](crate::layer::RedlockLayer) lasts as long as its request, not
 /// as long as its clones: the layer releases it (for every clone) when the response is
 /// produced — with `hold_until_body_end`, at the body's last frame —, or when the response
 /// future or body is dropped (the client went away). A clone moved into a spawned task, an
@@ -196,7 +196,7 @@ impl HeldLock {
     /// - **lost**: it expired, or a quorum of nodes became unreachable or no longer holds
     ///   our token (`is_released()` is `false` then, unless it was released since);
     /// - **released**: by [`release`](HeldLock::release) on any clone, by the last clone
-    ///   dropping, by [`RedlockLayer`](crate::RedlockLayer) when its request ends, or by
+    ///   dropping, by [`RedlockLayer`](crate::layer::RedlockLayer) when its request ends, or by
     ///   [`Redlock::shutdown`](crate::Redlock::shutdown).
     ///
     /// Either way, work done under the lock must stop. The future does not borrow the lock,
@@ -222,7 +222,7 @@ impl HeldLock {
     ///
     /// It keeps that meaning on purpose: code that stops its work when `lost()` resolves
     /// must stop too once the lease was released under it (say, a task spawned from a
-    /// handler, whose lease [`RedlockLayer`](crate::RedlockLayer) releases when the
+    /// handler, whose lease [`RedlockLayer`](crate::layer::RedlockLayer) releases when the
     /// request ends), or it would go on unlocked. New code should call `ended()`, which
     /// says what it means.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
