@@ -1,14 +1,10 @@
-//! One Redis node: a bb8 pool over our own connection manager, one shared multiplexed
-//! connection, and script calls.
+//! One node of the quorum: its availability (skipped, behind), and calls sent through its
+//! [transport](transport), the seam between the engine and a server (see there for how a
+//! second implementation plugs in).
 //!
-//! `bb8-redis`'s manager has no timeouts and never reports a connection broken, so a node
-//! restart would leave dead connections in the pool and a down node could cost bb8's 30 s
-//! default. [`NodeManager`] bounds the connect, loads the scripts, and lets a connection be
-//! marked broken (after an I/O error, or a `PING` probe that went unanswered after a
-//! timeout). All calls share the node's current multiplexed connection — one socket keeps
-//! commands in order and pipelines concurrent calls — and a broken one is replaced through
-//! the pool's manager (`dedicated_connection`, which fails at once on a refused connection
-//! instead of waiting out a checkout timeout).
+//! - [`call`]: the requests ([`Call`]), the same for every transport;
+//! - [`transport`]: the seam ([`Transport`](transport::Transport), [`Link`]);
+//! - [`redis`]: the Redis transport (bb8 pool, multiplexed connections, scripts by SHA).
 //!
 //! A node that stops answering (a timeout, a refused or dropped connection) is *skipped*:
 //! its calls fail at once, as a "no" vote, instead of piling requests onto a socket nobody
@@ -34,17 +30,22 @@
 //!   onto a node that does not answer. Each such write is one bounded task per call; it
 //!   never changes whether the node is skipped.
 
+mod call;
+mod redis;
+mod transport;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bb8_redis::bb8;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+use ::redis::{RedisError, Value};
 
+pub(crate) use self::call::Call;
+pub(crate) use self::redis::client_for;
+pub(crate) use self::transport::Conn;
+use self::transport::{Connection, Link, Transport};
 use super::backlog::Availability;
 use super::node_url::NodeUrl;
-use super::scripts::{self, Script};
 
 /// Why a node did not answer usefully. Counts as a "no" vote.
 #[derive(Debug, thiserror::Error)]
@@ -78,73 +79,12 @@ impl NodeError {
     }
 }
 
-/// A multiplexed connection plus a flag the pool reads in `has_broken`.
-pub(crate) struct NodeConnection {
-    conn: MultiplexedConnection,
-    broken: Arc<AtomicBool>,
-}
-
-/// bb8 connection manager over `redis::Client` with timeouts and broken-connection detection.
-pub(crate) struct NodeManager {
-    client: Client,
-    timeout: Duration,
-}
-
-impl bb8::ManageConnection for NodeManager {
-    type Connection = NodeConnection;
-    type Error = RedisError;
-
-    async fn connect(&self) -> Result<NodeConnection, RedisError> {
-        // Responses are bounded by the caller's own timeout: redis-rs reports its response
-        // timeout as an I/O error, which would needlessly throw the connection away and
-        // send the next command (e.g. a cleanup) down another socket, out of order.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(None);
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        // Load every script once per connection (a new connection after a node restart
-        // reloads them), so that EVALSHA does not need a NOSCRIPT round trip — which a
-        // cleanup sent to a frozen node would not get before its timeout.
-        let mut load = redis::pipe();
-        for script in scripts::ALL.iter() {
-            load.cmd("SCRIPT").arg("LOAD").arg(script.body);
-        }
-        // Bounded too: a frozen node accepts connections (the kernel does) but never answers.
-        tokio::time::timeout(self.timeout, load.query_async::<()>(&mut conn))
-            .await
-            .map_err(|_| {
-                RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "loading scripts timed out",
-                ))
-            })??;
-        Ok(NodeConnection {
-            conn,
-            broken: Arc::new(AtomicBool::new(false)),
-        })
-    }
-
-    async fn is_valid(&self, conn: &mut NodeConnection) -> Result<(), RedisError> {
-        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
-    }
-
-    fn has_broken(&self, conn: &mut NodeConnection) -> bool {
-        conn.broken.load(Ordering::Relaxed)
-    }
-}
-
-/// A connection and its broken flag.
-pub(crate) type Shared = (MultiplexedConnection, Arc<AtomicBool>);
-
 /// Where a call records the connection it sent its request on, so that a cleanup can follow
 /// it on the same socket (and so run after it on the node, whatever happens to the node's
 /// current connection meanwhile).
-pub(crate) type SentOn = std::sync::Mutex<Option<Shared>>;
+pub(crate) type SentOn = std::sync::Mutex<Option<Conn>>;
 
-fn record(sent_on: Option<&SentOn>, conn: &Shared) {
+fn record(sent_on: Option<&SentOn>, conn: &Conn) {
     if let Some(slot) = sent_on {
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
     }
@@ -153,9 +93,7 @@ fn record(sent_on: Option<&SentOn>, conn: &Shared) {
 /// One node of the quorum.
 pub(crate) struct Node {
     pub(crate) url: NodeUrl,
-    pool: bb8::Pool<NodeManager>,
-    current: RwLock<Option<Shared>>,
-    setup: tokio::sync::Mutex<()>,
+    link: Link,
     /// This node's position among the engine's nodes.
     index: usize,
     /// Whether this node (and each other one) is skipped or behind: calls fail at once
@@ -171,8 +109,8 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// Creates the node's pool without connecting (connections are made on first use, so a
-    /// node that is down at start-up does not stop the service from starting).
+    /// Creates the node's transport without connecting (connections are made on first
+    /// use, so a node that is down at start-up does not stop the service from starting).
     /// `index` is its position among the engine's nodes, whose `availability` it shares.
     pub(crate) fn new(
         url: NodeUrl,
@@ -182,18 +120,10 @@ impl Node {
         backlog: usize,
         tls_root: Option<&[u8]>,
     ) -> Result<Node, RedisError> {
-        let client = client_for(&url, tls_root)?;
-        let pool = bb8::Pool::builder()
-            .max_size(1)
-            .connection_timeout(timeout)
-            .retry_connection(false)
-            .test_on_check_out(false)
-            .build_unchecked(NodeManager { client, timeout });
+        let link = Link::Redis(redis::RedisLink::new(&url, timeout, tls_root)?);
         Ok(Node {
             url,
-            pool,
-            current: RwLock::new(None),
-            setup: tokio::sync::Mutex::new(()),
+            link,
             index,
             availability,
             checking: AtomicBool::new(false),
@@ -203,56 +133,10 @@ impl Node {
         })
     }
 
-    /// A multiplexed connection. The current one is shared by every call (so concurrent
-    /// calls pipeline over one socket and cost no checkout); when it breaks, a healthy one is
-    /// checked out of the pool (which replaces broken ones) and becomes current.
-    async fn connection(&self) -> Result<Shared, NodeError> {
-        match self.healthy_current() {
-            Some(current) => Ok(current),
-            // Boxed: the set-up future is large (connect, script loading) and rarely needed,
-            // so it stays out of every call's future (which the fan-outs allocate per node).
-            None => Box::pin(self.replace_connection()).await,
-        }
-    }
-
-    /// The current connection, unless there is none or it is marked broken.
-    fn healthy_current(&self) -> Option<Shared> {
-        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-        current
-            .as_ref()
-            .filter(|current| !current.1.load(Ordering::Relaxed))
-            .cloned()
-    }
-
-    /// Sets up the next connection.
-    async fn replace_connection(&self) -> Result<Shared, NodeError> {
-        // One caller at a time (FIFO) sets up the next connection and everyone uses it, so
-        // commands to a node keep the order they were issued in (a cleanup never overtakes
-        // the SET it undoes on another socket).
-        let _setup = self.setup.lock().await;
-        if let Some(current) = self.healthy_current() {
-            return Ok(current);
-        }
-        // Made by the pool's manager (connect timeout, scripts loaded). `dedicated_connection`
-        // reports a refused connection at once, where a pool checkout would wait out its
-        // whole timeout before giving up on a down node.
-        let fresh = self
-            .pool
-            .dedicated_connection()
-            .await
-            .map_err(NodeError::Redis)?;
-        let fresh = (fresh.conn, fresh.broken);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
-        Ok(fresh)
-    }
-
     /// Whether `conn` is still the node's current connection (marked broken or not): a
     /// call made from now on goes out on it, or on a newer one, never on an older one.
-    pub(crate) fn is_current(&self, conn: &Shared) -> bool {
-        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-        current
-            .as_ref()
-            .is_some_and(|current| Arc::ptr_eq(&current.1, &conn.1))
+    pub(crate) fn is_current(&self, conn: &Conn) -> bool {
+        self.link.is_current(conn)
     }
 
     /// Whether calls to the node are skipped (see the module docs).
@@ -342,7 +226,7 @@ impl Node {
     /// connection in use until the OS gives up on it) and the next probe makes a new one.
     pub(crate) async fn probe(&self) -> bool {
         let sent = SentOn::default();
-        let ping = Call::Command(redis::cmd("PING"));
+        let ping = Call::Command(::redis::cmd("PING"));
         let answered = match tokio::time::timeout(self.timeout, self.send(&ping, Some(&sent))).await
         {
             Ok(Ok(_)) => true,
@@ -354,8 +238,8 @@ impl Node {
             self.answered();
             return true;
         }
-        if let Some((_, broken)) = sent.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            broken.store(true, Ordering::Relaxed);
+        if let Some(conn) = sent.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            conn.mark_broken();
         }
         false
     }
@@ -363,7 +247,7 @@ impl Node {
     /// Makes the first connection (bounded by the node timeout); failures are left for the
     /// first real call to report.
     pub(crate) async fn warm_up(&self) {
-        let _ = tokio::time::timeout(self.timeout, self.connection()).await;
+        let _ = tokio::time::timeout(self.timeout, self.link.connection()).await;
     }
 
     /// Runs `call`, bounded by the node timeout (checkout included), even while the node is
@@ -414,12 +298,8 @@ impl Node {
         if !call.must_reach() {
             return;
         }
-        let current = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let (Some((mut conn, _)), Ok(runtime)) = (current, tokio::runtime::Handle::try_current())
+        let (Some(conn), Ok(runtime)) =
+            (self.link.current(), tokio::runtime::Handle::try_current())
         else {
             return;
         };
@@ -428,7 +308,7 @@ impl Node {
         // meanwhile even if the node's current connection is replaced (dropping the last
         // handle of a connection closes it, and a request not yet written would be lost).
         let mut send = Box::pin(async move {
-            let _ = tokio::time::timeout(timeout, call.run(&mut conn)).await;
+            let _ = tokio::time::timeout(timeout, conn.send(&call)).await;
         });
         // Polled once here, which queues the request on the connection now: requests to
         // the node keep the order of the calls (e.g. a hand-off's move, then the release
@@ -445,154 +325,28 @@ impl Node {
     async fn send(&self, call: &Call, sent_on: Option<&SentOn>) -> Result<Value, NodeError> {
         let mut tries = 0;
         loop {
-            let used = self.connection().await?;
-            record(sent_on, &used);
-            let (mut conn, broken) = used;
-            match call.run(&mut conn).await {
-                Err(e) if retry_on_fresh_connection(&e, &mut tries) => {
-                    mark_if_broken(e, &broken);
-                }
-                other => return other.map_err(|e| mark_if_broken(e, &broken)),
+            let conn = self.link.connection().await?;
+            record(sent_on, &conn);
+            match conn.send(call).await {
+                Err(e) if retry_on_fresh_connection(&e, &mut tries) => {}
+                other => return other,
             }
         }
-    }
-}
-
-/// A request built once per operation and sent, as is, to every node.
-#[derive(Clone)]
-pub(crate) enum Call {
-    /// A plain command.
-    Command(Cmd),
-    /// A script, by SHA.
-    Script(ScriptCall),
-}
-
-impl Call {
-    /// `EVALSHA sha key_count ...`, `args` appending the keys and arguments; the `EVAL`
-    /// fallback is built only for a node that does not know the script (after a restart or
-    /// `SCRIPT FLUSH`).
-    pub(crate) fn script(
-        script: &'static Script,
-        key_count: usize,
-        args: impl FnOnce(&mut Cmd),
-    ) -> Call {
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(&script.sha).arg(key_count);
-        args(&mut evalsha);
-        Call::Script(ScriptCall { script, evalsha })
-    }
-
-    async fn run(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
-        match self {
-            Call::Command(cmd) => send_on(conn, cmd).await,
-            Call::Script(call) => call.run(conn).await,
-        }
-    }
-
-    /// Whether this call must reach every node, even one passed by or skipped: a release
-    /// (a key it leaves blocks that node until its ttl) or a fencing write-back (a counter
-    /// left low could let a later token go backwards). See the module docs.
-    pub(crate) fn must_reach(&self) -> bool {
-        matches!(self, Call::Script(call) if call.script.must_reach)
-    }
-
-    /// For a call that [must reach](Self::must_reach) every node, the same request sent
-    /// without waiting for its reply (by SHA: the scripts are loaded on every connection);
-    /// `None` for anything else.
-    fn unanswered(&self) -> Option<Call> {
-        match self {
-            Call::Script(call) if call.script.must_reach => {
-                let mut cmd = call.evalsha.clone();
-                cmd.set_no_response(true);
-                Some(Call::Command(cmd))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Sends one command and reads its reply (a server error reply becomes an error).
-///
-/// redis-rs's future is over 1 KiB: boxed once here, every layer above (and the fan-outs
-/// holding one call per node) moves a pointer instead of copying it at each step.
-async fn send_on(conn: &mut MultiplexedConnection, cmd: &Cmd) -> Result<Value, RedisError> {
-    Box::pin(conn.send_packed_command(cmd))
-        .await?
-        .extract_error()
-}
-
-/// A script call: `EVALSHA`, with `EVAL` as the fallback.
-#[derive(Clone)]
-pub(crate) struct ScriptCall {
-    script: &'static Script,
-    evalsha: Cmd,
-}
-
-impl ScriptCall {
-    /// Runs the script on `conn` by SHA, loading it with `EVAL` when the node does not
-    /// know it.
-    async fn run(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
-        match send_on(conn, &self.evalsha).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                send_on(conn, &self.eval()).await
-            }
-            other => other,
-        }
-    }
-
-    /// The same call as `EVAL body key_count ...`.
-    fn eval(&self) -> Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(self.script.body);
-        // After the command name and the SHA come the key count, keys and arguments.
-        for arg in self.evalsha.args_iter().skip(2) {
-            if let redis::Arg::Simple(bytes) = arg {
-                cmd.arg(bytes);
-            }
-        }
-        cmd
     }
 }
 
 /// Runs `call` on exactly `conn` (one try; the caller bounds it).
-pub(crate) async fn call_on(conn: Shared, call: &Call) -> Result<Value, NodeError> {
-    let (mut conn, broken) = conn;
-    call.run(&mut conn)
-        .await
-        .map_err(|e| mark_if_broken(e, &broken))
-}
-
-/// A client for `url`: with TLS (`rediss://`, feature `tls`) it trusts `tls_root` (PEM)
-/// when given, the system's roots otherwise.
-pub(crate) fn client_for(url: &NodeUrl, tls_root: Option<&[u8]>) -> Result<Client, RedisError> {
-    #[cfg(feature = "tls")]
-    if let Some(root) = tls_root {
-        return Client::build_with_tls(
-            url.connection_info().clone(),
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root.to_vec()),
-            },
-        );
-    }
-    let _ = tls_root;
-    Client::open(url.connection_info().clone())
+pub(crate) async fn call_on(conn: Conn, call: &Call) -> Result<Value, NodeError> {
+    conn.send(call).await
 }
 
 /// A connection found dead when used (e.g. the node restarted) is replaced and the call
 /// retried once on the new one, so the first call after a restart does not fail needlessly.
 /// Safe for every script here: a request that never reached the node is simply sent; one
 /// that ran on a node that then died ran on state that died with it.
-fn retry_on_fresh_connection(err: &RedisError, tries: &mut u32) -> bool {
+fn retry_on_fresh_connection(err: &NodeError, tries: &mut u32) -> bool {
     *tries += 1;
-    *tries == 1 && err.is_connection_dropped()
-}
-
-fn mark_if_broken(err: RedisError, broken: &AtomicBool) -> NodeError {
-    if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
-        broken.store(true, Ordering::Relaxed);
-    }
-    NodeError::Redis(err)
+    *tries == 1 && matches!(err, NodeError::Redis(e) if e.is_connection_dropped())
 }
 
 /// Reads an integer reply.
