@@ -3,8 +3,14 @@
 //! second implementation plugs in).
 //!
 //! - [`call`]: the requests ([`Call`]), the same for every transport;
-//! - [`transport`]: the seam ([`Transport`](transport::Transport), [`Link`]);
-//! - [`redis`]: the Redis transport (bb8 pool, multiplexed connections, scripts by SHA).
+//! - [`reply`]: their typed replies, parsed in one place;
+//! - [`transport`]: the seam ([`Transport`](transport::Transport)); [`link`]: the enums
+//!   that dispatch to each implementation;
+//! - [`redis`]: the Redis transport (bb8 pool, multiplexed connections, scripts by SHA);
+//! - [`error`]: why a node did not answer usefully ([`NodeError`]).
+//!
+//! "The node's connection" below is the one a call's keys go down: the node's only one by
+//! default, or one of its pool's, the same for every call on those keys (see [`redis`]).
 //!
 //! A node that stops answering (a timeout, a refused or dropped connection) is *skipped*:
 //! its calls fail at once, as a "no" vote, instead of piling requests onto a socket nobody
@@ -31,7 +37,10 @@
 //!   never changes whether the node is skipped.
 
 mod call;
+mod error;
+mod link;
 mod redis;
+pub(crate) mod reply;
 mod transport;
 
 use std::sync::Arc;
@@ -41,43 +50,13 @@ use std::time::Duration;
 use ::redis::{RedisError, Value};
 
 pub(crate) use self::call::Call;
+pub(crate) use self::error::NodeError;
+pub(crate) use self::link::Conn;
+use self::link::Link;
 pub(crate) use self::redis::client_for;
-pub(crate) use self::transport::Conn;
-use self::transport::{Connection, Link, Transport};
+use self::transport::{Connection, Transport};
 use super::backlog::Availability;
 use super::node_url::NodeUrl;
-
-/// Why a node did not answer usefully. Counts as a "no" vote.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum NodeError {
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("{0}")]
-    Redis(#[from] RedisError),
-    #[error("unexpected reply: {0}")]
-    Reply(&'static str),
-    #[error("skipped: it stopped answering and has not answered a probe since")]
-    Skipped,
-    #[error("passed by: {0} of its replies are overdue; it is used again once it catches up")]
-    Behind(usize),
-}
-
-impl NodeError {
-    /// Whether the node failed to answer at all (as opposed to answering with an error):
-    /// a reason to skip it until it answers again.
-    pub(crate) fn is_unresponsive(&self) -> bool {
-        match self {
-            NodeError::Timeout(_) => true,
-            NodeError::Redis(e) => {
-                e.is_io_error()
-                    || e.is_connection_refusal()
-                    || e.is_connection_dropped()
-                    || e.is_timeout()
-            }
-            NodeError::Reply(_) | NodeError::Skipped | NodeError::Behind(_) => false,
-        }
-    }
-}
 
 /// Where a call records the connection it sent its request on, so that a cleanup can follow
 /// it on the same socket (and so run after it on the node, whatever happens to the node's
@@ -118,9 +97,10 @@ impl Node {
         availability: Arc<Availability>,
         timeout: Duration,
         backlog: usize,
+        pool_size: usize,
         tls_root: Option<&[u8]>,
     ) -> Result<Node, RedisError> {
-        let link = Link::Redis(redis::RedisLink::new(&url, timeout, tls_root)?);
+        let link = Link::Redis(redis::RedisLink::new(&url, timeout, pool_size, tls_root)?);
         Ok(Node {
             url,
             link,
@@ -247,7 +227,7 @@ impl Node {
     /// Makes the first connection (bounded by the node timeout); failures are left for the
     /// first real call to report.
     pub(crate) async fn warm_up(&self) {
-        let _ = tokio::time::timeout(self.timeout, self.link.connection()).await;
+        let _ = tokio::time::timeout(self.timeout, self.link.warm_up()).await;
     }
 
     /// Runs `call`, bounded by the node timeout (checkout included), even while the node is
@@ -298,9 +278,10 @@ impl Node {
         if !call.must_reach() {
             return;
         }
-        let (Some(conn), Ok(runtime)) =
-            (self.link.current(), tokio::runtime::Handle::try_current())
-        else {
+        let (Some(conn), Ok(runtime)) = (
+            self.link.current(call),
+            tokio::runtime::Handle::try_current(),
+        ) else {
             return;
         };
         let (timeout, call) = (self.timeout, call.clone());
@@ -325,7 +306,7 @@ impl Node {
     async fn send(&self, call: &Call, sent_on: Option<&SentOn>) -> Result<Value, NodeError> {
         let mut tries = 0;
         loop {
-            let conn = self.link.connection().await?;
+            let conn = self.link.connection(call).await?;
             record(sent_on, &conn);
             match conn.send(call).await {
                 Err(e) if retry_on_fresh_connection(&e, &mut tries) => {}
@@ -347,20 +328,4 @@ pub(crate) async fn call_on(conn: Conn, call: &Call) -> Result<Value, NodeError>
 fn retry_on_fresh_connection(err: &NodeError, tries: &mut u32) -> bool {
     *tries += 1;
     *tries == 1 && matches!(err, NodeError::Redis(e) if e.is_connection_dropped())
-}
-
-/// Reads an integer reply.
-pub(crate) fn int(value: &Value) -> Result<i64, NodeError> {
-    match value {
-        Value::Int(i) => Ok(*i),
-        _ => Err(NodeError::Reply("expected an integer")),
-    }
-}
-
-/// Reads a `{int, int}` reply.
-pub(crate) fn int_pair(value: &Value) -> Result<(i64, i64), NodeError> {
-    match value {
-        Value::Array(items) if items.len() == 2 => Ok((int(&items[0])?, int(&items[1])?)),
-        _ => Err(NodeError::Reply("expected a pair of integers")),
-    }
 }

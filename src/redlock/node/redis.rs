@@ -1,25 +1,37 @@
-//! The Redis transport: a bb8 pool over our own connection manager, one shared multiplexed
-//! connection, and script calls by SHA.
+//! The Redis transport: a bb8 pool per node over our own connection manager, lanes of
+//! multiplexed connections, and script calls by SHA.
 //!
 //! `bb8-redis`'s manager has no timeouts and never reports a connection broken, so a node
 //! restart would leave dead connections in the pool and a down node could cost bb8's 30 s
-//! default. [`NodeManager`] bounds the connect, loads the scripts, and lets a connection be
-//! marked broken (after an I/O error, or a `PING` probe that went unanswered after a
-//! timeout). All calls share the node's current multiplexed connection — one socket keeps
-//! commands in order and pipelines concurrent calls — and a broken one is replaced through
-//! the pool's manager (`dedicated_connection`, which fails at once on a refused connection
-//! instead of waiting out a checkout timeout).
+//! default. [`NodeManager`] bounds the connect (the node timeout), loads the scripts, checks
+//! a connection with `PING` when it is checked out (`is_valid`), and reports one marked
+//! broken (after an I/O error, or a `PING` probe that went unanswered after a timeout) to
+//! bb8 (`has_broken`), which then closes it and makes a new one on the next checkout.
+//!
+//! The pool holds `pool_size` connections; each is a *lane*: a connection checked out of
+//! the pool and kept as long as it is healthy, shared by every call sent on that lane (a
+//! multiplexed connection pipelines concurrent calls and keeps them in order). A call's
+//! lane follows from its first key, so that every call on one key set — acquire, extend,
+//! mark, hand-off, release — goes down the same socket, in the order it was made; with one
+//! lane (the default) every call does. A broken lane gives its connection back to bb8 and
+//! checks out the next one; a connection that fails is reported at once (bb8 would wait out
+//! its checkout timeout on a refused connection).
+//!
+//! A call keeps a clone of the handle it went out on ([`SentOn`](super::SentOn)), so that its
+//! cleanup follows it down that socket even after the lane moved on (the socket stays open
+//! while a handle is alive).
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bb8_redis::bb8;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
-use super::NodeError;
 use super::call::{Call, ScriptCall};
+use super::error::NodeError;
 use super::transport::{Connection, Transport};
 use crate::redlock::node_url::NodeUrl;
 use crate::redlock::scripts;
@@ -82,11 +94,12 @@ impl bb8::ManageConnection for NodeManager {
     }
 }
 
-/// A handle on one multiplexed connection and its broken flag.
+/// A handle on one multiplexed connection, its broken flag, and the lane it serves.
 #[derive(Clone)]
 pub(crate) struct RedisConn {
     conn: MultiplexedConnection,
     broken: Arc<AtomicBool>,
+    lane: usize,
 }
 
 impl Connection for RedisConn {
@@ -107,93 +120,234 @@ impl Connection for RedisConn {
     }
 }
 
-/// One Redis node's connections.
-pub(crate) struct RedisLink {
-    pool: bb8::Pool<NodeManager>,
+/// One lane: its current connection, the pool's checkout behind it, and the lock under
+/// which the next one is made.
+#[derive(Default)]
+struct Lane {
+    /// The handle calls clone. A broken one stays current until the next one is made:
+    /// calls that must reach a skipped node are sent on it (see [`super`]).
     current: RwLock<Option<RedisConn>>,
+    /// The current connection checked out of the pool, as long as it is healthy; given
+    /// back to bb8 (which drops a broken one) when the lane replaces it. The socket stays
+    /// open while a handle (`current`, a call's) is alive.
+    checkout: Mutex<Option<bb8::PooledConnection<'static, NodeManager>>>,
     setup: tokio::sync::Mutex<()>,
 }
 
+/// One Redis node's connections.
+pub(crate) struct RedisLink {
+    pool: bb8::Pool<NodeManager>,
+    lanes: Box<[Lane]>,
+    failures: ConnectFailures,
+    /// Picks lanes from keys; fixed for the link's life.
+    hasher: std::hash::RandomState,
+    timeout: Duration,
+}
+
 impl RedisLink {
-    /// Creates the node's pool without connecting (connections are made on first use, so a
-    /// node that is down at start-up does not stop the service from starting).
+    /// Creates the node's pool of `pool_size` connections (at least 1) without connecting
+    /// (connections are made on first use, so a node that is down at start-up does not stop
+    /// the service from starting).
     pub(crate) fn new(
         url: &NodeUrl,
         timeout: Duration,
+        pool_size: usize,
         tls_root: Option<&[u8]>,
     ) -> Result<RedisLink, RedisError> {
         let client = client_for(url, tls_root)?;
+        let pool_size = pool_size.max(1);
+        let failures = ConnectFailures::default();
         let pool = bb8::Pool::builder()
-            .max_size(1)
+            .max_size(u32::try_from(pool_size).unwrap_or(u32::MAX))
+            .min_idle(None)
             .connection_timeout(timeout)
             .retry_connection(false)
-            .test_on_check_out(false)
+            .test_on_check_out(true)
+            .error_sink(Box::new(failures.clone()))
             .build_unchecked(NodeManager { client, timeout });
         Ok(RedisLink {
             pool,
-            current: RwLock::new(None),
-            setup: tokio::sync::Mutex::new(()),
+            lanes: (0..pool_size).map(|_| Lane::default()).collect(),
+            failures,
+            hasher: std::hash::RandomState::new(),
+            timeout,
         })
     }
 
-    /// The current connection, unless there is none or it is marked broken.
-    fn healthy_current(&self) -> Option<RedisConn> {
-        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+    /// The lane of `call`: from its first key (so calls on one key set share a socket).
+    fn lane_of(&self, call: &Call) -> usize {
+        if self.lanes.len() == 1 {
+            return 0;
+        }
+        let key = match call {
+            Call::Command(cmd) => cmd.args_iter().nth(1),
+            Call::Script(call) => call.evalsha().args_iter().nth(3),
+        };
+        let mut hasher = self.hasher.build_hasher();
+        if let Some(redis::Arg::Simple(key)) = key {
+            hasher.write(key);
+        }
+        (hasher.finish() % self.lanes.len() as u64) as usize
+    }
+
+    /// Lane `lane`'s current connection, unless there is none or it is marked broken.
+    fn healthy_current(&self, lane: usize) -> Option<RedisConn> {
+        let current = self.lanes[lane]
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         current.as_ref().filter(|c| !c.is_broken()).cloned()
     }
 
-    /// Sets up the next connection.
-    async fn replace_connection(&self) -> Result<RedisConn, NodeError> {
-        // One caller at a time (FIFO) sets up the next connection and everyone uses it, so
-        // commands to a node keep the order they were issued in (a cleanup never overtakes
-        // the SET it undoes on another socket).
-        let _setup = self.setup.lock().await;
-        if let Some(current) = self.healthy_current() {
+    /// Sets up lane `lane`'s next connection: checked out of the pool (bb8 checks it with a
+    /// `PING`, or makes a new one), bounded by the node timeout.
+    async fn replace_connection(&self, lane: usize) -> Result<RedisConn, NodeError> {
+        // One caller at a time (FIFO) sets up the lane's next connection and everyone uses
+        // it, so commands on a lane keep the order they were issued in (a cleanup never
+        // overtakes the SET it undoes on another socket).
+        let _setup = self.lanes[lane].setup.lock().await;
+        if let Some(current) = self.healthy_current(lane) {
             return Ok(current);
         }
-        // Made by the pool's manager (connect timeout, scripts loaded). `dedicated_connection`
-        // reports a refused connection at once, where a pool checkout would wait out its
-        // whole timeout before giving up on a down node.
-        let fresh = self
-            .pool
-            .dedicated_connection()
-            .await
-            .map_err(NodeError::Redis)?;
-        let fresh = RedisConn {
-            conn: fresh.conn,
-            broken: fresh.broken,
+        // The broken one goes back to bb8 first (which drops it): its pool slot is free for
+        // the next one. It stays current (its socket open) until the next one is made.
+        let old = self.lanes[lane]
+            .checkout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(old);
+        let mut failed = self.failures.subscribe();
+        let pooled = tokio::select! {
+            pooled = self.pool.get_owned() => pooled.map_err(|e| match e {
+                bb8::RunError::User(e) => NodeError::Redis(e),
+                bb8::RunError::TimedOut => NodeError::Timeout(self.timeout),
+            })?,
+            error = failed.next() => return Err(NodeError::Redis(error)),
         };
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+        let fresh = RedisConn {
+            conn: pooled.conn.clone(),
+            broken: pooled.broken.clone(),
+            lane,
+        };
+        *self.lanes[lane]
+            .checkout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(pooled);
+        *self.lanes[lane]
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
         Ok(fresh)
+    }
+
+    /// Lane `lane`'s connection to send on now.
+    async fn connection_on(&self, lane: usize) -> Result<RedisConn, NodeError> {
+        match self.healthy_current(lane) {
+            Some(current) => Ok(current),
+            // Boxed: the set-up future is large (checkout, connect, script loading) and
+            // rarely needed, so it stays out of every call's future.
+            None => Box::pin(self.replace_connection(lane)).await,
+        }
+    }
+
+    /// Lane `lane`'s current connection, broken or not.
+    fn current_on(&self, lane: usize) -> Option<RedisConn> {
+        self.lanes[lane]
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
 impl Transport for RedisLink {
     type Conn = RedisConn;
 
-    /// The current connection is shared by every call (so concurrent calls pipeline over
-    /// one socket and cost no checkout); when it breaks, a new one becomes current.
-    async fn connection(&self) -> Result<RedisConn, NodeError> {
-        match self.healthy_current() {
-            Some(current) => Ok(current),
-            // Boxed: the set-up future is large (connect, script loading) and rarely needed,
-            // so it stays out of every call's future (which the fan-outs allocate per node).
-            None => Box::pin(self.replace_connection()).await,
-        }
+    /// The current connection of `call`'s lane, shared by every call on it (concurrent
+    /// calls pipeline over one socket and cost no checkout); when it breaks, the next one is
+    /// checked out of the pool.
+    async fn connection(&self, call: &Call) -> Result<RedisConn, NodeError> {
+        self.connection_on(self.lane_of(call)).await
     }
 
-    fn current(&self) -> Option<RedisConn> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn current(&self, call: &Call) -> Option<RedisConn> {
+        self.current_on(self.lane_of(call))
+    }
+
+    /// Connects every lane at once.
+    async fn warm_up(&self) {
+        let lanes = (0..self.lanes.len()).map(|lane| self.connection_on(lane));
+        let _ = futures_util::future::join_all(lanes).await;
     }
 
     fn is_current(&self, conn: &RedisConn) -> bool {
-        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        let current = self.lanes[conn.lane]
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         current
             .as_ref()
             .is_some_and(|current| Arc::ptr_eq(&current.broken, &conn.broken))
+    }
+}
+
+/// The pool's connection failures, as they happen: bb8 reports them to its error sink and
+/// keeps a checkout waiting until its timeout, while a refused connection is a "no" vote
+/// at once.
+#[derive(Clone, Default)]
+struct ConnectFailures {
+    last: Arc<Mutex<Option<RedisError>>>,
+    happened: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for ConnectFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectFailures")
+    }
+}
+
+impl ConnectFailures {
+    fn subscribe(&self) -> FailureWatch<'_> {
+        let mut notified = Box::pin(self.happened.notified());
+        // Registered now: a failure from here on is seen, even before the first poll.
+        notified.as_mut().enable();
+        FailureWatch {
+            failures: self,
+            notified,
+        }
+    }
+}
+
+impl bb8::ErrorSink<RedisError> for ConnectFailures {
+    fn sink(&self, error: RedisError) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        self.happened.notify_waiters();
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
+        Box::new(self.clone())
+    }
+}
+
+/// Waits for the next connection failure after it was made.
+struct FailureWatch<'a> {
+    failures: &'a ConnectFailures,
+    notified: std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>,
+}
+
+impl FailureWatch<'_> {
+    async fn next(&mut self) -> RedisError {
+        self.notified.as_mut().await;
+        let last = self
+            .failures
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        last.unwrap_or_else(|| {
+            RedisError::from(std::io::Error::other("connecting to the node failed"))
+        })
     }
 }
 
