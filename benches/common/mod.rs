@@ -34,9 +34,16 @@ pub async fn cluster() -> LocalCluster {
         .unwrap_or_else(|e| panic!("cannot start 5 local redis-server nodes: {e}"))
 }
 
+/// The engine under test; `BENCH_POOL_SIZE` sets its connections per node (default 1), to
+/// compare pool sizes.
 pub async fn redlock(urls: &[String]) -> Redlock {
+    let pool_size = std::env::var("BENCH_POOL_SIZE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
     Redlock::builder()
         .nodes(urls.to_vec())
+        .pool_size(pool_size)
         .node_timeout(Duration::from_millis(200))
         .circuit_breaker(CircuitBreaker::new(1000, Duration::from_millis(10)))
         .build()

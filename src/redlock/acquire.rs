@@ -13,7 +13,8 @@ use super::error::LockError;
 use super::fanout::{Fanout, Reply};
 use super::keys::LockKeys;
 use super::lease::{self, Claim, HeldLock};
-use super::node::{Call, NodeError, SentOn, int, int_pair};
+use super::node::reply::{AcquireReply, FenceSynced, MarkReply, PttlReply, SetReply};
+use super::node::{Call, NodeError, SentOn};
 use super::options::Resolved;
 use super::queue::LocalTurn;
 use super::scripts::{ACQUIRE, FENCE_SYNC, MARK};
@@ -192,9 +193,9 @@ async fn mark_awaited(shared: &Arc<Shared>, keys: &Arc<LockKeys>) -> Mark {
         let Some((_, reply)) = fanout.next().await else {
             break Mark::Unknown;
         };
-        match reply.and_then(|v| int(&v)) {
-            Ok(1) => held += 1,
-            Ok(_) => free += 1,
+        match reply.and_then(|v| MarkReply::parse(&v)) {
+            Ok(MarkReply::Marked) => held += 1,
+            Ok(MarkReply::Free) => free += 1,
             Err(_) => failed += 1,
         }
         if held >= quorum {
@@ -288,21 +289,16 @@ async fn acquire_on(shared: Arc<Shared>, call: Arc<Call>, sent: Sent, index: usi
 
 /// Reads a node's answer to the acquire request `call`.
 fn vote(call: &Call, value: Value) -> Result<Vote, NodeError> {
-    match (call, value) {
-        (Call::Command(_), Value::Okay) => Ok(Vote::Yes { fence: 0 }),
-        (Call::Command(_), Value::Nil) => Ok(Vote::Held { pttl: None }),
-        (Call::Command(_), _) => Err(NodeError::Reply("unexpected SET NX reply")),
-        (Call::Script(_), value) => {
-            let (ok, n) = int_pair(&value)?;
-            Ok(if ok == 1 {
-                Vote::Yes {
-                    fence: u64::try_from(n).unwrap_or(0),
-                }
-            } else {
-                Vote::Held { pttl: Some(n) }
-            })
-        }
-    }
+    Ok(match call {
+        Call::Command(_) => match SetReply::parse(&value)? {
+            SetReply::Acquired => Vote::Yes { fence: 0 },
+            SetReply::Held => Vote::Held { pttl: None },
+        },
+        Call::Script(_) => match AcquireReply::parse(&value)? {
+            AcquireReply::Acquired { fence } => Vote::Yes { fence },
+            AcquireReply::Held { pttl } => Vote::Held { pttl: Some(pttl) },
+        },
+    })
 }
 
 /// Fills in the holder's remaining time of a contended error about to be returned, when
@@ -339,9 +335,14 @@ async fn holder_pttl(shared: &Arc<Shared>, keys: &Arc<LockKeys>) -> Option<Durat
     let mut fanout = shared.broadcast(Call::Command(cmd));
     let (mut answered, mut longest) = (0, Duration::ZERO);
     while let Some((_, reply)) = fanout.next().await {
-        if let Ok(pttl) = reply.and_then(|v| int(&v)) {
+        if let Ok(pttl) = reply.and_then(|v| PttlReply::parse(&v)) {
             answered += 1;
-            longest = longest.max(Duration::from_millis(u64::try_from(pttl).unwrap_or(0)));
+            // Gone (released meanwhile), or without expiry (not ours to guess): zero.
+            let left = match pttl {
+                PttlReply::Left(ms) => ms,
+                PttlReply::Missing | PttlReply::Persistent => 0,
+            };
+            longest = longest.max(Duration::from_millis(left));
             if answered >= shared.quorum {
                 return Some(longest);
             }
@@ -504,8 +505,8 @@ async fn sync_fence(
     }));
     let (mut ok, mut failed) = (0, 0);
     while let Some((index, reply)) = fanout.next().await {
-        match reply {
-            Ok(_) => ok += 1,
+        match reply.and_then(|v| FenceSynced::parse(&v)) {
+            Ok(FenceSynced) => ok += 1,
             Err(error) => {
                 failed += 1;
                 warn_node(shared, index, "fence sync", &error);

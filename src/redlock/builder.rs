@@ -22,6 +22,9 @@ use super::wake::WakeHub;
 
 const MAX_PREFIX_LEN: usize = 256;
 
+/// Most connections per node [`RedlockBuilder::pool_size`] accepts.
+const MAX_POOL_SIZE: usize = 64;
+
 /// Default of [`RedlockBuilder::node_backlog`].
 const DEFAULT_NODE_BACKLOG: usize = 64;
 
@@ -34,6 +37,7 @@ const DEFAULT_NODE_BACKLOG: usize = 64;
 /// | `drift_factor` | 0.01 (plus 2 ms) |
 /// | `node_timeout` | 100 ms |
 /// | `node_backlog` | 64 overdue replies |
+/// | `pool_size` | 1 connection per node |
 /// | `key_prefix` | `"redlock:"` |
 /// | `fencing` | off |
 /// | `circuit_breaker` | on: opens after 5 unreachable quorums in a row, for 1 s |
@@ -61,6 +65,7 @@ pub struct RedlockBuilder {
     pub(super) drift_factor: f64,
     pub(super) node_timeout: Duration,
     pub(super) node_backlog: usize,
+    pub(super) pool_size: usize,
     pub(super) key_prefix: String,
     pub(super) fencing: bool,
     pub(super) max_hold: Option<Duration>,
@@ -79,6 +84,7 @@ impl Default for RedlockBuilder {
             drift_factor: 0.01,
             node_timeout: Duration::from_millis(100),
             node_backlog: DEFAULT_NODE_BACKLOG,
+            pool_size: 1,
             key_prefix: "redlock:".to_owned(),
             fencing: false,
             max_hold: None,
@@ -100,6 +106,7 @@ impl fmt::Debug for RedlockBuilder {
             .field("drift_factor", &self.drift_factor)
             .field("node_timeout", &self.node_timeout)
             .field("node_backlog", &self.node_backlog)
+            .field("pool_size", &self.pool_size)
             .field("key_prefix", &self.key_prefix)
             .field("fencing", &self.fencing)
             .field("max_hold", &self.max_hold)
@@ -222,6 +229,20 @@ impl RedlockBuilder {
         self
     }
 
+    /// Connections per node (default 1; 0 or more than 64 is a
+    /// [`ConfigError::InvalidPoolSize`]). Each is
+    /// a multiplexed connection from the node's bb8 pool, which checks it (`PING`) when
+    /// it is taken, replaces it once broken, and bounds its connect by the node timeout.
+    /// Calls on the same keys always share one connection (they stay in order); calls on
+    /// different keys spread over the pool. One multiplexed connection already pipelines
+    /// every concurrent call: on the 2-core bench machine 4 connections cut the 16-task
+    /// throughput ratio to raw redis-rs from 0.85 to 0.52 (`lock_cycle`, same session), so
+    /// the default stays 1; more may help when one socket's bandwidth is the limit.
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections;
+        self
+    }
+
     /// Checks the configuration, creates the node pools and connects to every node
     /// (concurrently, bounded by the node timeout). Does not fail when nodes are down: their
     /// connections are made again on use, each bounded by the node timeout.
@@ -236,6 +257,7 @@ impl RedlockBuilder {
             drift_factor,
             node_timeout,
             node_backlog,
+            pool_size,
             key_prefix,
             fencing,
             max_hold,
@@ -254,6 +276,9 @@ impl RedlockBuilder {
             .map_err(|reason| ConfigError::InvalidTtl { ttl, reason })?;
         if node_backlog == 0 {
             return Err(ConfigError::InvalidNodeBacklog(node_backlog));
+        }
+        if !(1..=MAX_POOL_SIZE).contains(&pool_size) {
+            return Err(ConfigError::InvalidPoolSize(pool_size));
         }
         if node_timeout.is_zero() {
             return Err(ConfigError::InvalidNodeTimeout {
@@ -331,6 +356,7 @@ impl RedlockBuilder {
                     availability,
                     node_timeout,
                     node_backlog,
+                    pool_size,
                     tls_root,
                 )
                 .map_err(|_| ConfigError::InvalidNodeUrl {

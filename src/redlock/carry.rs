@@ -33,7 +33,7 @@ use super::acquire::{finish_in_background, warn_node};
 use super::error::LockError;
 use super::handoff::Handoff;
 use super::lease::{Claim, HeldLock, LeaseCore, ReleaseOutcome};
-use super::node::int;
+use super::node::reply::ReleaseReply;
 use super::queue::LocalTurn;
 use super::release::{hand_on_call, release_outcome};
 use super::validity;
@@ -154,10 +154,12 @@ pub(crate) async fn carry(
     let mut fanout = shared.broadcast(hand_on_call(&core.claim, &next, ttl_ms, true));
     let (mut moved, mut marked, mut refused, mut failed) = (0, false, 0, 0);
     while let Some((index, reply)) = fanout.next().await {
-        match reply.and_then(|v| int(&v)) {
-            Ok(2) => moved += 1,
-            Ok(3) => (moved, marked) = (moved + 1, true),
-            Ok(_) => refused += 1,
+        match reply.and_then(|v| ReleaseReply::parse(&v)) {
+            Ok(ReleaseReply::HandedOver { marked: false }) => moved += 1,
+            Ok(ReleaseReply::HandedOver { marked: true }) => (moved, marked) = (moved + 1, true),
+            Ok(ReleaseReply::Released | ReleaseReply::Gone | ReleaseReply::NotOwner) => {
+                refused += 1
+            }
             Err(error) => {
                 failed += 1;
                 warn_node(shared, index, "carry", &error);

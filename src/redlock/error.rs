@@ -155,6 +155,9 @@ pub enum ConfigError {
     /// The node backlog is zero: every node would be passed by at once.
     #[error("node backlog of {0} is unusable: it must be at least 1")]
     InvalidNodeBacklog(usize),
+    /// [`pool_size`](crate::RedlockBuilder::pool_size) was 0 or more than 64.
+    #[error("pool size of {0} is unusable: it must be 1 to 64 connections per node")]
+    InvalidPoolSize(usize),
     /// The key prefix is too long or contains characters that make keys ambiguous.
     #[error("key prefix is invalid: {0}")]
     InvalidKeyPrefix(String),

@@ -32,7 +32,7 @@ use super::client::Shared;
 use super::error::LockError;
 use super::keys::QueueId;
 use super::lease::{Claim, HeldLock, LeaseCore, ReleaseOutcome};
-use super::node::int;
+use super::node::reply::ReleaseReply;
 use super::options::Resolved;
 use super::release::{hand_on_call, release_call, release_outcome};
 use super::validity;
@@ -172,11 +172,11 @@ pub(crate) async fn transfer(
     ));
     let (mut moved, mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0, 0);
     while let Some((index, reply)) = fanout.next().await {
-        match reply.and_then(|v| int(&v)) {
-            Ok(2) => moved += 1,
-            Ok(1) => released += 1,
-            Ok(0) => expired += 1,
-            Ok(_) => foreign += 1,
+        match reply.and_then(|v| ReleaseReply::parse(&v)) {
+            Ok(ReleaseReply::HandedOver { .. }) => moved += 1,
+            Ok(ReleaseReply::Released) => released += 1,
+            Ok(ReleaseReply::Gone) => expired += 1,
+            Ok(ReleaseReply::NotOwner) => foreign += 1,
             Err(error) => {
                 failed += 1;
                 warn_node(shared, index, "transfer", &error);

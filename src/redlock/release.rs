@@ -68,6 +68,6 @@ fn release_script(claim: &Claim, announce: bool, next: Option<(&Claim, u64, bool
 
 /// Releases (without announcing it) on exactly `conn`: the cleanup of a failed or
 /// cancelled acquisition, sent down the socket its request used.
-pub(crate) async fn release_via(conn: node::Shared, call: Arc<Call>) {
+pub(crate) async fn release_via(conn: node::Conn, call: Arc<Call>) {
     let _ = node::call_on(conn, &call).await;
 }

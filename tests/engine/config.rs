@@ -54,6 +54,10 @@ async fn config_errors_name_the_problem() {
         ConfigError::InvalidNodeBacklog(0)
     ));
     assert!(matches!(
+        build_err(Redlock::builder().node(url).pool_size(0)).await,
+        ConfigError::InvalidPoolSize(0)
+    ));
+    assert!(matches!(
         build_err(Redlock::builder().node(url).key_prefix("x".repeat(300))).await,
         ConfigError::InvalidKeyPrefix(_)
     ));

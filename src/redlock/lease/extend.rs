@@ -8,7 +8,8 @@ use tokio::time::Instant;
 use super::{LeaseCore, LeaseState};
 use crate::redlock::acquire::warn_node;
 use crate::redlock::error::LockError;
-use crate::redlock::node::{Call, int};
+use crate::redlock::node::Call;
+use crate::redlock::node::reply::ExtendReply;
 use crate::redlock::scripts::EXTEND;
 use crate::redlock::telemetry::{self, KeyHash};
 use crate::redlock::validity;
@@ -81,9 +82,9 @@ impl LeaseCore {
         }));
         let (mut ok, mut refused, mut failed) = (0, 0, 0);
         while let Some((index, reply)) = fanout.next().await {
-            match reply.and_then(|v| int(&v)) {
-                Ok(1) => ok += 1,
-                Ok(_) => refused += 1,
+            match reply.and_then(|v| ExtendReply::parse(&v)) {
+                Ok(ExtendReply::Extended) => ok += 1,
+                Ok(ExtendReply::NotOwner) => refused += 1,
                 Err(error) => {
                     failed += 1;
                     warn_node(shared, index, "extend", &error);

@@ -23,7 +23,7 @@ use super::error::LockError;
 use super::handoff;
 use super::keys::LockKeys;
 use super::lifecycle::Busy;
-use super::node::int;
+use super::node::reply::ReleaseReply;
 use super::queue::LocalTurn;
 use super::registry::LeaseId;
 use super::release::{release_call, release_outcome};
@@ -341,10 +341,10 @@ impl LeaseCore {
         let mut fanout = self.shared.broadcast(release_call(&self.claim, true));
         let (mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0);
         while let Some((index, reply)) = fanout.next().await {
-            match reply.and_then(|v| int(&v)) {
-                Ok(1) => released += 1,
-                Ok(0) => expired += 1,
-                Ok(_) => foreign += 1,
+            match reply.and_then(|v| ReleaseReply::parse(&v)) {
+                Ok(ReleaseReply::Released) => released += 1,
+                Ok(ReleaseReply::Gone) => expired += 1,
+                Ok(ReleaseReply::NotOwner | ReleaseReply::HandedOver { .. }) => foreign += 1,
                 Err(error) => {
                     failed += 1;
                     warn_node(&self.shared, index, "release", &error);

@@ -1,0 +1,69 @@
+//! The transports a node can use, as enums (static dispatch: a call costs a `match`, not a
+//! boxed future). See [`transport`](super::transport) for how to add one.
+
+use redis::Value;
+
+use super::call::Call;
+use super::error::NodeError;
+use super::redis::{RedisConn, RedisLink};
+use super::transport::{Connection, Transport};
+
+/// A node's transport, one variant per implementation (static dispatch).
+pub(crate) enum Link {
+    /// A real Redis server.
+    Redis(RedisLink),
+}
+
+/// A connection handle of a [`Link`].
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Redis(RedisConn),
+}
+
+impl Transport for Link {
+    type Conn = Conn;
+
+    async fn connection(&self, call: &Call) -> Result<Conn, NodeError> {
+        match self {
+            Link::Redis(link) => link.connection(call).await.map(Conn::Redis),
+        }
+    }
+
+    fn current(&self, call: &Call) -> Option<Conn> {
+        match self {
+            Link::Redis(link) => link.current(call).map(Conn::Redis),
+        }
+    }
+
+    async fn warm_up(&self) {
+        match self {
+            Link::Redis(link) => link.warm_up().await,
+        }
+    }
+
+    fn is_current(&self, conn: &Conn) -> bool {
+        match (self, conn) {
+            (Link::Redis(link), Conn::Redis(conn)) => link.is_current(conn),
+        }
+    }
+}
+
+impl Connection for Conn {
+    async fn send(self, call: &Call) -> Result<Value, NodeError> {
+        match self {
+            Conn::Redis(conn) => conn.send(call).await,
+        }
+    }
+
+    fn mark_broken(&self) {
+        match self {
+            Conn::Redis(conn) => conn.mark_broken(),
+        }
+    }
+
+    fn is_broken(&self) -> bool {
+        match self {
+            Conn::Redis(conn) => conn.is_broken(),
+        }
+    }
+}
