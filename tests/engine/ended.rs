@@ -9,7 +9,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_resolves_on_release_and_on_loss_for_every_clone() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
 
     // Released through one clone: the others see it end.

@@ -9,8 +9,8 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn majority_paused_while_held_fires_lost_before_validity_ends() {
-    let cluster = cluster().await;
-    let redlock = builder(&cluster)
+    let cluster = cluster(5).await;
+    let redlock = builder(cluster.urls())
         .node_timeout(Duration::from_millis(50))
         .build()
         .await
@@ -46,7 +46,7 @@ async fn majority_paused_while_held_fires_lost_before_validity_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_hold_bounds_a_runaway_holder() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     let start = Instant::now();
     let lock = redlock
@@ -76,7 +76,7 @@ async fn max_hold_bounds_a_runaway_holder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_sleep_after_the_last_attempt() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     let holder = redlock.try_acquire("busy").await.unwrap();
     // One sleep is long: a second one (after the last attempt) could not hide in the

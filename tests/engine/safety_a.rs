@@ -20,10 +20,10 @@ async fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
 /// refused before any node is asked, and the refusal does not echo the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_with_a_control_character_cannot_pass_for_a_key_set() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let engine = redlock(&cluster).await;
     // Spelled like the pair's line in the local queue when ids were joined with NUL.
-    let forged = format!("secret:1\u{0}{PREFIX}lock:secret:2");
+    let forged = format!("secret:1\u{0}{}", lock_key("secret:2"));
     for key in [forged.as_str(), "secret\n", "secret\u{7f}"] {
         let err = engine.try_acquire(key).await.unwrap_err();
         assert!(matches!(err, LockError::InvalidKey { .. }), "{err:?}");
@@ -43,7 +43,7 @@ async fn a_key_with_a_control_character_cannot_pass_for_a_key_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_key_waiter_only_ever_gets_its_own_keys() {
     const PAIR: [&str; 2] = ["acct:1", "acct:2"];
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let engine = redlock(&cluster).await;
     let first = engine.acquire(PAIR[0]).await.unwrap();
     // Two single-key waiters (the second is handed the first's lease) and a pair waiter.
@@ -85,8 +85,8 @@ async fn a_multi_key_waiter_only_ever_gets_its_own_keys() {
 /// attempt is admitted (before, the breaker stayed half-open and failed every attempt).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_dropped_mid_attempt_does_not_wedge_the_breaker() {
-    let cluster = cluster().await;
-    let engine = builder(&cluster)
+    let cluster = cluster(5).await;
+    let engine = builder(cluster.urls())
         .circuit_breaker(CircuitBreaker::new(1, Duration::from_millis(200)))
         .build()
         .await
@@ -132,8 +132,8 @@ async fn a_probe_dropped_mid_attempt_does_not_wedge_the_breaker() {
 #[tokio::test]
 async fn a_release_dropped_mid_way_still_releases() {
     const KEY: &str = "cancelled-release";
-    let cluster = cluster().await;
-    let long = || builder(&cluster).ttl(Duration::from_secs(60));
+    let cluster = cluster(5).await;
+    let long = || builder(cluster.urls()).ttl(Duration::from_secs(60));
     let engine = long().build().await.unwrap();
     let other = long().build().await.unwrap();
     let lock = engine.acquire(KEY).await.unwrap();
@@ -192,7 +192,7 @@ async fn quorum_expiry(cluster: &tower_redlock::testkit::LocalCluster, key: &str
     for i in 0..cluster.len() {
         let mut conn = raw(cluster, i).await;
         let pttl: i64 = redis::cmd("PTTL")
-            .arg(format!("{PREFIX}lock:{key}"))
+            .arg(lock_key(key))
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -226,7 +226,7 @@ fn no_watchdog() -> LockOptions {
 #[tokio::test]
 async fn an_extension_finishing_last_does_not_overstate_the_lease() {
     const KEY: &str = "ext-order";
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let engine = redlock(&cluster).await;
     let lock = engine.acquire_with(KEY, no_watchdog()).await.unwrap();
     let (a, b) = (lock.clone(), lock.clone());
@@ -252,7 +252,7 @@ async fn an_extension_finishing_last_does_not_overstate_the_lease() {
 async fn racing_extensions_never_overstate_the_lease() {
     const KEY: &str = "ext-race";
     const ROUNDS: usize = 40;
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let engine = redlock(&cluster).await;
     let lock = engine.acquire_with(KEY, no_watchdog()).await.unwrap();
     for round in 0..ROUNDS {

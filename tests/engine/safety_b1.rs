@@ -12,7 +12,7 @@ use crate::support::*;
 /// The fencing counter of `key` on node `i` (read directly, not through a proxy).
 async fn fence_value(cluster: &LocalCluster, i: usize, key: &str) -> Option<u64> {
     let mut conn = raw(cluster, i).await;
-    conn.get(format!("{PREFIX}fence:{key}")).await.unwrap()
+    conn.get(fence_key(key)).await.unwrap()
 }
 
 /// A builder on `cluster` whose nodes in `proxied` are reached through `proxies`.
@@ -50,7 +50,7 @@ async fn until_skipped(redlock: &Redlock, index: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_down_and_two_lagging_still_serve_acquisitions_and_keep_a_held_lease() {
     const BACKLOG: usize = 2;
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let proxies = cluster.proxies().await.unwrap();
     let redlock = proxied_builder(&cluster, &proxies, &[0, 1])
         .ttl(Duration::from_secs(20))
@@ -97,7 +97,7 @@ async fn a_node_down_and_two_lagging_still_serve_acquisitions_and_keep_a_held_le
 
 /// An engine (`fencing` as given) with a short node timeout and a long ttl.
 async fn short_timeouts(cluster: &LocalCluster, fencing: bool) -> Redlock {
-    builder(cluster)
+    builder(cluster.urls())
         .ttl(Duration::from_secs(60))
         .node_timeout(Duration::from_millis(300))
         .fencing(fencing)
@@ -116,7 +116,7 @@ async fn freeze_until_skipped(cluster: &LocalCluster, redlock: &Redlock) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_reaches_a_node_skipped_while_the_lease_was_held() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = short_timeouts(&cluster, false).await;
     let lock = redlock.try_acquire("kept").await.unwrap();
     assert!(
@@ -141,7 +141,7 @@ async fn a_release_reaches_a_node_skipped_while_the_lease_was_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fencing_write_back_reaches_a_skipped_node() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = short_timeouts(&cluster, true).await;
     freeze_until_skipped(&cluster, &redlock).await;
     // Node 4 gets no acquisition (it is skipped); its counter can only come from the
@@ -162,7 +162,7 @@ async fn a_fencing_write_back_reaches_a_skipped_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fencing_write_back_reaches_a_lagging_node() {
     const BACKLOG: usize = 2;
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let proxies = cluster.proxies().await.unwrap();
     let redlock = proxied_builder(&cluster, &proxies, &[0])
         .ttl(Duration::from_secs(60))
