@@ -197,9 +197,7 @@ async fn released_or_expired_lock_reports_it() {
     let lock = redlock
         .acquire_with(
             "short",
-            LockOptions::new()
-                .ttl(Duration::from_millis(300))
-                .auto_extend(false),
+            LockOptions::new().ttl(SHORT_TTL).auto_extend(false),
         )
         .await
         .unwrap();
@@ -216,9 +214,7 @@ async fn released_or_expired_lock_reports_it() {
     let mine = redlock
         .acquire_with(
             "taken",
-            LockOptions::new()
-                .ttl(Duration::from_millis(300))
-                .auto_extend(false),
+            LockOptions::new().ttl(SHORT_TTL).auto_extend(false),
         )
         .await
         .unwrap();

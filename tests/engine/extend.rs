@@ -13,7 +13,7 @@ async fn auto_extension_keeps_the_lease_over_three_ttls() {
     let cluster = cluster(5).await;
     let holder = redlock(&cluster).await;
     let rival = redlock(&cluster).await;
-    let ttl = Duration::from_secs(1);
+    let ttl = Duration::from_secs(3);
     let lock = holder
         .acquire_with("long", LockOptions::new().ttl(ttl))
         .await
@@ -52,12 +52,7 @@ async fn extend_never_resurrects_an_expired_lock() {
     let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     let lock = redlock
-        .acquire_with(
-            "gone",
-            LockOptions::new()
-                .ttl(Duration::from_millis(300))
-                .auto_extend(false),
-        )
+        .acquire_with("gone", LockOptions::new().ttl(SHORT_TTL).auto_extend(false))
         .await
         .unwrap();
     assert!(released_everywhere(&cluster, "gone").await);
@@ -129,7 +124,11 @@ async fn failed_extend_keeps_the_lease_until_its_validity_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extend_validity_counts_from_the_start_of_the_call() {
     let cluster = cluster(5).await;
-    let redlock = builder(cluster.urls()).drift_factor(0.0).build().await.unwrap();
+    let redlock = builder(cluster.urls())
+        .drift_factor(0.0)
+        .build()
+        .await
+        .unwrap();
     let lock = redlock.acquire("from-start").await.unwrap();
     let call = Instant::now();
     lock.extend(Duration::from_millis(3000)).await.unwrap();

@@ -344,7 +344,11 @@ async fn a_tiny_backlog_never_passes_by_more_nodes_than_the_quorum_can_spare() {
     // healthy nodes lag alike under load, and at most two of five may be passed by: every
     // call still reaches a quorum, so nothing fails.
     let cluster = cluster(5).await;
-    let redlock = builder(cluster.urls()).node_backlog(1).build().await.unwrap();
+    let redlock = builder(cluster.urls())
+        .node_backlog(1)
+        .build()
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|task| {
             let redlock = redlock.clone();

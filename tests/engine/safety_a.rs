@@ -45,6 +45,7 @@ async fn a_multi_key_waiter_only_ever_gets_its_own_keys() {
     const PAIR: [&str; 2] = ["acct:1", "acct:2"];
     let cluster = cluster(5).await;
     let engine = redlock(&cluster).await;
+    let rival = redlock(&cluster).await;
     let first = engine.acquire(PAIR[0]).await.unwrap();
     // Two single-key waiters (the second is handed the first's lease) and a pair waiter.
     let singles: Vec<_> = (0..2)
@@ -59,8 +60,16 @@ async fn a_multi_key_waiter_only_ever_gets_its_own_keys() {
             })
         })
         .collect();
+    // The pair may win before the singles or after them: each waiter lets go by itself.
     let e = engine.clone();
-    let pair = tokio::spawn(async move { e.acquire_many(PAIR).await });
+    let pair = tokio::spawn(async move {
+        let lock = e.acquire_many(PAIR).await?;
+        let keys = lock.keys().to_vec();
+        // Really held on the nodes: another engine is refused the second key.
+        let refused = rival.try_acquire(PAIR[1]).await.unwrap_err();
+        let outcome = lock.release().await?;
+        Ok::<_, LockError>((keys, refused, outcome))
+    });
     let marked = eventually(Duration::from_secs(5), || async {
         lock_value(&cluster, 0, PAIR[0])
             .await
@@ -70,12 +79,18 @@ async fn a_multi_key_waiter_only_ever_gets_its_own_keys() {
     assert!(marked, "nobody waited on the nodes");
     assert_eq!(first.release().await.unwrap(), ReleaseOutcome::Released);
     for single in singles {
-        assert_eq!(single.await.unwrap().unwrap(), [PAIR[0]]);
+        assert_eq!(
+            within("a single waiter", single).await.unwrap().unwrap(),
+            [PAIR[0]]
+        );
     }
-    let pair = pair.await.unwrap().expect("the pair waiter gets its lock");
-    assert_eq!(pair.keys(), PAIR);
-    assert!(holders(&cluster, PAIR[1]).await >= engine.quorum());
-    assert_eq!(pair.release().await.unwrap(), ReleaseOutcome::Released);
+    let (keys, refused, outcome) = within("the pair waiter", pair)
+        .await
+        .unwrap()
+        .expect("the pair waiter gets its lock");
+    assert_eq!(keys, PAIR);
+    assert!(refused.is_contended(), "{refused:?}");
+    assert_eq!(outcome, ReleaseOutcome::Released);
     for key in PAIR {
         assert!(released_everywhere(&cluster, key).await);
     }

@@ -70,7 +70,7 @@ fn leases_are_extended_after_the_engine_runtime_is_gone() {
         // The holder's connections died with the first runtime: let it make new ones first
         // (this test is about the timer task, not about reconnecting).
         let _ = holder.health().await;
-        let ttl = Duration::from_secs(1);
+        let ttl = Duration::from_secs(3);
         let lock = holder
             .acquire_with("moved", LockOptions::new().ttl(ttl))
             .await

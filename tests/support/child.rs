@@ -103,4 +103,3 @@ pub fn exit_when_parent_goes() {
         std::process::exit(0);
     });
 }
-

@@ -4,27 +4,27 @@
 //! - this file: the key prefix, time bounds, clusters and engine builders;
 //! - [`nodes`]: the engine's key layout and direct (raw) access to the nodes;
 //! - [`sync`]: gates, signals and drop flags between a test and its handlers;
-//! - [`http`] (`axum`): requests through a router or a real server, read replies;
+//! - [`web`] (`axum`): requests through a router or a real server, read replies;
 //! - [`child`]: child processes of a test binary, always killed.
 // Each test crate uses a subset of these helpers; in that crate the rest is unused, which is
 // expected here (and only here).
 #![allow(dead_code, unused_imports)]
 
 pub mod child;
-#[cfg(feature = "axum")]
-pub mod http;
 pub mod nodes;
 pub mod sync;
+#[cfg(feature = "axum")]
+pub mod web;
 
 use std::time::Duration;
 
-#[cfg(feature = "axum")]
-pub use http::*;
 pub use nodes::*;
 pub use sync::*;
-pub use tower_redlock::testkit::eventually;
 use tower_redlock::testkit::LocalCluster;
+pub use tower_redlock::testkit::eventually;
 use tower_redlock::{Redlock, RedlockBuilder, RetryPolicy};
+#[cfg(feature = "axum")]
+pub use web::*;
 
 /// The key prefix of every engine the helpers build.
 pub const PREFIX: &str = "t:";
@@ -58,14 +58,17 @@ pub fn builder(urls: impl IntoIterator<Item = String>) -> RedlockBuilder {
 
 /// An engine with the [`builder`] defaults on every node of `cluster`.
 pub async fn redlock(cluster: &LocalCluster) -> Redlock {
-    builder(cluster.urls()).build().await.expect("build redlock")
+    builder(cluster.urls())
+        .build()
+        .await
+        .expect("build redlock")
 }
 
 /// Retry for up to `deadline` with short, fast-growing pauses.
 pub fn retry_for(deadline: Duration) -> RetryPolicy {
     RetryPolicy::until(deadline)
         .base_delay(Duration::from_millis(1))
-        .max_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(10))
 }
 
 /// The engine's drift allowance for `ttl` at the default factor 0.01 (`0.01·ttl + 2 ms`).
@@ -86,3 +89,8 @@ pub fn resume(cluster: &LocalCluster, nodes: std::ops::Range<usize>) {
         cluster.resume(i).unwrap();
     }
 }
+
+/// The shortest ttl a test lock with the [`builder`] defaults may ask for: above
+/// [`NODE_TIMEOUT`] (the engine refuses a ttl that is not), for tests that wait for a lease
+/// to run out.
+pub const SHORT_TTL: Duration = Duration::from_millis(1500);
