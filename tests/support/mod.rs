@@ -5,6 +5,7 @@
 //! - [`nodes`]: the engine's key layout and direct (raw) access to the nodes;
 //! - [`sync`]: gates, signals and drop flags between a test and its handlers;
 //! - [`web`] (`axum`): requests through a router or a real server, read replies;
+//! - [`proxied`]: nodes behind fault proxies;
 //! - [`child`]: child processes of a test binary, always killed.
 // Each test crate uses a subset of these helpers; in that crate the rest is unused, which is
 // expected here (and only here).
@@ -12,13 +13,16 @@
 
 pub mod child;
 pub mod nodes;
+pub mod proxied;
 pub mod sync;
 #[cfg(feature = "axum")]
 pub mod web;
 
 use std::time::Duration;
 
+pub use child::*;
 pub use nodes::*;
+pub use proxied::*;
 pub use sync::*;
 use tower_redlock::testkit::LocalCluster;
 pub use tower_redlock::testkit::eventually;
