@@ -26,7 +26,7 @@ async fn thirty_two_tasks_never_overlap() {
     for _ in 0..CLIENTS {
         // Separate engines stand in for separate service instances. A generous node
         // timeout: this test is about exclusion, and 32 tasks on a loaded 2-core machine can
-        // keep a reply waiting longer than the default 200 ms.
+        // keep a reply waiting longer than the shared 1 s.
         let redlock = builder(cluster.urls())
             .node_timeout(Duration::from_secs(2))
             .build()
