@@ -126,7 +126,7 @@ async fn gauges_follow_leases_waiters_and_nodes() {
     let fragile = redlock
         .acquire_with(
             "orders:2",
-            pay().auto_extend(false).ttl(Duration::from_secs(1)),
+            pay().auto_extend(false).ttl(support::SHORT_TTL),
         )
         .await
         .unwrap();
