@@ -124,10 +124,7 @@ async fn gauges_follow_leases_waiters_and_nodes() {
 
     // A lost lease is no longer held.
     let fragile = redlock
-        .acquire_with(
-            "orders:2",
-            pay().auto_extend(false).ttl(support::SHORT_TTL),
-        )
+        .acquire_with("orders:2", pay().auto_extend(false).ttl(support::SHORT_TTL))
         .await
         .unwrap();
     assert_eq!(gauge(&gauges, "redlock_leases_held", &held), Some(1.0));

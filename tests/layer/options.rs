@@ -22,13 +22,7 @@ async fn calls(cluster: &LocalCluster, command: &str) -> u64 {
     let prefix = format!("cmdstat_{command}:calls=");
     let mut total = 0;
     for i in 0..cluster.len() {
-        let client = redis::Client::open(cluster.url(i)).unwrap();
-        let mut conn = within(
-            "a raw connection",
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .unwrap();
+        let mut conn = raw(cluster, i).await;
         let stats: String = redis::cmd("INFO")
             .arg("commandstats")
             .query_async(&mut conn)

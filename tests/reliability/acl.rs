@@ -17,7 +17,7 @@ use tower_redlock::testkit::{ClusterOptions, LocalCluster};
 use tower_redlock::{LockError, LockOptions, Redlock, ReleaseOutcome, RetryPolicy};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::support::{NO_HANG, PREFIX, eventually, lock_key, raw, released_channel};
+use crate::support::{NO_HANG, PREFIX, connect_url, eventually, lock_key, raw, released_channel};
 
 const USER: &str = "locker";
 const PASSWORD: &str = "s3cret-Pa55-acl-7Qx";
@@ -325,9 +325,7 @@ async fn lock_user_restricted_to_the_prefix_works_and_nothing_leaks_the_password
         .unwrap_or_else(|e| panic!("with the minimal command set: {e}"));
 
     // The user really is restricted: as it, keys outside the prefix are refused.
-    let mut conn = redis::Client::open(urls(&cluster, PASSWORD)[0].as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    let mut conn = connect_url(&urls(&cluster, PASSWORD)[0], NO_HANG)
         .await
         .unwrap();
     let err = conn

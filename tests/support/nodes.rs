@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, AsyncConnectionConfig};
 use tower_redlock::testkit::LocalCluster;
 
 use super::{NO_HANG, PREFIX, eventually};
@@ -33,7 +33,7 @@ pub const RAW_BOUND: Duration = Duration::from_secs(2);
 
 /// A direct connection to node `i` (as the default user); the node must answer.
 pub async fn raw(cluster: &LocalCluster, i: usize) -> MultiplexedConnection {
-    tokio::time::timeout(NO_HANG, connect(cluster, i))
+    tokio::time::timeout(NO_HANG, connect(cluster, i, NO_HANG))
         .await
         .expect("node answers in time")
         .expect("raw connection")
@@ -42,15 +42,29 @@ pub async fn raw(cluster: &LocalCluster, i: usize) -> MultiplexedConnection {
 /// A direct connection to node `i`; `None` when it does not accept one within
 /// [`RAW_BOUND`] (paused, killed).
 pub async fn try_raw(cluster: &LocalCluster, i: usize) -> Option<MultiplexedConnection> {
-    tokio::time::timeout(RAW_BOUND, connect(cluster, i))
+    tokio::time::timeout(RAW_BOUND, connect(cluster, i, RAW_BOUND))
         .await
         .ok()?
         .ok()
 }
 
-async fn connect(cluster: &LocalCluster, i: usize) -> redis::RedisResult<MultiplexedConnection> {
-    redis::Client::open(cluster.url(i))?
-        .get_multiplexed_async_connection()
+async fn connect(
+    cluster: &LocalCluster,
+    i: usize,
+    bound: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
+    connect_url(&cluster.url(i), bound).await
+}
+
+/// A connection to `url` whose connecting and replies may each take up to `bound`.
+/// (redis-rs gives up on a reply after 500 ms by default: on a loaded machine that fails
+/// a query to a live node. Use this, not `get_multiplexed_async_connection()`.)
+pub async fn connect_url(url: &str, bound: Duration) -> redis::RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(bound))
+        .set_response_timeout(Some(bound));
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&config)
         .await
 }
 
