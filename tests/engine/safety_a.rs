@@ -200,12 +200,14 @@ async fn a_release_dropped_mid_way_still_releases() {
 }
 
 /// The latest expiry that at least a quorum of nodes holds for lock key `key`, as a lower
-/// bound on the monotonic clock (`PTTL` asked after `Instant::now()`).
+/// bound on the monotonic clock (each `PTTL` asked after `Instant::now()`, taken per node
+/// once connected: one instant before every connection would understate the later nodes'
+/// expiry by the connections' time, which on a loaded machine fails the check falsely).
 async fn quorum_expiry(cluster: &tower_redlock::testkit::LocalCluster, key: &str) -> Instant {
-    let asked = Instant::now();
     let mut ends = Vec::new();
     for i in 0..cluster.len() {
         let mut conn = raw(cluster, i).await;
+        let asked = Instant::now();
         let pttl: i64 = redis::cmd("PTTL")
             .arg(lock_key(key))
             .query_async(&mut conn)
