@@ -6,23 +6,21 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
+use tower_redlock::Redlock;
 use tower_redlock::testkit::{LocalCluster, eventually};
-use tower_redlock::{Redlock, RetryPolicy};
 
-const PREFIX: &str = "fx:";
+#[path = "support/mod.rs"]
+mod support;
 
-fn fence_key(key: &str) -> String {
-    format!("{PREFIX}fence:{key}")
-}
+use support::{builder, fence_key, lock_key, raw};
 
+/// Fenced, with a 1 s ttl (the shortest `fence_ttl` is ten ttls: the tests wait for it).
+/// Fencing needs three node timeouts within the ttl, hence 300 ms, not more.
 async fn engine(cluster: &LocalCluster, fence_ttl: Option<Duration>) -> Redlock {
-    let builder = Redlock::builder()
-        .nodes(cluster.urls())
-        .key_prefix(PREFIX)
+    let builder = builder(cluster.urls())
         .fencing(true)
         .ttl(Duration::from_secs(1))
-        .node_timeout(Duration::from_millis(300))
-        .retry(RetryPolicy::until(Duration::from_secs(10)));
+        .node_timeout(Duration::from_millis(300));
     let builder = match fence_ttl {
         Some(ttl) => builder.fence_ttl(ttl),
         None => builder,
@@ -30,17 +28,9 @@ async fn engine(cluster: &LocalCluster, fence_ttl: Option<Duration>) -> Redlock 
     builder.build().await.expect("build")
 }
 
-async fn conn(cluster: &LocalCluster, i: usize) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(cluster.url(i))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection")
-}
-
 /// The counter's remaining time on node `i`, in ms (`-2`: gone, `-1`: no expiry).
 async fn counter_pttl(cluster: &LocalCluster, i: usize, key: &str) -> i64 {
-    conn(cluster, i).await.pttl(fence_key(key)).await.unwrap()
+    raw(cluster, i).await.pttl(fence_key(key)).await.unwrap()
 }
 
 /// The shortest remaining time of `key`'s counter over every node.
@@ -84,9 +74,9 @@ async fn counters_expire_after_fence_ttl_and_tokens_increase_while_in_use() {
 
     // A node whose lock key someone else holds says no and bumps nothing: the write-back
     // alone creates its counter, with the expiry too.
-    let _: () = conn(&cluster, 0)
+    let _: () = raw(&cluster, 0)
         .await
-        .set_ex(format!("{PREFIX}lock:partial"), "someone-else", 60)
+        .set_ex(lock_key("partial"), "someone-else", 60)
         .await
         .unwrap();
     token(&redlock, "partial").await;
@@ -185,7 +175,7 @@ async fn keys_left_after_100k_distinct_keys() {
         let mut sizes = Vec::new();
         for i in 0..cluster.len() {
             let size: usize = redis::cmd("DBSIZE")
-                .query_async(&mut conn(&cluster, i).await)
+                .query_async(&mut raw(&cluster, i).await)
                 .await
                 .unwrap();
             sizes.push(size);
@@ -195,7 +185,7 @@ async fn keys_left_after_100k_distinct_keys() {
             let empty = eventually(ttl * 6, || async {
                 for i in 0..cluster.len() {
                     let size: usize = redis::cmd("DBSIZE")
-                        .query_async(&mut conn(&cluster, i).await)
+                        .query_async(&mut raw(&cluster, i).await)
                         .await
                         .unwrap();
                     if size != 0 {
@@ -210,7 +200,7 @@ async fn keys_left_after_100k_distinct_keys() {
         }
         for i in 0..cluster.len() {
             let _: () = redis::cmd("FLUSHALL")
-                .query_async(&mut conn(&cluster, i).await)
+                .query_async(&mut raw(&cluster, i).await)
                 .await
                 .unwrap();
         }

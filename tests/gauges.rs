@@ -11,8 +11,10 @@ use metrics_util::registry::{AtomicStorage, Registry};
 use tower_redlock::testkit::{LocalCluster, eventually};
 use tower_redlock::{LockOptions, Redlock, RetryPolicy};
 
-/// A bound against hanging, not a speed requirement.
-const NO_HANG: Duration = Duration::from_secs(30);
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{NO_HANG, NODE_TIMEOUT};
 
 /// A recorder whose gauges can be read any number of times (the debugging recorder's
 /// snapshot resets them).
@@ -77,7 +79,7 @@ async fn gauges_follow_leases_waiters_and_nodes() {
     let redlock = Redlock::builder()
         .nodes(cluster.urls())
         .ttl(Duration::from_secs(5))
-        .node_timeout(Duration::from_millis(300))
+        .node_timeout(NODE_TIMEOUT)
         .build()
         .await
         .unwrap();
@@ -122,10 +124,7 @@ async fn gauges_follow_leases_waiters_and_nodes() {
 
     // A lost lease is no longer held.
     let fragile = redlock
-        .acquire_with(
-            "orders:2",
-            pay().auto_extend(false).ttl(Duration::from_secs(1)),
-        )
+        .acquire_with("orders:2", pay().auto_extend(false).ttl(support::SHORT_TTL))
         .await
         .unwrap();
     assert_eq!(gauge(&gauges, "redlock_leases_held", &held), Some(1.0));

@@ -7,6 +7,11 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower_redlock::Redlock;
 use tower_redlock::testkit::LocalCluster;
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::NODE_TIMEOUT;
+
 /// The sum of every `redlock_*` series called `name` (counters, and histogram samples).
 fn total(entries: &[(metrics_util::CompositeKey, DebugValue)], name: &str) -> u64 {
     entries
@@ -50,7 +55,7 @@ async fn health_checks_record_no_lock_metrics() {
     let redlock = Redlock::builder()
         .nodes(cluster.urls())
         .ttl(Duration::from_secs(5))
-        .node_timeout(Duration::from_millis(200))
+        .node_timeout(NODE_TIMEOUT)
         .build()
         .await
         .unwrap();

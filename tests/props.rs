@@ -37,9 +37,11 @@ use tower_redlock::{HeldLock, LockError, LockOptions, MAX_KEY_LEN, NodeUrl, Redl
 
 const CASES: u32 = 256;
 
-/// The bound on a call that should end on its own: against hanging, not a speed
-/// requirement (a loaded 2-core machine must pass too).
-const NO_HANG: Duration = Duration::from_secs(30);
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{NO_HANG, NODE_TIMEOUT};
+
 /// The password in every generated URL; it must never show up in any text.
 const PASSWORD: &str = "Pw0rdMarker9Zq";
 
@@ -889,7 +891,7 @@ fn http_layer_answers_known_statuses_and_never_shows_a_key() {
             .nodes(cluster.urls())
             .key_prefix("props:")
             .ttl(Duration::from_secs(5))
-            .node_timeout(Duration::from_millis(300))
+            .node_timeout(NODE_TIMEOUT)
             .build()
             .await
             .unwrap();

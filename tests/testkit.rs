@@ -271,8 +271,14 @@ async fn proxy_latency_adds_delay() {
 
     // A real client works through the proxy, with latency.
     proxy.set_latency(Duration::from_millis(5));
+    // Patient replies: redis-rs gives up after 500 ms by default, too soon on a loaded
+    // machine.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(LONG));
     let client = redis::Client::open(proxy.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
     let () = redis::cmd("SET")
         .arg("key")
         .arg("value")

@@ -8,7 +8,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_acquire_leaves_no_key() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     // Cancel at many different points of the attempt.
     for micros in (0..3000).step_by(150) {
@@ -29,10 +29,10 @@ async fn cancelled_acquire_leaves_no_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_acquire_on_frozen_nodes_is_cleaned_when_they_wake() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     // A node timeout far beyond the 50 ms the caller waits: the attempt cannot end first,
     // however loaded the machine.
-    let redlock = builder(&cluster)
+    let redlock = builder(cluster.urls())
         .node_timeout(Duration::from_secs(3))
         .build()
         .await

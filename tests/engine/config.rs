@@ -177,7 +177,7 @@ async fn environment_is_parsed_strictly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_keys_and_options_are_errors() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     assert!(matches!(
         redlock.try_acquire("").await,

@@ -1,15 +1,13 @@
 //! `HeldLock::ended()` (and `lost()`, the same future) resolve on loss and on release, for
 //! every clone; `is_released()` tells the two apart.
 
-use std::time::Duration;
-
 use tower_redlock::LockOptions;
 
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_resolves_on_release_and_on_loss_for_every_clone() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
 
     // Released through one clone: the others see it end.
@@ -28,7 +26,7 @@ async fn ended_resolves_on_release_and_on_loss_for_every_clone() {
             LockOptions::new()
                 .no_retry()
                 .auto_extend(false)
-                .ttl(Duration::from_secs(1)),
+                .ttl(SHORT_TTL),
         )
         .await
         .unwrap();

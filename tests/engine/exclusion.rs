@@ -17,7 +17,7 @@ const CYCLES: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_tasks_never_overlap() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let counter = Arc::new(AtomicU64::new(0));
     let inside = Arc::new(AtomicBool::new(false));
     let overlaps = Arc::new(AtomicU64::new(0));
@@ -26,8 +26,8 @@ async fn thirty_two_tasks_never_overlap() {
     for _ in 0..CLIENTS {
         // Separate engines stand in for separate service instances. A generous node
         // timeout: this test is about exclusion, and 32 tasks on a loaded 2-core machine can
-        // keep a reply waiting longer than the default 200 ms.
-        let redlock = builder(&cluster)
+        // keep a reply waiting longer than the shared 1 s.
+        let redlock = builder(cluster.urls())
             .node_timeout(Duration::from_secs(2))
             .build()
             .await
@@ -94,20 +94,14 @@ fn polling_waiter(waiter: Redlock, key: &'static str, every: Duration) -> JoinHa
 }
 
 /// How many connections of node `i` subscribe to `key`'s release channel (0 when the node
-/// does not answer within 500 ms).
+/// does not answer within [`RAW_BOUND`]).
 async fn subscribers(cluster: &LocalCluster, i: usize, key: &str) -> i64 {
-    let client = redis::Client::open(cluster.url(i)).unwrap();
-    let Ok(Ok(mut conn)) = tokio::time::timeout(
-        Duration::from_millis(500),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    else {
+    let Some(mut conn) = try_raw(cluster, i).await else {
         return 0;
     };
     let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
         .arg("NUMSUB")
-        .arg(format!("{PREFIX}released:{key}"))
+        .arg(released_channel(key))
         .query_async(&mut conn)
         .await
         .unwrap_or_default();
@@ -116,11 +110,11 @@ async fn subscribers(cluster: &LocalCluster, i: usize, key: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_in_another_process_is_woken_by_the_release() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     // This test is about wake-up, not timeouts: a generous node timeout keeps a loaded CI
     // machine from leaving node 0 unsubscribed (a subscription that times out is made again
     // only at the waiter's next wait, 4 s later here).
-    let generous = || builder(&cluster).node_timeout(Duration::from_secs(3));
+    let generous = || builder(cluster.urls()).node_timeout(Duration::from_secs(3));
     let holder = generous().build().await.unwrap();
     let waiter = generous().build().await.unwrap();
     let lock = holder.acquire("handoff").await.unwrap();
@@ -146,7 +140,7 @@ async fn a_waiter_in_another_process_is_woken_by_the_release() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_that_failed_is_made_again() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let holder = redlock(&cluster).await;
     let waiter = redlock(&cluster).await;
     let lock = holder.acquire("repair").await.unwrap();
@@ -177,7 +171,7 @@ async fn a_subscription_that_failed_is_made_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_lost_with_a_restarted_node_are_made_again() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let holder = redlock(&cluster).await;
     let waiter = redlock(&cluster).await;
     let lock = holder.acquire("restart").await.unwrap();

@@ -10,10 +10,10 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_extension_keeps_the_lease_over_three_ttls() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let holder = redlock(&cluster).await;
     let rival = redlock(&cluster).await;
-    let ttl = Duration::from_secs(1);
+    let ttl = Duration::from_secs(3);
     let lock = holder
         .acquire_with("long", LockOptions::new().ttl(ttl))
         .await
@@ -49,15 +49,10 @@ async fn auto_extension_keeps_the_lease_over_three_ttls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extend_never_resurrects_an_expired_lock() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     let lock = redlock
-        .acquire_with(
-            "gone",
-            LockOptions::new()
-                .ttl(Duration::from_millis(300))
-                .auto_extend(false),
-        )
+        .acquire_with("gone", LockOptions::new().ttl(SHORT_TTL).auto_extend(false))
         .await
         .unwrap();
     assert!(released_everywhere(&cluster, "gone").await);
@@ -75,13 +70,13 @@ async fn extend_never_resurrects_an_expired_lock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_extend_is_lost_and_deletes_nothing() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     let lock = redlock
         .acquire_with("stolen", LockOptions::new().auto_extend(false))
         .await
         .unwrap();
-    let key = format!("{PREFIX}lock:stolen");
+    let key = lock_key("stolen");
     // Someone overwrites the key on 3 nodes (e.g. after those nodes lost their data).
     for i in 0..3 {
         let _: () = raw(&cluster, i).await.set(&key, "intruder").await.unwrap();
@@ -108,7 +103,7 @@ async fn refused_extend_is_lost_and_deletes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_extend_keeps_the_lease_until_its_validity_ends() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     let lock = redlock
         .acquire_with("flaky", LockOptions::new().auto_extend(false))
@@ -128,8 +123,12 @@ async fn failed_extend_keeps_the_lease_until_its_validity_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extend_validity_counts_from_the_start_of_the_call() {
-    let cluster = cluster().await;
-    let redlock = builder(&cluster).drift_factor(0.0).build().await.unwrap();
+    let cluster = cluster(5).await;
+    let redlock = builder(cluster.urls())
+        .drift_factor(0.0)
+        .build()
+        .await
+        .unwrap();
     let lock = redlock.acquire("from-start").await.unwrap();
     let call = Instant::now();
     lock.extend(Duration::from_millis(3000)).await.unwrap();

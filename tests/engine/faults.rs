@@ -9,8 +9,8 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn majority_paused_while_held_fires_lost_before_validity_ends() {
-    let cluster = cluster().await;
-    let redlock = builder(&cluster)
+    let cluster = cluster(5).await;
+    let redlock = builder(cluster.urls())
         .node_timeout(Duration::from_millis(50))
         .build()
         .await
@@ -46,22 +46,23 @@ async fn majority_paused_while_held_fires_lost_before_validity_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_hold_bounds_a_runaway_holder() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     let start = Instant::now();
     let lock = redlock
         .acquire_with(
             "runaway",
             LockOptions::new()
-                .ttl(Duration::from_millis(300))
-                .max_hold(Duration::from_millis(500)),
+                .ttl(Duration::from_secs(2))
+                .max_hold(Duration::from_secs(3)),
         )
         .await
         .unwrap();
     tokio::time::timeout(NO_HANG, lock.lost())
         .await
         .expect("lost after max_hold");
-    assert!(start.elapsed() >= Duration::from_millis(500));
+    // Extended past its first ttl, and lost once the max hold is over.
+    assert!(start.elapsed() >= Duration::from_secs(3));
     // Someone else gets it without the holder releasing.
     let rival = redlock
         .acquire_with(
@@ -76,7 +77,7 @@ async fn max_hold_bounds_a_runaway_holder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_sleep_after_the_last_attempt() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     let holder = redlock.try_acquire("busy").await.unwrap();
     // One sleep is long: a second one (after the last attempt) could not hide in the

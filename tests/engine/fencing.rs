@@ -70,18 +70,18 @@ fn assert_strictly_increasing(tokens: &[u64]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_strictly_increase_over_1000_holders_from_4_clients() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let mut engines = Vec::new();
     for _ in 0..4 {
-        engines.push(builder(&cluster).fencing(true).build().await.unwrap());
+        engines.push(builder(cluster.urls()).fencing(true).build().await.unwrap());
     }
     assert_strictly_increasing(&tokens_of_successive_holders(engines, "fenced", 1000).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_survive_a_minority_restarted_empty() {
-    let cluster = cluster().await;
-    let redlock = builder(&cluster).fencing(true).build().await.unwrap();
+    let cluster = cluster(5).await;
+    let redlock = builder(cluster.urls()).fencing(true).build().await.unwrap();
     let mut last = 0;
     for round in 0..6 {
         let lock = redlock.acquire("restarts").await.unwrap();
@@ -99,8 +99,8 @@ async fn tokens_survive_a_minority_restarted_empty() {
 async fn local_followers_get_fresh_fencing_tokens() {
     // Four tasks of one process on one key: each release has a local follower, and with
     // fencing on the lease is released and acquired anew, never handed on.
-    let cluster = cluster().await;
-    let redlock = builder(&cluster).fencing(true).build().await.unwrap();
+    let cluster = cluster(5).await;
+    let redlock = builder(cluster.urls()).fencing(true).build().await.unwrap();
     let engines = vec![redlock; 4];
     assert_strictly_increasing(&tokens_of_successive_holders(engines, "fenced-local", 200).await);
 }

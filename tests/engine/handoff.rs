@@ -107,7 +107,7 @@ async fn key_events(
         .await
         .unwrap();
     pubsub
-        .subscribe(format!("__keyspace@0__:{PREFIX}lock:{key}"))
+        .subscribe(format!("__keyspace@0__:{}", lock_key(key)))
         .await
         .unwrap();
     pubsub
@@ -129,7 +129,7 @@ async fn assert_set_first(events: &mut (impl futures_util::Stream<Item = String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_waiter_takes_the_lease_over_without_the_key_going_free() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let engine = redlock(&cluster).await;
     let (b, b_value, node, c) =
         holder_with_follower(&cluster, &engine, &["relay"], LockOptions::new()).await;
@@ -151,7 +151,7 @@ async fn a_local_waiter_takes_the_lease_over_without_the_key_going_free() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_key_lease_is_handed_on_whole() {
     const KEYS: &[&str] = &["pair-a", "pair-b"];
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let engine = redlock(&cluster).await;
     let (b, b_value, node, c) =
         holder_with_follower(&cluster, &engine, KEYS, LockOptions::new()).await;
@@ -179,9 +179,9 @@ async fn a_multi_key_lease_is_handed_on_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_off_the_follower_cannot_take_is_released() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     // A long ttl for B: its keys cannot simply run out while the test looks.
-    let engine = builder(&cluster)
+    let engine = builder(cluster.urls())
         .ttl(Duration::from_secs(60))
         .build()
         .await
@@ -204,7 +204,7 @@ async fn a_hand_off_the_follower_cannot_take_is_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_in_another_process_is_not_starved_by_hand_offs() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let busy = redlock(&cluster).await;
     let other = redlock(&cluster).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -267,7 +267,7 @@ async fn slowed_holder_with_follower(
     JoinHandle<Result<HeldLock, LockError>>,
 ) {
     let proxies = cluster.proxies().await.unwrap();
-    let engine = builder(cluster)
+    let engine = builder(cluster.urls())
         .nodes(proxies.iter().map(|p| p.url()))
         .ttl(SLOW_TTL)
         .node_timeout(SLOW_NODE_TIMEOUT)
@@ -283,7 +283,7 @@ async fn slowed_holder_with_follower(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carried_over_follower_starts_before_the_swap_lands() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let (engine, _proxies, b, b_value, c) = slowed_holder_with_follower(&cluster, &["carry"]).await;
     let before = b.valid_until();
     // Every node is frozen (SIGSTOP): the swap to the follower's token cannot land until
@@ -349,13 +349,13 @@ async fn a_carried_over_follower_starts_before_the_swap_lands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carried_over_lease_whose_swap_fails_is_lost() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let (_engine, _proxies, b, _, c) = slowed_holder_with_follower(&cluster, &["carry-lost"]).await;
     // B's keys vanish behind its back on three nodes (as after restarts without
     // persistence): the swap can reach no quorum.
     for i in 0..3 {
         let mut conn = raw(&cluster, i).await;
-        let _: i64 = redis::AsyncCommands::del(&mut conn, format!("{PREFIX}lock:carry-lost"))
+        let _: i64 = redis::AsyncCommands::del(&mut conn, lock_key("carry-lost"))
             .await
             .unwrap();
     }

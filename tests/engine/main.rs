@@ -1,6 +1,7 @@
 //! Engine tests against real `redis-server` nodes started by the test kit.
 #![cfg(feature = "testkit")]
 
+#[path = "../support/mod.rs"]
 mod support;
 
 mod basics;

@@ -12,7 +12,7 @@ use crate::support::*;
 /// The fencing counter of `key` on node `i` (read directly, not through a proxy).
 async fn fence_value(cluster: &LocalCluster, i: usize, key: &str) -> Option<u64> {
     let mut conn = raw(cluster, i).await;
-    conn.get(format!("{PREFIX}fence:{key}")).await.unwrap()
+    conn.get(fence_key(key)).await.unwrap()
 }
 
 /// A builder on `cluster` whose nodes in `proxied` are reached through `proxies`.
@@ -31,7 +31,7 @@ fn proxied_builder(
 /// Waits (bounded) until `redlock` skips node `index`, provoking calls to it meanwhile.
 async fn until_skipped(redlock: &Redlock, index: usize) {
     let mut round = 0;
-    let skipped = eventually(Duration::from_secs(20), || {
+    let skipped = eventually(NO_HANG, || {
         round += 1;
         let redlock = redlock.clone();
         let key = format!("provoke-{round}");
@@ -50,7 +50,7 @@ async fn until_skipped(redlock: &Redlock, index: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_down_and_two_lagging_still_serve_acquisitions_and_keep_a_held_lease() {
     const BACKLOG: usize = 2;
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let proxies = cluster.proxies().await.unwrap();
     let redlock = proxied_builder(&cluster, &proxies, &[0, 1])
         .ttl(Duration::from_secs(20))
@@ -95,11 +95,12 @@ async fn a_node_down_and_two_lagging_still_serve_acquisitions_and_keep_a_held_le
     held.release().await.unwrap();
 }
 
-/// An engine (`fencing` as given) with a short node timeout and a long ttl.
-async fn short_timeouts(cluster: &LocalCluster, fencing: bool) -> Redlock {
-    builder(cluster)
+/// An engine (`fencing` as given) with the shared node timeout and a long ttl. (The node
+/// timeout is generous: the calls to the healthy nodes must succeed on a loaded machine;
+/// a frozen node costs one timeout per call until it is skipped.)
+async fn long_ttl(cluster: &LocalCluster, fencing: bool) -> Redlock {
+    builder(cluster.urls())
         .ttl(Duration::from_secs(60))
-        .node_timeout(Duration::from_millis(300))
         .fencing(fencing)
         .build()
         .await
@@ -116,8 +117,8 @@ async fn freeze_until_skipped(cluster: &LocalCluster, redlock: &Redlock) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_reaches_a_node_skipped_while_the_lease_was_held() {
-    let cluster = cluster().await;
-    let redlock = short_timeouts(&cluster, false).await;
+    let cluster = cluster(5).await;
+    let redlock = long_ttl(&cluster, false).await;
     let lock = redlock.try_acquire("kept").await.unwrap();
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -141,8 +142,8 @@ async fn a_release_reaches_a_node_skipped_while_the_lease_was_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fencing_write_back_reaches_a_skipped_node() {
-    let cluster = cluster().await;
-    let redlock = short_timeouts(&cluster, true).await;
+    let cluster = cluster(5).await;
+    let redlock = long_ttl(&cluster, true).await;
     freeze_until_skipped(&cluster, &redlock).await;
     // Node 4 gets no acquisition (it is skipped); its counter can only come from the
     // write-back.
@@ -162,7 +163,7 @@ async fn a_fencing_write_back_reaches_a_skipped_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fencing_write_back_reaches_a_lagging_node() {
     const BACKLOG: usize = 2;
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let proxies = cluster.proxies().await.unwrap();
     let redlock = proxied_builder(&cluster, &proxies, &[0])
         .ttl(Duration::from_secs(60))

@@ -17,10 +17,6 @@ const EVENT: Duration = Duration::from_secs(10);
 const TTL: Duration = Duration::from_secs(60);
 const FOREIGN: &str = "someone-else";
 
-fn lock_key(key: &str) -> String {
-    format!("{PREFIX}lock:{key}")
-}
-
 async fn get(conn: &mut MultiplexedConnection, key: &str) -> Option<String> {
     conn.get(lock_key(key)).await.unwrap()
 }
@@ -50,9 +46,9 @@ async fn warm_up(redlock: &Redlock) {
 /// caller would send. The cleanup must still happen once the node wakes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acquire_dropped_while_releasing_a_partial_acquisition_still_cleans_up() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     // Node 0 is frozen during the attempt: the attempt decides when it times out.
-    let redlock = builder(&cluster)
+    let redlock = builder(cluster.urls())
         .ttl(TTL)
         .node_timeout(Duration::from_secs(2))
         .build()
@@ -129,7 +125,7 @@ async fn acquire_dropped_while_releasing_a_partial_acquisition_still_cleans_up()
 /// lands on the old one. The key it creates there must be released too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_set_after_a_connection_replacement_is_released() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let proxies = cluster.proxies().await.unwrap();
     let redlock = Redlock::builder()
         .nodes(proxies.iter().map(|p| p.url()))

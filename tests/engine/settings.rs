@@ -17,7 +17,7 @@ async fn cluster_with(args: &[&str]) -> LocalCluster {
 async fn evicting_nodes_and_no_persistence_with_fencing_are_reported() {
     // The test kit's nodes persist nothing (`appendonly no`, `save ""`).
     let cluster = cluster_with(&["--maxmemory-policy", "allkeys-lru"]).await;
-    let fenced = builder(&cluster).fencing(true).build().await.unwrap();
+    let fenced = builder(cluster.urls()).fencing(true).build().await.unwrap();
     let report = fenced.check_config().await;
     assert!(!report.is_clean() && report.fencing);
     for node in &report.nodes {
@@ -53,7 +53,7 @@ async fn evicting_nodes_and_no_persistence_with_fencing_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noeviction_with_appendonly_is_clean() {
     let cluster = cluster_with(&["--maxmemory-policy", "noeviction", "--appendonly", "yes"]).await;
-    let fenced = builder(&cluster).fencing(true).build().await.unwrap();
+    let fenced = builder(cluster.urls()).fencing(true).build().await.unwrap();
     let report = fenced.check_config().await;
     assert!(report.is_clean(), "{report:?}");
     assert!(report.nodes.iter().all(|n| n.appendonly == Some(true)));
@@ -77,7 +77,7 @@ async fn a_node_refusing_config_get_is_unknown() {
     .await;
     let urls =
         (0..cluster.len()).map(|i| format!("redis://locker:pw@127.0.0.1:{}", cluster.port(i)));
-    let redlock = builder(&cluster)
+    let redlock = builder(cluster.urls())
         .nodes(urls)
         .fencing(true)
         .build()

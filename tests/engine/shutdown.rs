@@ -11,7 +11,7 @@ use crate::support::*;
 const LONG_TTL: Duration = Duration::from_secs(60);
 
 async fn engine(cluster: &tower_redlock::testkit::LocalCluster) -> Redlock {
-    builder(cluster)
+    builder(cluster.urls())
         .ttl(LONG_TTL)
         // Generous: a loaded machine must not turn a release into a timeout.
         .node_timeout(Duration::from_secs(1))
@@ -23,7 +23,7 @@ async fn engine(cluster: &tower_redlock::testkit::LocalCluster) -> Redlock {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_shutdown_another_engine_gets_every_key_at_once() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let a = engine(&cluster).await;
     let other = engine(&cluster).await;
 
@@ -83,7 +83,7 @@ async fn after_shutdown_another_engine_gets_every_key_at_once() {
 
     // Another engine gets every key at once: one attempt each, no waiting for the ttl.
     drop(foreign);
-    let fresh = builder(&cluster).ttl(LONG_TTL).build().await.unwrap();
+    let fresh = builder(cluster.urls()).ttl(LONG_TTL).build().await.unwrap();
     for key in ["s:held", "s:fenced", "s:job", "s:dropped"] {
         let lock = fresh.try_acquire(key).await;
         assert!(lock.is_ok(), "{key}: {lock:?}");
@@ -100,8 +100,8 @@ async fn after_shutdown_another_engine_gets_every_key_at_once() {
 /// release expires with its ttl.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_bounded_when_nodes_are_down() {
-    let cluster = cluster().await;
-    let a = builder(&cluster)
+    let cluster = cluster(5).await;
+    let a = builder(cluster.urls())
         .ttl(LONG_TTL)
         .node_timeout(Duration::from_millis(200))
         .build()
@@ -124,7 +124,7 @@ async fn shutdown_is_bounded_when_nodes_are_down() {
 
 #[tokio::test]
 async fn a_shut_down_engine_is_not_live() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let a = engine(&cluster).await;
     assert!(a.is_live());
     a.shutdown().await;

@@ -14,7 +14,7 @@ fn alive_tasks() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_leases_cost_no_task_until_an_extension_is_due() {
-    let cluster = cluster().await;
+    let cluster = cluster(5).await;
     let redlock = redlock(&cluster).await;
     // A first cycle starts whatever the engine starts once (pub/sub is not involved).
     redlock
@@ -55,7 +55,7 @@ async fn held_leases_cost_no_task_until_an_extension_is_due() {
 fn leases_are_extended_after_the_engine_runtime_is_gone() {
     let first = tokio::runtime::Runtime::new().unwrap();
     let (cluster, holder) = first.block_on(async {
-        let cluster = cluster().await;
+        let cluster = cluster(5).await;
         let holder = redlock(&cluster).await;
         (cluster, holder)
     });
@@ -70,7 +70,7 @@ fn leases_are_extended_after_the_engine_runtime_is_gone() {
         // The holder's connections died with the first runtime: let it make new ones first
         // (this test is about the timer task, not about reconnecting).
         let _ = holder.health().await;
-        let ttl = Duration::from_secs(1);
+        let ttl = Duration::from_secs(3);
         let lock = holder
             .acquire_with("moved", LockOptions::new().ttl(ttl))
             .await

@@ -13,7 +13,8 @@ use tower_redlock::layer::Rejection;
 use tower_redlock::layer::key::{self, KeyError, KeyExtractor};
 use tower_redlock::{HeldLock, LockError, Redlock};
 
-use crate::common::*;
+use crate::apps::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn held_lock_without_the_layer_is_500() {

@@ -11,7 +11,8 @@ use tower_redlock::layer::key::KeyExtractor;
 use tower_redlock::layer::{RedlockLayer, key};
 use tower_redlock::{HeldLock, Redlock};
 
-use crate::common::*;
+use crate::apps::*;
+use crate::support::*;
 
 /// Answers with the key the layer locked, or `unlocked`.
 async fn key_of(lock: Option<HeldLock>) -> String {

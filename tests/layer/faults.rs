@@ -10,7 +10,8 @@ use tower_redlock::layer::OnLost;
 use tower_redlock::layer::{RedlockLayer, key};
 use tower_redlock::testkit::LocalCluster;
 
-use crate::common::*;
+use crate::apps::*;
+use crate::support::*;
 
 const TTL: Duration = Duration::from_millis(500);
 
@@ -34,7 +35,7 @@ async fn majority_paused_cancels_the_handler_with_503() {
     resume_all(&n.cluster);
     let doc = reply.problem(503);
     assert_eq!(doc["type"], "urn:tower-redlock:problem:lock-lost");
-    within("the handler to be dropped", dropped).await.unwrap();
+    dropped.wait().await;
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use tokio::net::TcpStream;
 use tower_redlock::HeldLock;
 use tower_redlock::layer::{RedlockLayer, key};
 
-use crate::common::*;
+use crate::apps::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn handler_running_three_ttls_keeps_the_lock() {
@@ -70,7 +71,7 @@ async fn client_disconnect_frees_the_lock() {
     assert!(is_held(&n.redlock, "hang").await);
     drop(stream);
 
-    within("the handler to be dropped", dropped).await.unwrap();
+    dropped.wait().await;
     assert!(eventually_free(&n.redlock, "hang", Duration::from_secs(5)).await);
 }
 

@@ -17,7 +17,7 @@ use tower_redlock::layer::Release;
 use tower_redlock::layer::{RedlockLayer, key};
 use tower_redlock::{HeldLock, LockOptions, Redlock};
 
-use crate::common::*;
+use crate::support::*;
 use crate::wire::*;
 
 /// How the layer is set up for a round of requests.

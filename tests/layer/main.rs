@@ -1,7 +1,9 @@
 #![cfg(all(feature = "testkit", feature = "axum"))]
 //! The Tower middleware and the Axum extractors, on real `redis-server` nodes.
 
-mod common;
+mod apps;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod axum_extract;
 mod basic;

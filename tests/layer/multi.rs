@@ -6,7 +6,6 @@
 //! read-modify-write of a counter in a separate Redis node under the lock, so any overlap
 //! would lose an increment.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,14 +14,12 @@ use axum::routing::post;
 use http::{Method, StatusCode};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tower_redlock::layer::{RedlockLayer, key};
-use tower_redlock::testkit::LocalCluster;
 
-use crate::common::*;
+use crate::support::child::{ChildProcess, exit_when_parent_goes};
+use crate::support::*;
 
 const INSTANCE: &str = "TOWER_REDLOCK_INSTANCE";
 const NODES: &str = "TOWER_REDLOCK_TEST_NODES";
@@ -53,22 +50,23 @@ async fn instance_server() {
     if std::env::var_os(INSTANCE).is_none() {
         return;
     }
+    exit_when_parent_goes();
     let nodes: Vec<String> = std::env::var(NODES)
         .unwrap()
         .split(',')
         .map(str::to_owned)
         .collect();
-    // Generous node timeout: the point is mutual exclusion, on a possibly loaded CI machine.
+    // Generous node timeout: the point is mutual exclusion, on a possibly loaded CI machine
+    // (a slow answer would be a `503`, which the test does not accept).
     let redlock = tower_redlock::Redlock::builder()
         .nodes(nodes)
         .ttl(Duration::from_secs(10))
-        .node_timeout(Duration::from_millis(500))
+        .node_timeout(Duration::from_secs(2))
         .build()
         .await
         .unwrap();
-    let counter = redis::Client::open(std::env::var(COUNTER).unwrap())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    // Patient: a timed-out counter call would be a `500`, which the test does not accept.
+    let counter = connect_url(&std::env::var(COUNTER).unwrap(), NO_HANG)
         .await
         .unwrap();
     let app = Router::new()
@@ -85,64 +83,32 @@ async fn instance_server() {
     axum::serve(listener, app).await.unwrap();
 }
 
-/// Kills the children (by pid) when dropped, e.g. when the test fails.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.start_kill();
-        }
-    }
-}
-
-async fn spawn_instance(nodes: &str, counter: &str) -> (Child, u16) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "multi::instance_server",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(INSTANCE, "1")
-        .env(NODES, nodes)
-        .env(COUNTER, counter)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("re-execute the test binary");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = within("the instance's port", async {
-        for _ in 0..100 {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("instance exited early");
-            if let Some(port) = line.strip_prefix("LISTENING ") {
-                return port.trim().parse::<u16>().unwrap();
-            }
-        }
-        panic!("no LISTENING line from the instance");
-    })
-    .await;
+/// Starts one instance (this binary in server mode) and reads its port.
+async fn spawn_instance(nodes: &str, counter: &str) -> (ChildProcess, u16) {
+    let env = [
+        (INSTANCE, "1".to_owned()),
+        (NODES, nodes.to_owned()),
+        (COUNTER, counter.to_owned()),
+    ];
+    let mut child = ChildProcess::spawn_helper("multi::instance_server", &env);
+    let line = child.wait_for_line("LISTENING ", NO_HANG).await;
+    let port = line["LISTENING ".len()..].trim().parse::<u16>().unwrap();
     (child, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_the_locks() {
     // Nodes 0..5 hold the locks; node 5 holds the counters.
-    let cluster = LocalCluster::start(6).await.unwrap();
+    let cluster = cluster(6).await;
     let urls = cluster.urls();
     let (lock_nodes, counter_url) = (urls[..5].join(","), urls[5].clone());
 
-    let mut children = Children(Vec::new());
+    // Killed by their PIDs when dropped, also when the test fails.
+    let mut children = Vec::new();
     let mut ports = Vec::new();
     for _ in 0..3 {
         let (child, port) = spawn_instance(&lock_nodes, &counter_url).await;
-        children.0.push(child);
+        children.push(child);
         ports.push(port);
     }
 
@@ -172,11 +138,7 @@ async fn three_processes_share_the_locks() {
         }
     }
 
-    let mut counter = redis::Client::open(counter_url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut counter = connect_url(&counter_url, NO_HANG).await.unwrap();
     for (id, &ok) in successes.iter().enumerate() {
         let count: Option<u64> = counter.get(format!("count:{id}")).await.unwrap();
         assert_eq!(count.unwrap_or(0), ok, "counter {id}: {successes:?}");
@@ -185,8 +147,7 @@ async fn three_processes_share_the_locks() {
     // that nobody reaches a quorum (and every one of them fails fast). Overall, some win.
     assert!(successes.iter().sum::<u64>() >= 1, "{successes:?}");
 
-    for mut child in std::mem::take(&mut children.0) {
-        child.start_kill().unwrap();
-        within("the instance to exit", child.wait()).await.unwrap();
+    for mut child in children {
+        child.kill().await;
     }
 }

@@ -11,7 +11,7 @@ use tower_redlock::HeldLock;
 use tower_redlock::layer::HeldLocks;
 use tower_redlock::layer::{RedlockLayer, key};
 
-use crate::common::*;
+use crate::support::*;
 use crate::wire::patient_nodes;
 
 #[tokio::test]
@@ -83,7 +83,7 @@ async fn nested_layers_on_one_key_are_a_misconfiguration() {
     let app = Router::new()
         .route("/twice", post(|| async { "ran" }))
         // Even waiting, the inner layer would never get the key its outer layer holds.
-        .route_layer(RedlockLayer::new(n.redlock.clone(), key::constant("ledger-7")).wait(LONG))
+        .route_layer(RedlockLayer::new(n.redlock.clone(), key::constant("ledger-7")).wait(NO_HANG))
         .route_layer(RedlockLayer::new(
             n.redlock.clone(),
             key::constant("ledger-7"),

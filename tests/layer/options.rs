@@ -11,7 +11,8 @@ use tower_redlock::layer::{RedlockLayer, key};
 use tower_redlock::testkit::{LocalCluster, eventually};
 use tower_redlock::{LockOptions, Redlock, RetryPolicy};
 
-use crate::common::*;
+use crate::apps::*;
+use crate::support::*;
 
 /// How long the payment handler holds its lock.
 const HOLD: Duration = Duration::from_secs(1);
@@ -21,13 +22,7 @@ async fn calls(cluster: &LocalCluster, command: &str) -> u64 {
     let prefix = format!("cmdstat_{command}:calls=");
     let mut total = 0;
     for i in 0..cluster.len() {
-        let client = redis::Client::open(cluster.url(i)).unwrap();
-        let mut conn = within(
-            "a raw connection",
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .unwrap();
+        let mut conn = raw(cluster, i).await;
         let stats: String = redis::cmd("INFO")
             .arg("commandstats")
             .query_async(&mut conn)
@@ -195,11 +190,16 @@ async fn lock_options_keep_the_layers_fail_fast_default() {
     // Every bare `SET` so far (the holder's and the two unfenced refused attempts, on five
     // nodes) has landed, late ones included; then the waiter's first attempt, refused (the
     // holder is still at the gate), lands before the gate opens.
-    assert!(eventually(LONG, || async { calls(&n.cluster, "set").await >= 3 * 5 }).await);
+    assert!(
+        eventually(NO_HANG, || async {
+            calls(&n.cluster, "set").await >= 3 * 5
+        })
+        .await
+    );
     let sets = calls(&n.cluster, "set").await;
     let waiter = tokio::spawn(async move { call(&app, Method::POST, "/report").await });
     assert!(
-        eventually(LONG, || async {
+        eventually(NO_HANG, || async {
             calls(&n.cluster, "set").await >= sets + 5
         })
         .await

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tower_redlock::layer::{RedlockLayer, key};
 use tower_redlock::{HeldLock, Redlock};
 
-use crate::common::*;
+use crate::support::*;
 use crate::wire::patient_nodes;
 
 /// `GET /ws` under the layer: the upgraded socket first says whether the clone of the

@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 use tower_redlock::testkit::LocalCluster;
 use tower_redlock::{HeldLock, Redlock};
 
-use crate::common::{BoxError, Nodes, within};
+use crate::apps::Nodes;
+use crate::support::{BoxError, within};
 
 /// `HeldLock` clones that handlers keep past their request (as a spawned task, an
 /// `on_upgrade` closure or shared state would).

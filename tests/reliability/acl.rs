@@ -1,8 +1,8 @@
 //! Redis ACLs: a user that may only touch the lock prefix, with the minimal command set.
 //!
-//! The nodes get a user `locker` whose keys are limited to `~app:*`, channels to `&app:*`,
-//! and commands to [`COMMANDS`]. The engine connects as
-//! `redis://locker:<password>@127.0.0.1:PORT` with `key_prefix("app:")`. Every feature works
+//! The nodes get a user `locker` whose keys are limited to `~t:*`, channels to `&t:*` (the
+//! shared test [`PREFIX`]), and commands to [`COMMANDS`]. The engine connects as
+//! `redis://locker:<password>@127.0.0.1:PORT` with `key_prefix("t:")`. Every feature works
 //! (health, acquire, contention, extend, release, fencing, wake-on-release); another prefix
 //! or a wrong password fails with `Unavailable`, never a panic; and the password shows up in
 //! no `Debug`/`Display` text, error or log line.
@@ -17,12 +17,11 @@ use tower_redlock::testkit::{ClusterOptions, LocalCluster};
 use tower_redlock::{LockError, LockOptions, Redlock, ReleaseOutcome, RetryPolicy};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::support::{NO_HANG, eventually, raw};
+use crate::support::{NO_HANG, PREFIX, connect_url, eventually, lock_key, raw, released_channel};
 
 const USER: &str = "locker";
 const PASSWORD: &str = "s3cret-Pa55-acl-7Qx";
 const WRONG_PASSWORD: &str = "wr0ng-Pa55-acl-9Kz";
-const PREFIX: &str = "app:";
 
 /// The minimal command set of the lock user (what the README documents).
 ///
@@ -96,7 +95,7 @@ async fn engine(cluster: &LocalCluster, password: &str, prefix: &str) -> Redlock
 async fn subscribers(cluster: &LocalCluster, channel: &str) -> Vec<i64> {
     let mut counts = Vec::new();
     for i in 0..cluster.len() {
-        let mut conn = raw(cluster, i).await.expect("a direct connection");
+        let mut conn = raw(cluster, i).await;
         let reply: (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
             .arg(channel)
@@ -111,8 +110,8 @@ async fn subscribers(cluster: &LocalCluster, channel: &str) -> Vec<i64> {
 /// Whether lock key `key` is marked as awaited (its value ends in `+`) on every node.
 async fn marked(cluster: &LocalCluster, key: &str) -> bool {
     for i in 0..cluster.len() {
-        let mut conn = raw(cluster, i).await.expect("a direct connection");
-        let value: Option<String> = conn.get(format!("{PREFIX}lock:{key}")).await.unwrap();
+        let mut conn = raw(cluster, i).await;
+        let value: Option<String> = conn.get(lock_key(key)).await.unwrap();
         if !value.is_some_and(|v| v.ends_with('+')) {
             return false;
         }
@@ -157,7 +156,7 @@ async fn exercise(
     // The nodes forget the scripts (SCRIPT FLUSH, as the default user): EVALSHA answers
     // NOSCRIPT and the engine falls back to EVAL on the same connection.
     for i in 0..cluster.len() {
-        let mut conn = raw(cluster, i).await.expect("a direct connection");
+        let mut conn = raw(cluster, i).await;
         redis::cmd("SCRIPT")
             .arg("FLUSH")
             .query_async::<()>(&mut conn)
@@ -227,7 +226,7 @@ async fn exercise(
             .acquire_with("wake", LockOptions::new().retry(policy))
             .await
     });
-    let channel = format!("{PREFIX}released:wake");
+    let channel = released_channel("wake");
     let subscribed = eventually(NO_HANG, || async {
         subscribers(cluster, &channel).await.iter().all(|&n| n > 0)
     })
@@ -326,9 +325,7 @@ async fn lock_user_restricted_to_the_prefix_works_and_nothing_leaks_the_password
         .unwrap_or_else(|e| panic!("with the minimal command set: {e}"));
 
     // The user really is restricted: as it, keys outside the prefix are refused.
-    let mut conn = redis::Client::open(urls(&cluster, PASSWORD)[0].as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    let mut conn = connect_url(&urls(&cluster, PASSWORD)[0], NO_HANG)
         .await
         .unwrap();
     let err = conn

@@ -3,15 +3,16 @@
 
 use std::time::Duration;
 
-use tower_redlock::testkit::LocalCluster;
 use tower_redlock::{LockOptions, RetryPolicy};
 
+use crate::single_shot;
 use crate::support::*;
 
 const NODES_VAR: &str = "TOWER_REDLOCK_HOLDER_NODES";
-const TTL: Duration = Duration::from_secs(1);
+/// Above the shared builder's 1 s node timeout, with room for the watchdog's extensions.
+const TTL: Duration = Duration::from_secs(3);
 
-/// Child mode: holds "crash" with a 1 s ttl (auto-extended), prints `ACQUIRED`, then
+/// Child mode: holds "crash" with a 3 s ttl (auto-extended), prints `ACQUIRED`, then
 /// `EXTENDED` once the watchdog has extended it, then waits to be killed (30 s at most, or
 /// until the parent closes our stdin). Does nothing unless started by the test below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +22,7 @@ async fn holder_process_helper() {
         return;
     };
     exit_when_parent_goes();
-    let redlock = builder(nodes.split(',').map(str::to_owned).collect())
+    let redlock = single_shot(nodes.split(',').map(str::to_owned))
         .ttl(TTL)
         .build()
         .await
@@ -44,8 +45,8 @@ async fn holder_process_helper() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_blocks_the_key_for_at_most_one_ttl() {
-    let cluster = LocalCluster::start(5).await.unwrap();
-    let redlock = builder(cluster.urls()).ttl(TTL).build().await.unwrap();
+    let cluster = cluster(5).await;
+    let redlock = single_shot(cluster.urls()).ttl(TTL).build().await.unwrap();
     let mut child = ChildProcess::spawn_helper(
         "crash::holder_process_helper",
         &[(NODES_VAR, cluster.urls().join(","))],
@@ -70,9 +71,9 @@ async fn killed_holder_blocks_the_key_for_at_most_one_ttl() {
     // Once the holder is dead, what is left of its keys on every node is at most one ttl
     // (ordering, not speed: read after the kill, nothing can extend them any more).
     for i in 0..cluster.len() {
-        let mut conn = raw(&cluster, i).await.expect("a direct connection");
+        let mut conn = raw(&cluster, i).await;
         let pttl: i64 = redis::cmd("PTTL")
-            .arg(format!("{PREFIX}lock:crash"))
+            .arg(lock_key("crash"))
             .query_async(&mut conn)
             .await
             .unwrap();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::single_shot;
 use crate::support::*;
 
 const LATENCY: Duration = Duration::from_millis(50);
@@ -17,10 +18,9 @@ async fn slow_minority_still_acquires_and_validity_is_reduced() {
     env.proxies[1].set_latency(LATENCY);
     let ttl = Duration::from_secs(2);
     let drift = default_drift(ttl);
-    let redlock = builder(env.urls())
+    let redlock = single_shot(env.urls())
         .ttl(ttl)
         .drift_factor(0.01)
-        .node_timeout(Duration::from_millis(500))
         .build()
         .await
         .unwrap();
@@ -62,10 +62,9 @@ async fn validity_counts_from_before_the_first_request() {
     let env = Proxied::start(5).await;
     let ttl = Duration::from_secs(2);
     let drift = default_drift(ttl);
-    let redlock = builder(env.urls())
+    let redlock = single_shot(env.urls())
         .ttl(ttl)
         .drift_factor(0.01)
-        .node_timeout(Duration::from_millis(800))
         .build()
         .await
         .unwrap();

@@ -15,6 +15,8 @@
 //!   other prefixes fail cleanly, and the password never shows up anywhere.
 #![cfg(feature = "testkit")]
 
+mod app;
+#[path = "../support/mod.rs"]
 mod support;
 
 mod acl;
@@ -22,3 +24,16 @@ mod crash;
 mod latency;
 mod partition;
 mod restart;
+
+use std::time::Duration;
+
+use tower_redlock::{RedlockBuilder, RetryPolicy};
+
+/// The shared test builder with one attempt, no circuit breaker and a 2 s ttl: these tests
+/// look at the outcome of single calls under faults.
+fn single_shot(urls: impl IntoIterator<Item = String>) -> RedlockBuilder {
+    support::builder(urls)
+        .ttl(Duration::from_secs(2))
+        .retry(RetryPolicy::none())
+        .no_circuit_breaker()
+}

@@ -269,11 +269,7 @@ pub async fn run(scenario: Scenario) -> Outcome {
     let (chaos, ()) = tokio::join!(chaos, wait);
 
     let (sections, stats) = collect(&dir.0, scenario.processes);
-    let mut conn = redis::Client::open(counter_node.url(0))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = worker::counter_connection(&counter_node.url(0)).await;
     let counter: Option<i64> = conn.get(worker::COUNTER_KEY).await.unwrap();
     let verdict = history::check(&sections, counter.unwrap_or(0));
     Outcome {

@@ -37,6 +37,20 @@ const MAX_SECTIONS_PER_TASK: usize = 200_000;
 /// Bound on one call to the counter server (never faulted: a timeout is a test failure).
 const COUNTER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A connection to the counter server whose calls may take [`COUNTER_TIMEOUT`] (redis-rs
+/// gives up after 500 ms by default: too soon on a loaded machine, and the counter server
+/// is never faulted).
+pub async fn counter_connection(url: &str) -> MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(COUNTER_TIMEOUT))
+        .set_response_timeout(Some(COUNTER_TIMEOUT));
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("counter connection")
+}
+
 /// Worker mode; does nothing unless started by `harness::run`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "helper, run in a child process"]
@@ -61,11 +75,7 @@ async fn worker_process() {
         .build()
         .await
         .expect("worker engine");
-    let counter = redis::Client::open(var(COUNTER_VAR))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("counter connection");
+    let counter = counter_connection(&var(COUNTER_VAR)).await;
 
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
