@@ -1,0 +1,437 @@
+//! Scenario 7: many leases held at once (issue #15, item 6). For 1,000 and then
+//! `BENCH_HELD_MANY` (default 100,000) leases held by one engine on 3 local nodes: live heap
+//! and RSS per held lease, extension calls per node per watchdog tick, acquire latency of a
+//! new key while they are held, and that the nodes are empty after releasing them all.
+//!
+//! Run: `cargo bench --all-features --bench held_many`
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use redis::aio::MultiplexedConnection;
+use tokio::time::{Instant, MissedTickBehavior, sleep};
+use tower_redlock::{CircuitBreaker, HeldLock, Redlock, ReleaseOutcome};
+
+/// Three nodes: the per-node figures do not depend on the count, and fewer `redis-server`s
+/// leave more of the two cores to the client.
+const NODES: usize = 3;
+/// Long, so that the watchdog ticks every ~10 s (ttl/3) and a tick can be watched whole.
+const TTL: Duration = Duration::from_secs(30);
+/// Generous for a loaded 2-core machine: a slow reply must not end a lease.
+const NODE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Concurrent acquires (and releases) while filling (and emptying) the engine.
+const TASKS: usize = 64;
+/// Acquire+release cycles of fresh keys, spread over one tick, while the leases are held.
+const SAMPLES: u32 = 2000;
+/// Targets of the issue.
+const HEAP_TARGET_BYTES: f64 = 2048.0;
+/// Latency "does not grow": the big figure within this factor of the small one (the
+/// machine's own noise between two windows is ±10 %; see README.md).
+const LATENCY_TOLERANCE: f64 = 1.25;
+
+/// The system allocator, counting the bytes currently allocated (live heap).
+struct Counting;
+
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; only a counter is kept.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_heap() -> i64 {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Resident set size in bytes, from `/proc/self/statm`.
+fn rss() -> i64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Lets background work (late replies, each bounded by the node timeout) finish.
+async fn settle() {
+    sleep(NODE_TIMEOUT + Duration::from_millis(100)).await;
+}
+
+/// One watchdog tick: a held lease is extended every ~ttl/3.
+fn tick() -> Duration {
+    TTL / 3
+}
+
+/// A raw connection per node, to read the nodes' counters.
+struct Probe(Vec<MultiplexedConnection>);
+
+/// Counters of one node at one moment.
+#[derive(Clone, Copy, Default)]
+struct NodeStats {
+    /// `EVALSHA` + `EVAL` calls (extend, release; acquire is a bare `SET`).
+    script_calls: u64,
+    /// `PEXPIRE` calls made inside scripts: one per key extended.
+    pexpire_calls: u64,
+    /// Read events of the node's event loop (`total_reads_processed`): how many separate
+    /// chunks the requests arrived in.
+    reads: u64,
+}
+
+/// `field=` or `field:` value of `section` (e.g. `cmdstat_evalsha:`) in an `INFO` reply.
+fn info_value(info: &str, section: &str, field: &str) -> u64 {
+    info.lines()
+        .find_map(|line| line.strip_prefix(section))
+        .and_then(|rest| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(field))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl Probe {
+    async fn connect(urls: &[String]) -> Probe {
+        let mut conns = Vec::new();
+        for url in urls {
+            let client = redis::Client::open(url.as_str()).expect("node url");
+            conns.push(client.get_multiplexed_async_connection().await.expect("node"));
+        }
+        Probe(conns)
+    }
+
+    async fn stats(&self) -> Vec<NodeStats> {
+        let mut all = Vec::new();
+        for conn in &self.0 {
+            let mut conn = conn.clone();
+            let info: String = redis::cmd("INFO")
+                .arg("everything")
+                .query_async(&mut conn)
+                .await
+                .expect("INFO");
+            all.push(NodeStats {
+                script_calls: info_value(&info, "cmdstat_evalsha:", "calls=")
+                    + info_value(&info, "cmdstat_eval:", "calls="),
+                pexpire_calls: info_value(&info, "cmdstat_pexpire:", "calls="),
+                reads: info_value(&info, "total_reads_processed:", ""),
+            });
+        }
+        all
+    }
+
+    async fn dbsize(&self) -> Vec<u64> {
+        let mut sizes = Vec::new();
+        for conn in &self.0 {
+            let mut conn = conn.clone();
+            sizes.push(redis::cmd("DBSIZE").query_async(&mut conn).await.expect("DBSIZE"));
+        }
+        sizes
+    }
+
+    /// Keys on each node once they are all empty, or after 100 polls 50 ms apart.
+    async fn wait_empty(&self) -> Vec<u64> {
+        let mut sizes = self.dbsize().await;
+        for _ in 0..100 {
+            if sizes.iter().all(|&n| n == 0) {
+                break;
+            }
+            sleep(Duration::from_millis(50)).await;
+            sizes = self.dbsize().await;
+        }
+        sizes
+    }
+}
+
+/// The figures of one run with `held` leases.
+struct Figures {
+    held: usize,
+    fill_secs: f64,
+    /// Live heap per held lease right after acquiring (before any watchdog is due).
+    heap_fresh: f64,
+    /// Live heap per held lease once every lease has been extended at least once.
+    heap_steady: f64,
+    rss_steady: f64,
+    tasks_per_lease: f64,
+    /// Per node, during one tick.
+    calls: Vec<u64>,
+    pexpires: Vec<u64>,
+    reads: Vec<u64>,
+    acquire: Samples,
+    cycle: Samples,
+    lost: usize,
+    not_released: usize,
+    heap_after_release: f64,
+    keys_left: Vec<u64>,
+}
+
+impl Figures {
+    fn calls_per_node(&self) -> f64 {
+        self.calls.iter().sum::<u64>() as f64 / self.calls.len() as f64
+    }
+}
+
+fn main() {
+    on_worker(bench());
+}
+
+async fn bench() {
+    let big: usize = std::env::var("BENCH_HELD_MANY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let cluster = LocalCluster::start(NODES)
+        .await
+        .unwrap_or_else(|e| panic!("cannot start {NODES} local redis-server nodes: {e}"));
+    let urls = cluster.urls();
+    let redlock = Redlock::builder()
+        .nodes(urls.clone())
+        .ttl(TTL)
+        .node_timeout(NODE_TIMEOUT)
+        .circuit_breaker(CircuitBreaker::new(1000, Duration::from_millis(10)))
+        .build()
+        .await
+        .expect("build redlock");
+    let probe = Probe::connect(&urls).await;
+    // Warm up: connections, buffers and the runtime's pools reach their working size.
+    for i in 0..2000 {
+        lock_cycle(&redlock, format!("warm:{i}")).await;
+    }
+    settle().await;
+    println!(
+        "\n7. held leases: {NODES} nodes, ttl {TTL:?} (watchdog tick ~{:?}), node timeout \
+         {NODE_TIMEOUT:?}, {TASKS} tasks acquiring distinct keys; {SAMPLES} acquire+release \
+         cycles of fresh keys spread over one tick",
+        tick()
+    );
+    let small = held(&redlock, &probe, 1000, "s").await;
+    report(&small);
+    let large = held(&redlock, &probe, big, "b").await;
+    report(&large);
+    compare(&small, &large);
+    drop(redlock);
+    // The test kit stops its nodes (by PID) when the cluster drops.
+    drop(cluster);
+}
+
+/// Holds `n` leases and measures; releases them all at the end.
+async fn held(redlock: &Redlock, probe: &Probe, n: usize, tag: &str) -> Figures {
+    let mut leases: Vec<HeldLock> = Vec::with_capacity(n);
+    settle().await;
+    let (heap0, rss0, tasks0) = (live_heap(), rss(), alive_tasks());
+    let fill_start = Instant::now();
+    let per_task = n.div_ceil(TASKS);
+    let fillers: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (redlock, tag) = (redlock.clone(), tag.to_owned());
+            tokio::spawn(async move {
+                let range = (t * per_task).min(n)..((t + 1) * per_task).min(n);
+                let mut mine = Vec::with_capacity(range.len());
+                for i in range {
+                    mine.push(redlock.acquire(format!("held:{tag}:{i}")).await.expect("acquire"));
+                }
+                mine
+            })
+        })
+        .collect();
+    for filler in fillers {
+        leases.extend(filler.await.expect("filler"));
+    }
+    let fill_secs = fill_start.elapsed().as_secs_f64();
+    settle().await;
+    let heap_fresh = (live_heap() - heap0) as f64 / n as f64;
+
+    // One whole tick: every lease held since before the window is extended once in it.
+    let before = probe.stats().await;
+    sleep(tick()).await;
+    let after = probe.stats().await;
+    let delta = |f: fn(&NodeStats) -> u64| -> Vec<u64> {
+        before.iter().zip(&after).map(|(b, a)| f(a) - f(b)).collect()
+    };
+    let (calls, pexpires, reads) = (
+        delta(|s| s.script_calls),
+        delta(|s| s.pexpire_calls),
+        delta(|s| s.reads),
+    );
+    settle().await;
+    let heap_steady = (live_heap() - heap0) as f64 / n as f64;
+    let rss_steady = (rss() - rss0) as f64 / n as f64;
+    let tasks_per_lease = (alive_tasks() as f64 - tasks0 as f64) / n as f64;
+
+    // New keys while the leases are held, paced over one tick (its quiet and busy parts).
+    let (mut acquire, mut cycle) = (Samples::default(), Samples::default());
+    let mut pace = tokio::time::interval(tick() / SAMPLES);
+    pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    for i in 0..SAMPLES {
+        pace.tick().await;
+        let start = Instant::now();
+        let lock = redlock.acquire(format!("new:{tag}:{i}")).await.expect("acquire");
+        acquire.push(start.elapsed());
+        lock.release().await.expect("release");
+        cycle.push(start.elapsed());
+    }
+
+    let lost = leases.iter().filter(|l| !l.is_held()).count();
+    let not_released = release_all(leases).await;
+    let keys_left = probe.wait_empty().await;
+    settle().await;
+    Figures {
+        held: n,
+        fill_secs,
+        heap_fresh,
+        heap_steady,
+        rss_steady,
+        tasks_per_lease,
+        calls,
+        pexpires,
+        reads,
+        acquire,
+        cycle,
+        lost,
+        not_released,
+        heap_after_release: (live_heap() - heap0) as f64 / 1024.0,
+        keys_left,
+    }
+}
+
+/// Releases every lease with [`TASKS`] tasks; returns how many did not end `Released`.
+async fn release_all(mut leases: Vec<HeldLock>) -> usize {
+    let per_task = leases.len().div_ceil(TASKS).max(1);
+    let mut releasers = Vec::new();
+    while !leases.is_empty() {
+        let chunk = leases.split_off(leases.len().saturating_sub(per_task));
+        releasers.push(tokio::spawn(async move {
+            let mut bad = 0;
+            for lease in chunk {
+                if !matches!(lease.release().await, Ok(ReleaseOutcome::Released)) {
+                    bad += 1;
+                }
+            }
+            bad
+        }));
+    }
+    let mut bad = 0;
+    for releaser in releasers {
+        bad += releaser.await.expect("releaser");
+    }
+    bad
+}
+
+fn list(values: &[u64]) -> String {
+    values.iter().map(u64::to_string).collect::<Vec<_>>().join(" / ")
+}
+
+fn report(f: &Figures) {
+    let n = f.held;
+    println!("\n   {n} leases held (acquired in {:.2} s)", f.fill_secs);
+    println!(
+        "   memory per held lease: live heap {:.0} B right after acquiring, {:.0} B after the \
+         first extension ({}: ≤ {HEAP_TARGET_BYTES:.0} B); RSS {:.0} B; {:.2} tasks per lease",
+        f.heap_fresh,
+        f.heap_steady,
+        verdict(f.heap_steady <= HEAP_TARGET_BYTES),
+        f.rss_steady,
+        f.tasks_per_lease
+    );
+    let per_node = f.calls_per_node();
+    println!(
+        "   one tick ({:?}), per node: {} script calls ({:.3} per lease), {} keys extended, \
+         {} reads by the node",
+        tick(),
+        list(&f.calls),
+        per_node / n as f64,
+        list(&f.pexpires),
+        list(&f.reads)
+    );
+    println!(
+        "   extension traffic: {per_node:.0} calls per node per tick, each its own request \
+         ({}: one pipelined round trip per node per tick, counted as ≤ {} calls of ≤ 1,000 \
+         leases)",
+        verdict(per_node <= traffic_target(n)),
+        traffic_target(n)
+    );
+    println!(
+        "   new key while held: acquire p50 {:.1} µs p99 {:.1} µs; acquire+release p50 {:.1} µs \
+         p99 {:.1} µs",
+        us(f.acquire.p50()),
+        us(f.acquire.p99()),
+        us(f.cycle.p50()),
+        us(f.cycle.p99())
+    );
+    println!(
+        "   lost while held: {}; releases not `Released`: {}; keys left per node: {}; live \
+         heap after releasing: {:+.1} KiB",
+        f.lost,
+        f.not_released,
+        list(&f.keys_left),
+        f.heap_after_release
+    );
+}
+
+/// Calls per node per tick that one pipelined round trip of batches of ≤ 1,000 leases gives.
+fn traffic_target(n: usize) -> f64 {
+    n.div_ceil(1000).max(1) as f64
+}
+
+fn compare(small: &Figures, large: &Figures) {
+    let ratio = |a: std::time::Duration, b: std::time::Duration| us(b) / us(a).max(f64::MIN_POSITIVE);
+    let p50 = ratio(small.acquire.p50(), large.acquire.p50());
+    let p99 = ratio(small.acquire.p99(), large.acquire.p99());
+    println!(
+        "\n   {} vs {} held: heap per lease {:.0} vs {:.0} B; calls per node per tick {:.0} vs \
+         {:.0}; acquire p50 ×{p50:.2}, p99 ×{p99:.2} ({} for ≤ ×{LATENCY_TOLERANCE})",
+        large.held,
+        small.held,
+        large.heap_steady,
+        small.heap_steady,
+        large.calls_per_node(),
+        small.calls_per_node(),
+        verdict(p50 <= LATENCY_TOLERANCE && p99 <= LATENCY_TOLERANCE)
+    );
+    for f in [small, large] {
+        let mut fields = vec![
+            ("held", f.held as f64),
+            ("fill_s", f.fill_secs),
+            ("heap_per_lease_fresh_b", f.heap_fresh),
+            ("heap_per_lease_b", f.heap_steady),
+            ("rss_per_lease_b", f.rss_steady),
+            ("tasks_per_lease", f.tasks_per_lease),
+            ("calls_per_node_per_tick", f.calls_per_node()),
+            ("calls_per_lease_per_tick", f.calls_per_node() / f.held as f64),
+            ("acquire_p50_us", us(f.acquire.p50())),
+            ("acquire_p99_us", us(f.acquire.p99())),
+            ("cycle_p50_us", us(f.cycle.p50())),
+            ("cycle_p99_us", us(f.cycle.p99())),
+            ("lost", f.lost as f64),
+            ("not_released", f.not_released as f64),
+            ("keys_left", f.keys_left.iter().sum::<u64>() as f64),
+        ];
+        if std::ptr::eq(f, large) {
+            fields.push(("acquire_p50_ratio", p50));
+            fields.push(("acquire_p99_ratio", p99));
+        }
+        json_line("held_many", &fields);
+    }
+}
