@@ -32,6 +32,8 @@ const HEAP_TARGET_BYTES: f64 = 2048.0;
 /// Latency "does not grow": the big figure within this factor of the small one (the
 /// machine's own noise between two windows is ±10 %; see README.md).
 const LATENCY_TOLERANCE: f64 = 1.25;
+/// Attempts per key while filling.
+const FILL_ATTEMPTS: usize = 20;
 
 /// The system allocator, counting the bytes currently allocated (live heap).
 struct Counting;
@@ -118,7 +120,12 @@ impl Probe {
         let mut conns = Vec::new();
         for url in urls {
             let client = redis::Client::open(url.as_str()).expect("node url");
-            conns.push(client.get_multiplexed_async_connection().await.expect("node"));
+            conns.push(
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("node"),
+            );
         }
         Probe(conns)
     }
@@ -146,7 +153,12 @@ impl Probe {
         let mut sizes = Vec::new();
         for conn in &self.0 {
             let mut conn = conn.clone();
-            sizes.push(redis::cmd("DBSIZE").query_async(&mut conn).await.expect("DBSIZE"));
+            sizes.push(
+                redis::cmd("DBSIZE")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("DBSIZE"),
+            );
         }
         sizes
     }
@@ -169,12 +181,19 @@ impl Probe {
 struct Figures {
     held: usize,
     fill_secs: f64,
+    /// Acquire attempts refused while filling (each tried again).
+    fill_failures: usize,
+    /// New-key cycles that failed while the leases were held.
+    sample_failures: usize,
+    first_error: Option<String>,
     /// Live heap per held lease right after acquiring (before any watchdog is due).
     heap_fresh: f64,
     /// Live heap per held lease once every lease has been extended at least once.
     heap_steady: f64,
     rss_steady: f64,
     tasks_per_lease: f64,
+    /// Tasks per lease right after acquiring (watchdogs of leases already due).
+    tasks_fresh: f64,
     /// Per node, during one tick.
     calls: Vec<u64>,
     pexpires: Vec<u64>,
@@ -249,17 +268,37 @@ async fn held(redlock: &Redlock, probe: &Probe, n: usize, tag: &str) -> Figures 
             tokio::spawn(async move {
                 let range = (t * per_task).min(n)..((t + 1) * per_task).min(n);
                 let mut mine = Vec::with_capacity(range.len());
+                let mut failed = 0;
                 for i in range {
-                    mine.push(redlock.acquire(format!("held:{tag}:{i}")).await.expect("acquire"));
+                    let key = format!("held:{tag}:{i}");
+                    // A refused attempt is counted and tried again (bounded).
+                    for _ in 0..FILL_ATTEMPTS {
+                        match redlock.acquire(key.as_str()).await {
+                            Ok(lease) => {
+                                mine.push(lease);
+                                break;
+                            }
+                            Err(_) => {
+                                failed += 1;
+                                sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
                 }
-                mine
+                (mine, failed)
             })
         })
         .collect();
+    let mut fill_failures = 0;
     for filler in fillers {
-        leases.extend(filler.await.expect("filler"));
+        let (mine, failed) = filler.await.expect("filler");
+        leases.extend(mine);
+        fill_failures += failed;
     }
     let fill_secs = fill_start.elapsed().as_secs_f64();
+    // Per lease actually held (a key refused `FILL_ATTEMPTS` times is left out).
+    let n = leases.len();
+    let tasks_fresh = (alive_tasks() as f64 - tasks0 as f64) / n.max(1) as f64;
     settle().await;
     let heap_fresh = (live_heap() - heap0) as f64 / n as f64;
 
@@ -268,7 +307,11 @@ async fn held(redlock: &Redlock, probe: &Probe, n: usize, tag: &str) -> Figures 
     sleep(tick()).await;
     let after = probe.stats().await;
     let delta = |f: fn(&NodeStats) -> u64| -> Vec<u64> {
-        before.iter().zip(&after).map(|(b, a)| f(a) - f(b)).collect()
+        before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| f(a) - f(b))
+            .collect()
     };
     let (calls, pexpires, reads) = (
         delta(|s| s.script_calls),
@@ -282,15 +325,25 @@ async fn held(redlock: &Redlock, probe: &Probe, n: usize, tag: &str) -> Figures 
 
     // New keys while the leases are held, paced over one tick (its quiet and busy parts).
     let (mut acquire, mut cycle) = (Samples::default(), Samples::default());
+    let (mut sample_failures, mut first_error) = (0, None);
     let mut pace = tokio::time::interval(tick() / SAMPLES);
     pace.set_missed_tick_behavior(MissedTickBehavior::Delay);
     for i in 0..SAMPLES {
         pace.tick().await;
         let start = Instant::now();
-        let lock = redlock.acquire(format!("new:{tag}:{i}")).await.expect("acquire");
-        acquire.push(start.elapsed());
-        lock.release().await.expect("release");
-        cycle.push(start.elapsed());
+        match redlock.acquire(format!("new:{tag}:{i}")).await {
+            Ok(lock) => {
+                acquire.push(start.elapsed());
+                if lock.release().await.is_err() {
+                    sample_failures += 1;
+                }
+                cycle.push(start.elapsed());
+            }
+            Err(error) => {
+                sample_failures += 1;
+                first_error.get_or_insert_with(|| format!("{error}"));
+            }
+        }
     }
 
     let lost = leases.iter().filter(|l| !l.is_held()).count();
@@ -300,10 +353,14 @@ async fn held(redlock: &Redlock, probe: &Probe, n: usize, tag: &str) -> Figures 
     Figures {
         held: n,
         fill_secs,
+        fill_failures,
+        sample_failures,
+        first_error,
         heap_fresh,
         heap_steady,
         rss_steady,
         tasks_per_lease,
+        tasks_fresh,
         calls,
         pexpires,
         reads,
@@ -340,19 +397,28 @@ async fn release_all(mut leases: Vec<HeldLock>) -> usize {
 }
 
 fn list(values: &[u64]) -> String {
-    values.iter().map(u64::to_string).collect::<Vec<_>>().join(" / ")
+    values
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn report(f: &Figures) {
     let n = f.held;
-    println!("\n   {n} leases held (acquired in {:.2} s)", f.fill_secs);
+    println!(
+        "\n   {n} leases held (acquired in {:.2} s; {} attempts refused and tried again)",
+        f.fill_secs, f.fill_failures
+    );
     println!(
         "   memory per held lease: live heap {:.0} B right after acquiring, {:.0} B after the \
-         first extension ({}: ≤ {HEAP_TARGET_BYTES:.0} B); RSS {:.0} B; {:.2} tasks per lease",
+         first extension ({}: ≤ {HEAP_TARGET_BYTES:.0} B); RSS {:.0} B; tasks per lease {:.2} \
+         right after acquiring, {:.2} after the first extension",
         f.heap_fresh,
         f.heap_steady,
         verdict(f.heap_steady <= HEAP_TARGET_BYTES),
         f.rss_steady,
+        f.tasks_fresh,
         f.tasks_per_lease
     );
     let per_node = f.calls_per_node();
@@ -381,6 +447,13 @@ fn report(f: &Figures) {
         us(f.cycle.p99())
     );
     println!(
+        "   new-key cycles that failed: {} of {SAMPLES}{}",
+        f.sample_failures,
+        f.first_error
+            .as_ref()
+            .map_or_else(String::new, |e| format!(" (first: {e})"))
+    );
+    println!(
         "   lost while held: {}; releases not `Released`: {}; keys left per node: {}; live \
          heap after releasing: {:+.1} KiB",
         f.lost,
@@ -396,7 +469,8 @@ fn traffic_target(n: usize) -> f64 {
 }
 
 fn compare(small: &Figures, large: &Figures) {
-    let ratio = |a: std::time::Duration, b: std::time::Duration| us(b) / us(a).max(f64::MIN_POSITIVE);
+    let ratio =
+        |a: std::time::Duration, b: std::time::Duration| us(b) / us(a).max(f64::MIN_POSITIVE);
     let p50 = ratio(small.acquire.p50(), large.acquire.p50());
     let p99 = ratio(small.acquire.p99(), large.acquire.p99());
     println!(
@@ -417,13 +491,19 @@ fn compare(small: &Figures, large: &Figures) {
             ("heap_per_lease_fresh_b", f.heap_fresh),
             ("heap_per_lease_b", f.heap_steady),
             ("rss_per_lease_b", f.rss_steady),
+            ("tasks_per_lease_fresh", f.tasks_fresh),
             ("tasks_per_lease", f.tasks_per_lease),
             ("calls_per_node_per_tick", f.calls_per_node()),
-            ("calls_per_lease_per_tick", f.calls_per_node() / f.held as f64),
+            (
+                "calls_per_lease_per_tick",
+                f.calls_per_node() / f.held as f64,
+            ),
             ("acquire_p50_us", us(f.acquire.p50())),
             ("acquire_p99_us", us(f.acquire.p99())),
             ("cycle_p50_us", us(f.cycle.p50())),
             ("cycle_p99_us", us(f.cycle.p99())),
+            ("fill_failures", f.fill_failures as f64),
+            ("sample_failures", f.sample_failures as f64),
             ("lost", f.lost as f64),
             ("not_released", f.not_released as f64),
             ("keys_left", f.keys_left.iter().sum::<u64>() as f64),
