@@ -8,6 +8,7 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -204,6 +205,7 @@ struct Figures {
     cycle: Samples,
     lost: usize,
     not_released: usize,
+    release_ends: BTreeMap<String, usize>,
     heap_after_release: f64,
     keys_left: Vec<u64>,
 }
@@ -350,7 +352,12 @@ async fn held(redlock: &Redlock, probe: &Probe, n: usize, tag: &str) -> Figures 
     }
 
     let lost = leases.iter().filter(|l| !l.is_held()).count();
-    let not_released = release_all(leases).await;
+    let release_ends = release_all(leases).await;
+    let not_released = release_ends
+        .iter()
+        .filter(|(end, _)| end.as_str() != "Released")
+        .map(|(_, count)| count)
+        .sum();
     let keys_left = probe.wait_empty().await;
     settle().await;
     Figures {
@@ -372,32 +379,47 @@ async fn held(redlock: &Redlock, probe: &Probe, n: usize, tag: &str) -> Figures 
         cycle,
         lost,
         not_released,
+        release_ends,
         heap_after_release: (live_heap() - heap0) as f64 / 1024.0,
         keys_left,
     }
 }
 
-/// Releases every lease with [`TASKS`] tasks; returns how many did not end `Released`.
-async fn release_all(mut leases: Vec<HeldLock>) -> usize {
+/// Releases every lease with [`TASKS`] tasks; returns how many ended each way (an outcome,
+/// or an error's kind).
+async fn release_all(mut leases: Vec<HeldLock>) -> BTreeMap<String, usize> {
     let per_task = leases.len().div_ceil(TASKS).max(1);
     let mut releasers = Vec::new();
     while !leases.is_empty() {
         let chunk = leases.split_off(leases.len().saturating_sub(per_task));
         releasers.push(tokio::spawn(async move {
-            let mut bad = 0;
+            let mut ends = BTreeMap::<String, usize>::new();
             for lease in chunk {
-                if !matches!(lease.release().await, Ok(ReleaseOutcome::Released)) {
-                    bad += 1;
-                }
+                let end = match lease.release().await {
+                    Ok(outcome) => format!("{outcome:?}"),
+                    Err(error) => kind(&format!("{error:?}")),
+                };
+                *ends.entry(end).or_default() += 1;
             }
-            bad
+            ends
         }));
     }
-    let mut bad = 0;
+    let mut ends = BTreeMap::new();
     for releaser in releasers {
-        bad += releaser.await.expect("releaser");
+        for (end, count) in releaser.await.expect("releaser") {
+            *ends.entry(end).or_default() += count;
+        }
     }
-    bad
+    ends
+}
+
+/// The variant name of a `Debug` text (`Unavailable { .. }` → `Unavailable`).
+fn kind(debug: &str) -> String {
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn list(values: &[u64]) -> String {
@@ -464,10 +486,15 @@ fn report(f: &Figures) {
         verdict(f.lost == 0)
     );
     println!(
-        "   lost while held: {}; releases not `Released`: {}; keys left per node: {}; live \
-         heap after releasing: {:+.1} KiB",
+        "   lost while held: {}; releases not `Released`: {} ({}); keys left per node: {}; \
+         live heap after releasing: {:+.1} KiB",
         f.lost,
         f.not_released,
+        f.release_ends
+            .iter()
+            .map(|(end, count)| format!("{end} {count}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         list(&f.keys_left),
         f.heap_after_release
     );
