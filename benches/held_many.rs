@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use redis::aio::MultiplexedConnection;
 use tokio::time::{Instant, MissedTickBehavior, sleep};
-use tower_redlock::{CircuitBreaker, HeldLock, Redlock, ReleaseOutcome};
+use tower_redlock::{CircuitBreaker, HeldLock, Redlock};
 
 /// Three nodes: the per-node figures do not depend on the count, and fewer `redis-server`s
 /// leave more of the two cores to the client.
