@@ -6,6 +6,10 @@
 //! Run: `cargo bench --all-features --bench held_many`
 
 mod common;
+#[path = "held_many/probe.rs"]
+mod probe;
+#[path = "held_many/report.rs"]
+mod report;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -13,7 +17,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use redis::aio::MultiplexedConnection;
+use probe::{NodeStats, Probe};
+use report::{Figures, compare, report};
 use tokio::time::{Instant, MissedTickBehavior, sleep};
 use tower_redlock::{CircuitBreaker, HeldLock, Redlock};
 
@@ -87,133 +92,6 @@ async fn settle() {
 /// One watchdog tick: a held lease is extended every ~ttl/3.
 fn tick() -> Duration {
     TTL / 3
-}
-
-/// A raw connection per node, to read the nodes' counters.
-struct Probe(Vec<MultiplexedConnection>);
-
-/// Counters of one node at one moment.
-#[derive(Clone, Copy, Default)]
-struct NodeStats {
-    /// `EVALSHA` + `EVAL` calls (extend, release; acquire is a bare `SET`).
-    script_calls: u64,
-    /// `PEXPIRE` calls made inside scripts: one per key extended.
-    pexpire_calls: u64,
-    /// Read events of the node's event loop (`total_reads_processed`): how many separate
-    /// chunks the requests arrived in.
-    reads: u64,
-}
-
-/// `field=` or `field:` value of `section` (e.g. `cmdstat_evalsha:`) in an `INFO` reply.
-fn info_value(info: &str, section: &str, field: &str) -> u64 {
-    info.lines()
-        .find_map(|line| line.strip_prefix(section))
-        .and_then(|rest| {
-            rest.split(',')
-                .find_map(|kv| kv.strip_prefix(field))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-impl Probe {
-    async fn connect(urls: &[String]) -> Probe {
-        let mut conns = Vec::new();
-        for url in urls {
-            let client = redis::Client::open(url.as_str()).expect("node url");
-            conns.push(
-                client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("node"),
-            );
-        }
-        Probe(conns)
-    }
-
-    async fn stats(&self) -> Vec<NodeStats> {
-        let mut all = Vec::new();
-        for conn in &self.0 {
-            let mut conn = conn.clone();
-            let info: String = redis::cmd("INFO")
-                .arg("everything")
-                .query_async(&mut conn)
-                .await
-                .expect("INFO");
-            all.push(NodeStats {
-                script_calls: info_value(&info, "cmdstat_evalsha:", "calls=")
-                    + info_value(&info, "cmdstat_eval:", "calls="),
-                pexpire_calls: info_value(&info, "cmdstat_pexpire:", "calls="),
-                reads: info_value(&info, "total_reads_processed:", ""),
-            });
-        }
-        all
-    }
-
-    async fn dbsize(&self) -> Vec<u64> {
-        let mut sizes = Vec::new();
-        for conn in &self.0 {
-            let mut conn = conn.clone();
-            sizes.push(
-                redis::cmd("DBSIZE")
-                    .query_async(&mut conn)
-                    .await
-                    .expect("DBSIZE"),
-            );
-        }
-        sizes
-    }
-
-    /// Keys on each node once they are all empty, or after 100 polls 50 ms apart.
-    async fn wait_empty(&self) -> Vec<u64> {
-        let mut sizes = self.dbsize().await;
-        for _ in 0..100 {
-            if sizes.iter().all(|&n| n == 0) {
-                break;
-            }
-            sleep(Duration::from_millis(50)).await;
-            sizes = self.dbsize().await;
-        }
-        sizes
-    }
-}
-
-/// The figures of one run with `held` leases.
-struct Figures {
-    held: usize,
-    fill_secs: f64,
-    /// Acquire attempts refused while filling (each tried again).
-    fill_failures: usize,
-    /// New-key cycles that failed while the leases were held.
-    sample_failures: usize,
-    first_error: Option<String>,
-    /// Leases no longer held right after the tick window.
-    lost_after_tick: usize,
-    /// Live heap per held lease right after acquiring (before any watchdog is due).
-    heap_fresh: f64,
-    /// Live heap per held lease once every lease has been extended at least once.
-    heap_steady: f64,
-    rss_steady: f64,
-    tasks_per_lease: f64,
-    /// Tasks per lease right after acquiring (watchdogs of leases already due).
-    tasks_fresh: f64,
-    /// Per node, during one tick.
-    calls: Vec<u64>,
-    pexpires: Vec<u64>,
-    reads: Vec<u64>,
-    acquire: Samples,
-    cycle: Samples,
-    lost: usize,
-    not_released: usize,
-    release_ends: BTreeMap<String, usize>,
-    heap_after_release: f64,
-    keys_left: Vec<u64>,
-}
-
-impl Figures {
-    fn calls_per_node(&self) -> f64 {
-        self.calls.iter().sum::<u64>() as f64 / self.calls.len() as f64
-    }
 }
 
 fn main() {
@@ -420,150 +298,4 @@ fn kind(debug: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
-}
-
-fn list(values: &[u64]) -> String {
-    values
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(" / ")
-}
-
-fn report(f: &Figures) {
-    let n = f.held;
-    println!(
-        "\n   {n} leases held (acquired in {:.2} s; {} attempts refused and tried again)",
-        f.fill_secs, f.fill_failures
-    );
-    println!(
-        "   memory per held lease: live heap {:.0} B right after acquiring, {:.0} B after the \
-         first extension ({}: ≤ {HEAP_TARGET_BYTES:.0} B); RSS {:.0} B; tasks per lease {:.2} \
-         right after acquiring, {:.2} after the first extension",
-        f.heap_fresh,
-        f.heap_steady,
-        if f.lost_after_tick == 0 {
-            verdict(f.heap_steady <= HEAP_TARGET_BYTES)
-        } else {
-            // A lost lease's watchdog has ended: the figure understates a held one's cost.
-            "not comparable, leases were lost"
-        },
-        f.rss_steady,
-        f.tasks_fresh,
-        f.tasks_per_lease
-    );
-    let per_node = f.calls_per_node();
-    println!(
-        "   one tick ({:?}), per node: {} script calls ({:.3} per lease), {} keys extended, \
-         {} reads by the node",
-        tick(),
-        list(&f.calls),
-        per_node / n as f64,
-        list(&f.pexpires),
-        list(&f.reads)
-    );
-    println!(
-        "   extension traffic: {per_node:.0} calls per node per tick, each its own request \
-         ({}: one pipelined round trip per node per tick, counted as ≤ {} calls of ≤ 1,000 \
-         leases)",
-        verdict(per_node <= traffic_target(n)),
-        traffic_target(n)
-    );
-    println!(
-        "   new key while held: acquire p50 {:.1} µs p99 {:.1} µs; acquire+release p50 {:.1} µs \
-         p99 {:.1} µs",
-        us(f.acquire.p50()),
-        us(f.acquire.p99()),
-        us(f.cycle.p50()),
-        us(f.cycle.p99())
-    );
-    println!(
-        "   new-key cycles that failed: {} of {SAMPLES}{}",
-        f.sample_failures,
-        f.first_error
-            .as_ref()
-            .map_or_else(String::new, |e| format!(" (first: {e})"))
-    );
-    println!(
-        "   leases still held: {} of {n} after the tick window, {} at the end ({} for all)",
-        n - f.lost_after_tick,
-        n - f.lost,
-        verdict(f.lost == 0)
-    );
-    println!(
-        "   lost while held: {}; releases not `Released`: {} ({}); keys left per node: {}; \
-         live heap after releasing: {:+.1} KiB",
-        f.lost,
-        f.not_released,
-        f.release_ends
-            .iter()
-            .map(|(end, count)| format!("{end} {count}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        list(&f.keys_left),
-        f.heap_after_release
-    );
-}
-
-/// Calls per node per tick that one pipelined round trip of batches of ≤ 1,000 leases gives.
-fn traffic_target(n: usize) -> f64 {
-    n.div_ceil(1000).max(1) as f64
-}
-
-fn compare(small: &Figures, large: &Figures) {
-    let ratio =
-        |a: std::time::Duration, b: std::time::Duration| us(b) / us(a).max(f64::MIN_POSITIVE);
-    let p50 = ratio(small.acquire.p50(), large.acquire.p50());
-    let p99 = ratio(small.acquire.p99(), large.acquire.p99());
-    let comparable = [small, large]
-        .iter()
-        .all(|f| f.lost == 0 && f.sample_failures == 0);
-    println!(
-        "\n   {} vs {} held: heap per lease {:.0} vs {:.0} B; calls per node per tick {:.0} vs \
-         {:.0}; acquire p50 ×{p50:.2}, p99 ×{p99:.2} ({} for ≤ ×{LATENCY_TOLERANCE})",
-        large.held,
-        small.held,
-        large.heap_steady,
-        small.heap_steady,
-        large.calls_per_node(),
-        small.calls_per_node(),
-        verdict(p50 <= LATENCY_TOLERANCE && p99 <= LATENCY_TOLERANCE && comparable)
-    );
-    if !comparable {
-        println!(
-            "   (latency not comparable: leases were lost or new-key cycles failed, so the \
-             engine was not doing the work of holding them)"
-        );
-    }
-    for f in [small, large] {
-        let mut fields = vec![
-            ("held", f.held as f64),
-            ("fill_s", f.fill_secs),
-            ("heap_per_lease_fresh_b", f.heap_fresh),
-            ("heap_per_lease_b", f.heap_steady),
-            ("rss_per_lease_b", f.rss_steady),
-            ("tasks_per_lease_fresh", f.tasks_fresh),
-            ("tasks_per_lease", f.tasks_per_lease),
-            ("calls_per_node_per_tick", f.calls_per_node()),
-            (
-                "calls_per_lease_per_tick",
-                f.calls_per_node() / f.held as f64,
-            ),
-            ("acquire_p50_us", us(f.acquire.p50())),
-            ("acquire_p99_us", us(f.acquire.p99())),
-            ("cycle_p50_us", us(f.cycle.p50())),
-            ("cycle_p99_us", us(f.cycle.p99())),
-            ("fill_failures", f.fill_failures as f64),
-            ("sample_failures", f.sample_failures as f64),
-            ("lost_after_tick", f.lost_after_tick as f64),
-            ("lost", f.lost as f64),
-            ("not_released", f.not_released as f64),
-            ("keys_left", f.keys_left.iter().sum::<u64>() as f64),
-        ];
-        if std::ptr::eq(f, large) {
-            fields.push(("acquire_p50_ratio", p50));
-            fields.push(("acquire_p99_ratio", p99));
-        }
-        json_line("held_many", &fields);
-    }
 }
