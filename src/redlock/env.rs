@@ -25,6 +25,7 @@ impl RedlockBuilder {
     /// | `REDLOCK_DRIFT_FACTOR` | [`drift_factor`](Self::drift_factor) | a number in `[0, 0.5)` |
     /// | `REDLOCK_MAX_HOLD_MS` | [`max_hold`](Self::max_hold) | milliseconds, at least 1 |
     /// | `REDLOCK_NODE_BACKLOG` | [`node_backlog`](Self::node_backlog) | a whole number, at least 1 |
+    /// | `REDLOCK_POOL_SIZE` | [`pool_size`](Self::pool_size) | a whole number, 1 to 64 |
     /// | `REDLOCK_RETRY_MS` | [`retry`](Self::retry)'s overall deadline | milliseconds; `0`: one attempt, no retry |
     ///
     /// A value that cannot be used is a [`ConfigError::InvalidEnv`] naming the variable.
@@ -90,6 +91,17 @@ impl RedlockBuilder {
                     return Err(invalid(
                         "REDLOCK_NODE_BACKLOG",
                         "expected a whole number, at least 1",
+                    ));
+                }
+            };
+        }
+        if let Some(n) = get("REDLOCK_POOL_SIZE") {
+            self.pool_size = match n.trim().parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "REDLOCK_POOL_SIZE",
+                        "expected a whole number from 1 to 64",
                     ));
                 }
             };

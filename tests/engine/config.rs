@@ -237,6 +237,7 @@ async fn every_deployment_setting_is_read_from_the_environment() {
         ("REDLOCK_DRIFT_FACTOR", "0.05"),
         ("REDLOCK_MAX_HOLD_MS", "60000"),
         ("REDLOCK_NODE_BACKLOG", "7"),
+        ("REDLOCK_POOL_SIZE", "2"),
         ("REDLOCK_RETRY_MS", "2500"),
     ])
     .unwrap();
@@ -246,6 +247,7 @@ async fn every_deployment_setting_is_read_from_the_environment() {
         "drift_factor: 0.05",
         "max_hold: Some(60s)",
         "node_backlog: 7",
+        "pool_size: 2",
         "deadline: Some(2.5s)",
     ] {
         assert!(shown.contains(expected), "{expected} not in {shown}");
@@ -275,6 +277,9 @@ fn bad_environment_values_name_the_variable_and_never_echo_the_value() {
         ("REDLOCK_MAX_HOLD_MS", "0"),
         ("REDLOCK_NODE_BACKLOG", "0"),
         ("REDLOCK_NODE_BACKLOG", "hunter2"),
+        ("REDLOCK_POOL_SIZE", "0"),
+        ("REDLOCK_POOL_SIZE", "65"),
+        ("REDLOCK_POOL_SIZE", "hunter2"),
         ("REDLOCK_RETRY_MS", "-5"),
         ("REDLOCK_RETRY_MS", "hunter2"),
         ("REDLOCK_TLS_CA", "/nonexistent/hunter2.pem"),
