@@ -529,6 +529,11 @@ pub(crate) struct ScriptCall {
 }
 
 impl ScriptCall {
+    /// The `EVALSHA` request as sent (read back by the simulated nodes).
+    pub(crate) fn evalsha(&self) -> &Cmd {
+        &self.evalsha
+    }
+
     /// Runs the script on `conn` by SHA, loading it with `EVAL` when the node does not
     /// know it.
     async fn run(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {

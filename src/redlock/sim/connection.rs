@@ -1,0 +1,201 @@
+//! One connection to a simulated node: one socket, so requests are applied in the order
+//! they were sent.
+//!
+//! A request is handed to the connection's task when its call is first polled, and from
+//! then on it is on the wire: it is applied (after its delay, and after a pause ends) even
+//! if the caller stops waiting, as a request written to a real socket is. Replies come back
+//! in order too. A restart of the node breaks the connection: requests not applied yet
+//! fail with a reset, later calls fail at once. A reply lost to a partition or to dropped
+//! replies never comes, even after a restart (it was lost on the network).
+
+use std::future::pending;
+use std::io;
+use std::time::Duration;
+
+use redis::{RedisError, Value};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep_until};
+
+use super::SimNode;
+use super::commands;
+use crate::redlock::node::{Call, NodeError};
+
+/// A connection to a [`SimNode`]. Clones share the socket.
+#[derive(Clone)]
+pub(crate) struct SimConnection {
+    node: SimNode,
+    /// The node's process this connection was made to.
+    epoch: u64,
+    /// The connection's task; `None` when the connection failed to open.
+    requests: Option<mpsc::UnboundedSender<Request>>,
+}
+
+struct Request {
+    args: Vec<Vec<u8>>,
+    /// When it reaches the node.
+    arrival: Instant,
+    /// How long its reply takes back.
+    back: Duration,
+    /// `None` for a request sent without waiting for its reply.
+    reply: Option<oneshot::Sender<Delivery>>,
+}
+
+enum Delivery {
+    /// The reply, arriving at the given instant.
+    At(Instant, Value),
+    /// The reply never comes.
+    Lost,
+}
+
+fn io_error(kind: io::ErrorKind, message: &'static str) -> NodeError {
+    NodeError::Redis(RedisError::from(io::Error::new(kind, message)))
+}
+
+impl SimConnection {
+    /// A connection to `node`'s process `epoch`, open when `reachable` and a Tokio runtime
+    /// can run its task.
+    pub(super) fn open(node: SimNode, epoch: u64, reachable: bool) -> SimConnection {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let requests = runtime.filter(|_| reachable).map(|runtime| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            drop(runtime.spawn(serve(node.clone(), epoch, rx)));
+            tx
+        });
+        SimConnection {
+            node,
+            epoch,
+            requests,
+        }
+    }
+
+    /// Whether the connection is unusable: it failed to open, or the node restarted since.
+    pub(crate) fn is_broken(&self) -> bool {
+        match &self.requests {
+            None => true,
+            Some(tx) => tx.is_closed() || self.node.epoch() != self.epoch,
+        }
+    }
+
+    fn broken_error(&self) -> NodeError {
+        match self.requests {
+            None => io_error(
+                io::ErrorKind::ConnectionRefused,
+                "simulated node: connection failed",
+            ),
+            Some(_) => io_error(
+                io::ErrorKind::ConnectionReset,
+                "simulated node: connection reset",
+            ),
+        }
+    }
+
+    /// Sends `call` and waits for its reply: a server error reply is an error, as on a
+    /// real connection. A request sent without waiting for its reply (`set_no_response`)
+    /// is answered `Nil` once it is on the wire. Not bounded: callers bound it (a lost
+    /// reply never comes).
+    pub(crate) async fn call(&self, call: &Call) -> Result<Value, NodeError> {
+        let (args, answered) = commands::decode(call);
+        let requests = match &self.requests {
+            Some(requests) if !self.is_broken() => requests,
+            _ => return Err(self.broken_error()),
+        };
+        let (there, back) = self.node.state().faults.sample();
+        let (tx, rx) = oneshot::channel();
+        let request = Request {
+            args,
+            arrival: Instant::now() + there,
+            back,
+            reply: answered.then_some(tx),
+        };
+        if requests.send(request).is_err() {
+            return Err(self.broken_error());
+        }
+        if !answered {
+            return Ok(Value::Nil);
+        }
+        match rx.await {
+            Err(_) => Err(self.broken_error()),
+            Ok(Delivery::Lost) => pending().await,
+            Ok(Delivery::At(at, value)) => {
+                sleep_until(at).await;
+                if self.node.state().faults.partitioned {
+                    return pending().await;
+                }
+                value.extract_error().map_err(NodeError::Redis)
+            }
+        }
+    }
+
+    /// A subscription to `channel` on the node: it hears every `PUBLISH` to it (a release
+    /// of a marked key). It ends (the receiver sees the channel closed) when the node
+    /// restarts; on a broken connection it is closed from the start.
+    pub(crate) fn subscribe(&self, channel: &str) -> broadcast::Receiver<()> {
+        if self.is_broken() {
+            return broadcast::channel(1).1;
+        }
+        self.node.state().store.subscribe(channel.as_bytes())
+    }
+}
+
+/// The connection's task: applies its requests in order and sends their replies.
+async fn serve(node: SimNode, epoch: u64, mut requests: mpsc::UnboundedReceiver<Request>) {
+    let mut changes = node.inner.changes.subscribe();
+    let mut last_reply = Instant::now();
+    while let Some(request) = requests.recv().await {
+        if !wait_to_apply(&node, epoch, &mut changes, request.arrival).await {
+            // Broken: dropping the queue fails every request still in it.
+            return;
+        }
+        let delivery = {
+            let mut state = node.state();
+            let now = Instant::now();
+            if state.faults.partitioned {
+                Delivery::Lost
+            } else {
+                let value = commands::execute(&mut state.store, &request.args, now);
+                if state.faults.drop_replies {
+                    Delivery::Lost
+                } else {
+                    last_reply = last_reply.max(now + request.back);
+                    Delivery::At(last_reply, value)
+                }
+            }
+        };
+        if let Some(reply) = request.reply {
+            let _ = reply.send(delivery);
+        }
+    }
+}
+
+/// Waits until a request that reaches the node at `arrival` is applied: then, if the node
+/// is not paused. `false` when the node restarted meanwhile.
+async fn wait_to_apply(
+    node: &SimNode,
+    epoch: u64,
+    changes: &mut watch::Receiver<u64>,
+    arrival: Instant,
+) -> bool {
+    loop {
+        changes.borrow_and_update();
+        let paused = {
+            let state = node.state();
+            if state.epoch != epoch {
+                return false;
+            }
+            state.faults.paused
+        };
+        let now = Instant::now();
+        if now >= arrival && !paused {
+            return true;
+        }
+        if now < arrival {
+            tokio::select! {
+                biased;
+                _ = sleep_until(arrival) => {}
+                changed = changes.changed() => if changed.is_err() { return false },
+            }
+        } else if changes.changed().await.is_err() {
+            return false;
+        }
+    }
+}
