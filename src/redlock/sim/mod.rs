@@ -22,6 +22,9 @@ mod faults;
 mod scripts;
 mod store;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
