@@ -2,7 +2,7 @@
 //! their arguments, and the replies real Redis gives (RESP2, as the engine's connections
 //! speak it).
 //!
-//! Covered: `PING`, `INFO`, `CONFIG GET`, `GET`, `SET` (`NX`/`XX`, `PX`/`EX`), `DEL`,
+//! Covered: `PING`, `INFO`, `CONFIG GET`, `GET`, `MGET`, `SET` (`NX`/`XX`, `PX`/`EX`), `DEL`,
 //! `EXISTS`, `PTTL`, `PEXPIRE`, `INCR`, `APPEND`, `PUBLISH`, `SCRIPT LOAD`, and
 //! `EVALSHA`/`EVAL` of the engine's scripts (see [`super::scripts`]). Anything else is
 //! answered with Redis's unknown-command error.
@@ -77,6 +77,13 @@ fn run(store: &mut Store, args: &[Vec<u8>], now: Instant) -> Result<Value, Reply
             Ok(config_get(names))
         }
         ("get", [key]) => Ok(store.get(key, now).map_or(Value::Nil, Value::BulkString)),
+        ("mget", keys) => {
+            arity(!keys.is_empty())?;
+            let values = keys
+                .iter()
+                .map(|k| store.get(k, now).map_or(Value::Nil, Value::BulkString));
+            Ok(Value::Array(values.collect()))
+        }
         ("set", [key, value, options @ ..]) => set(store, key, value, options, now),
         ("del", keys) => {
             arity(!keys.is_empty())?;

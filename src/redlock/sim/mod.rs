@@ -22,6 +22,8 @@ mod faults;
 mod scripts;
 mod store;
 
+#[cfg(all(test, feature = "testkit"))]
+mod differential;
 #[cfg(test)]
 mod tests;
 
