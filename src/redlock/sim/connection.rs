@@ -7,9 +7,18 @@
 //! in order too. A restart of the node breaks the connection: requests not applied yet
 //! fail with a reset, later calls fail at once. A reply lost to a partition or to dropped
 //! replies never comes, even after a restart (it was lost on the network).
+//!
+//! A connection that lost a request or a reply to a partition stays silent after the
+//! partition heals (its later requests are lost too), as a TCP stream that can no longer
+//! make progress, and as the test kit's `FaultProxy` leaves it: a client never reads a
+//! reply meant for another request, and must time out and reconnect. One that stayed idle
+//! through the partition works on. (Dropped replies, a fault of their own, leave the
+//! connection working: each reply here is matched to its request.)
 
 use std::future::pending;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::{RedisError, Value};
@@ -28,6 +37,8 @@ pub(crate) struct SimConnection {
     epoch: u64,
     /// The connection's task; `None` when the connection failed to open.
     requests: Option<mpsc::UnboundedSender<Request>>,
+    /// It lost a request or a reply to a partition: nothing gets through any more.
+    silent: Arc<AtomicBool>,
 }
 
 struct Request {
@@ -56,15 +67,18 @@ impl SimConnection {
     /// can run its task.
     pub(super) fn open(node: SimNode, epoch: u64, reachable: bool) -> SimConnection {
         let runtime = tokio::runtime::Handle::try_current().ok();
+        let silent = Arc::new(AtomicBool::new(false));
         let requests = runtime.filter(|_| reachable).map(|runtime| {
             let (tx, rx) = mpsc::unbounded_channel();
-            drop(runtime.spawn(serve(node.clone(), epoch, rx)));
+            let task = serve(node.clone(), epoch, silent.clone(), rx);
+            drop(runtime.spawn(task));
             tx
         });
         SimConnection {
             node,
             epoch,
             requests,
+            silent,
         }
     }
 
@@ -119,6 +133,7 @@ impl SimConnection {
             Ok(Delivery::At(at, value)) => {
                 sleep_until(at).await;
                 if self.node.state().faults.partitioned {
+                    self.silent.store(true, Ordering::Relaxed);
                     return pending().await;
                 }
                 value.extract_error().map_err(NodeError::Redis)
@@ -138,7 +153,12 @@ impl SimConnection {
 }
 
 /// The connection's task: applies its requests in order and sends their replies.
-async fn serve(node: SimNode, epoch: u64, mut requests: mpsc::UnboundedReceiver<Request>) {
+async fn serve(
+    node: SimNode,
+    epoch: u64,
+    silent: Arc<AtomicBool>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+) {
     let mut changes = node.inner.changes.subscribe();
     let mut last_reply = Instant::now();
     while let Some(request) = requests.recv().await {
@@ -149,7 +169,8 @@ async fn serve(node: SimNode, epoch: u64, mut requests: mpsc::UnboundedReceiver<
         let delivery = {
             let mut state = node.state();
             let now = Instant::now();
-            if state.faults.partitioned {
+            if state.faults.partitioned || silent.load(Ordering::Relaxed) {
+                silent.store(true, Ordering::Relaxed);
                 Delivery::Lost
             } else {
                 let value = commands::execute(&mut state.store, &request.args, now);

@@ -121,7 +121,8 @@ impl SimNode {
     }
 
     /// While on, requests (and replies on their way back) are lost: neither applied nor
-    /// answered; a connection made meanwhile fails.
+    /// answered; a connection made meanwhile fails, and one that lost something stays
+    /// silent after the partition heals (see [`SimConnection`]).
     pub(crate) fn partition(&self, on: bool) {
         self.change(|s| s.faults.partitioned = on);
     }
