@@ -8,6 +8,7 @@
 //! [`TTL_TOLERANCE`], and scenarios use expiries far enough apart that a wrong one is
 //! caught. Expiry is waited for as an event (polling `PTTL`, bounded), never a sleep.
 
+mod faults;
 mod suites;
 
 use std::collections::HashMap;
@@ -181,8 +182,10 @@ async fn run(target: &mut Target, ops: &[Op]) -> Vec<Outcome> {
 async fn on_redis(ops: &[Op]) -> Vec<Outcome> {
     let cluster = LocalCluster::start(1).await.expect("a redis-server");
     let client = redis::Client::open(cluster.url(0)).expect("a client");
+    // As the engine's connections: no response timeout of redis-rs's own.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
     let conn = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("a connection");
     let mut pubsub = client
