@@ -1,9 +1,11 @@
 //! One connection to a simulated node: one socket, so requests are applied in the order
 //! they were sent.
 //!
-//! A request is handed to the connection's task when its call is first polled, and from
-//! then on it is on the wire: it is applied (after its delay, and after a pause ends) even
-//! if the caller stops waiting, as a request written to a real socket is. Replies come back
+//! A request is handed to the connection's task when its call is first polled, and is on
+//! the wire once that task takes it (the next time it runs). A call dropped before that is
+//! never sent, as redis-rs's multiplexed connection skips a queued request whose caller
+//! went away; from then on it is applied (after its delay, and after a pause ends) even if
+//! the caller stops waiting, as a request written to a real socket is. Replies come back
 //! in order too. A restart of the node breaks the connection: requests not applied yet
 //! fail with a reset, later calls fail at once. A reply lost to a partition or to dropped
 //! replies never comes, even after a restart (it was lost on the network).
@@ -15,6 +17,7 @@
 //! through the partition works on. (Dropped replies, a fault of their own, leave the
 //! connection working: each reply here is matched to its request.)
 
+use std::collections::VecDeque;
 use std::future::pending;
 use std::io;
 use std::sync::Arc;
@@ -152,7 +155,8 @@ impl SimConnection {
     }
 }
 
-/// The connection's task: applies its requests in order and sends their replies.
+/// The connection's task: puts requests on the wire, applies them in order and sends
+/// their replies.
 async fn serve(
     node: SimNode,
     epoch: u64,
@@ -161,30 +165,66 @@ async fn serve(
 ) {
     let mut changes = node.inner.changes.subscribe();
     let mut last_reply = Instant::now();
-    while let Some(request) = requests.recv().await {
-        if !wait_to_apply(&node, epoch, &mut changes, request.arrival).await {
-            // Broken: dropping the queue fails every request still in it.
-            return;
+    let mut wire = VecDeque::new();
+    let mut open = true;
+    loop {
+        while let Ok(request) = requests.try_recv() {
+            put_on_wire(&mut wire, request);
         }
-        let delivery = {
-            let mut state = node.state();
-            let now = Instant::now();
-            if state.faults.partitioned || silent.load(Ordering::Relaxed) {
-                silent.store(true, Ordering::Relaxed);
+        let Some(arrival) = wire.front().map(|r: &Request| r.arrival) else {
+            match requests.recv().await {
+                Some(request) => put_on_wire(&mut wire, request),
+                None => return,
+            }
+            continue;
+        };
+        tokio::select! {
+            biased;
+            ready = wait_to_apply(&node, epoch, &mut changes, arrival) => {
+                // Broken: dropping the wire and the queue fails every request in them.
+                let (true, Some(request)) = (ready, wire.pop_front()) else { return };
+                apply(&node, &silent, &mut last_reply, request);
+            }
+            request = requests.recv(), if open => match request {
+                Some(request) => put_on_wire(&mut wire, request),
+                None => open = false,
+            },
+        }
+    }
+}
+
+/// Writes `request` to the socket, unless its caller already left: redis-rs's connection
+/// skips those too, so a call dropped before the connection's task took it is never sent.
+fn put_on_wire(wire: &mut VecDeque<Request>, request: Request) {
+    if !request
+        .reply
+        .as_ref()
+        .is_some_and(oneshot::Sender::is_closed)
+    {
+        wire.push_back(request);
+    }
+}
+
+/// Applies `request` on the node (unless a partition loses it) and sends its reply.
+fn apply(node: &SimNode, silent: &AtomicBool, last_reply: &mut Instant, request: Request) {
+    let delivery = {
+        let mut state = node.state();
+        let now = Instant::now();
+        if state.faults.partitioned || silent.load(Ordering::Relaxed) {
+            silent.store(true, Ordering::Relaxed);
+            Delivery::Lost
+        } else {
+            let value = commands::execute(&mut state.store, &request.args, now);
+            if state.faults.drop_replies {
                 Delivery::Lost
             } else {
-                let value = commands::execute(&mut state.store, &request.args, now);
-                if state.faults.drop_replies {
-                    Delivery::Lost
-                } else {
-                    last_reply = last_reply.max(now + request.back);
-                    Delivery::At(last_reply, value)
-                }
+                *last_reply = (*last_reply).max(now + request.back);
+                Delivery::At(*last_reply, value)
             }
-        };
-        if let Some(reply) = request.reply {
-            let _ = reply.send(delivery);
         }
+    };
+    if let Some(reply) = request.reply {
+        let _ = reply.send(delivery);
     }
 }
 

@@ -145,6 +145,26 @@ async fn a_request_whose_caller_left_is_still_applied() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_dropped_before_its_request_was_written_is_never_sent() {
+    let node = SimNode::new();
+    let conn = node.connect();
+    // Polled once (queued on the connection), then dropped before the connection's task
+    // ran: redis-rs skips such a request, and so does the model.
+    let dropped = timeout(Duration::ZERO, conn.call(&set_nx_px("k", "t", 1000))).await;
+    assert!(dropped.is_err());
+    assert_eq!(ok(&conn, &cmd(&["GET", "k"])).await, Value::Nil);
+    // A request sent without waiting for its reply has nobody to leave: always sent.
+    let mut set = redis::cmd("SET");
+    set.arg("k").arg("t").set_no_response(true);
+    let sent = Call::Command(set);
+    let _ = timeout(Duration::ZERO, conn.call(&sent)).await;
+    assert_eq!(
+        ok(&conn, &cmd(&["GET", "k"])).await,
+        Value::BulkString(b"t".to_vec())
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn delays_keep_one_connections_order_and_replay_by_seed() {
     let applied_order = |seed| async move {
         let node = SimNode::with_seed(seed);
