@@ -12,9 +12,19 @@
 //!   jittered from a seeded generator), lost replies, partition, pause, restart (empty or
 //!   with its data).
 //!
-//! Differential tests (`differential.rs`, feature `testkit`) run one scenario suite against
+//! Differential tests (`differential/`, feature `testkit`) run one scenario suite against
 //! a real `redis-server` and against this model and require the same replies, so the
-//! model cannot drift from the Lua.
+//! model cannot drift from the Lua; and the faults against the test kit's own (`SIGSTOP`,
+//! the fault proxy's partition, a restart).
+//!
+//! Not modeled: commands the engine does not send; RESP3; error messages (only their
+//! codes match Redis's), and where a script fails on a malformed argument list (the engine
+//! never sends one); `SCRIPT FLUSH` (the model always knows the engine's scripts, so the
+//! engine's `EVAL` fallback is not exercised on it); memory limits and eviction; a
+//! restart's down time (it is instantaneous: partition the node for a while instead) and
+//! persistence's own timing (a restart with data keeps every write, as `appendfsync
+//! always`); clock jumps. Pub/sub is per node, not a connection of its own: a `PUBLISH`
+//! reaches subscribers at once, and a subscription ends only with a restart.
 
 mod commands;
 mod connection;
