@@ -34,6 +34,8 @@ enum Outcome {
     Unreachable,
     /// No answer within the window.
     Pending,
+    /// Its answer was read at an earlier step.
+    AnsweredBefore,
 }
 
 enum Fault {
@@ -122,25 +124,30 @@ impl Fault {
     }
 }
 
-type Sent = JoinHandle<Result<Value, NodeError>>;
+/// A call running in a task of its own; `None` once its answer was read.
+struct Sent(Option<JoinHandle<Result<Value, NodeError>>>);
 
 /// Sends `call` on `conn` in a task of its own.
 fn send(conn: &Conn, call: Call) -> Sent {
-    tokio::spawn(conn.clone().call(call))
+    Sent(Some(tokio::spawn(conn.clone().call(call))))
 }
 
 /// The answer to `sent` if it comes within `window` (the task is kept otherwise).
 async fn within(sent: &mut Sent, window: Duration) -> Outcome {
-    match tokio::time::timeout(window, sent).await {
-        Err(_) => Outcome::Pending,
-        Ok(joined) => match joined.expect("the call's task") {
-            Ok(value) => Outcome::Reply(value),
-            Err(NodeError::Redis(e)) if e.code().is_some() => {
-                Outcome::Error(e.code().unwrap_or_default().to_owned())
-            }
-            Err(e) if e.is_unresponsive() => Outcome::Unreachable,
-            Err(e) => panic!("unexpected failure: {e}"),
-        },
+    let Some(handle) = sent.0.as_mut() else {
+        return Outcome::AnsweredBefore;
+    };
+    let Ok(joined) = tokio::time::timeout(window, handle).await else {
+        return Outcome::Pending;
+    };
+    sent.0 = None;
+    match joined.expect("the call's task") {
+        Ok(value) => Outcome::Reply(value),
+        Err(NodeError::Redis(e)) if e.code().is_some() => {
+            Outcome::Error(e.code().unwrap_or_default().to_owned())
+        }
+        Err(e) if e.is_unresponsive() => Outcome::Unreachable,
+        Err(e) => panic!("unexpected failure: {e}"),
     }
 }
 
