@@ -36,6 +36,9 @@ mod release;
 mod retry;
 mod scripts;
 mod shutdown;
+// Not wired into the engine yet (the node-I/O seam will plug it in); tests use it.
+#[allow(dead_code)]
+mod sim;
 mod telemetry;
 mod timers;
 mod token;

@@ -67,3 +67,11 @@ impl Connection for Conn {
         }
     }
 }
+
+#[cfg(test)]
+impl Conn {
+    /// `conn`, outside any pool: for tests that drive one Redis node directly.
+    pub(crate) fn standalone_redis(conn: redis::aio::MultiplexedConnection) -> Self {
+        Conn::Redis(RedisConn::standalone(conn))
+    }
+}
