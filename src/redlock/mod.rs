@@ -36,9 +36,9 @@ mod release;
 mod retry;
 mod scripts;
 mod shutdown;
-// Not wired into the engine yet (the node-I/O seam will plug it in); tests use it.
-#[allow(dead_code)]
-mod sim;
+// The test kit's `sim` drives every fault; without it only `in_memory` uses the nodes.
+#[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+pub(crate) mod sim;
 mod telemetry;
 mod timers;
 mod token;

@@ -200,6 +200,8 @@ impl Store {
     }
 
     /// A subscription to `channel`.
+    // Wake-on-release does not use it yet (waiters on simulated nodes poll).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) fn subscribe(&mut self, channel: &[u8]) -> broadcast::Receiver<()> {
         self.channels
             .entry(channel.to_vec())
