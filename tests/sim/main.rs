@@ -250,7 +250,8 @@ fn check_grants(record: &mut Record, nodes: usize) {
     }
 }
 
-async fn run(seed: u64) -> Result<(), String> {
+/// One run; returns how many grants it checked.
+async fn run(seed: u64) -> Result<usize, String> {
     let mut rng = Rng(seed);
     let nodes = if rng.below(2) == 0 { 3 } else { 5 };
     let cluster = SimCluster::new(nodes, seed);
@@ -329,13 +330,13 @@ async fn run(seed: u64) -> Result<(), String> {
         ));
     }
     if record.violations.is_empty() {
-        Ok(())
+        Ok(record.grants.len())
     } else {
         Err(record.violations.join("\n"))
     }
 }
 
-fn run_seed(seed: u64) -> Result<(), String> {
+fn run_seed(seed: u64) -> Result<usize, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -355,14 +356,26 @@ fn seeded_runs_keep_every_safety_property() {
         None => (0..env_u64("SIM_SEEDS").unwrap_or(2_000)).collect(),
     };
     let started = StdInstant::now();
+    let mut grants = 0;
     for &seed in &seeds {
-        if let Err(violations) = run_seed(seed) {
-            panic!(
+        match run_seed(seed) {
+            Ok(checked) => grants += checked,
+            Err(violations) => panic!(
                 "seed {seed} failed:\n{violations}\nreplay it: SIM_SEED={seed} cargo test --all-features --test sim"
-            );
+            ),
         }
     }
-    eprintln!("{} seeds in {:?}", seeds.len(), started.elapsed());
+    // A run that grants nothing checks nothing.
+    assert!(
+        grants >= seeds.len(),
+        "only {grants} grants in {} runs",
+        seeds.len()
+    );
+    eprintln!(
+        "{} seeds, {grants} grants checked, in {:?}",
+        seeds.len(),
+        started.elapsed()
+    );
 }
 
 #[test]
