@@ -36,9 +36,9 @@
 //! connection per node from the client [`client_for`](super::redis::client_for) makes (on
 //! simulated nodes it has none: waiters hear their own engine's releases directly and
 //! others' on the fallback timer; `SimConnection::subscribe` is ready for it). It belongs
-//! behind this seam too, as a third operation of [`Transport`]: `subscriber()`, returning a handle that subscribes and unsubscribes channels (in the order they were
-//! asked) and a stream of the channel names messages arrived on, ending when the connection
-//! dies (wake's `NodeSubscriber` keeps its repair logic above the seam).
+//! behind this seam too, as a third operation of [`Transport`]: `subscriber()`, returning
+//! a handle that subscribes and unsubscribes channels (in the order they were asked) and a
+//! stream of the channel names messages arrived on, ending when the connection dies (wake's `NodeSubscriber` keeps its repair logic above the seam).
 //!
 //! [`Link`]: super::link::Link
 //! [`Conn`]: super::link::Conn
