@@ -38,7 +38,8 @@
 //! others' on the fallback timer; `SimConnection::subscribe` is ready for it). It belongs
 //! behind this seam too, as a third operation of [`Transport`]: `subscriber()`, returning
 //! a handle that subscribes and unsubscribes channels (in the order they were asked) and a
-//! stream of the channel names messages arrived on, ending when the connection dies (wake's `NodeSubscriber` keeps its repair logic above the seam).
+//! stream of the channel names messages arrived on, ending when the connection dies
+//! (wake's `NodeSubscriber` keeps its repair logic above the seam).
 //!
 //! [`Link`]: super::link::Link
 //! [`Conn`]: super::link::Conn
