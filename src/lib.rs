@@ -65,6 +65,11 @@ pub use redlock::*;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+// Beside `testkit`, not in it: the benches include `src/testkit/mod.rs` on its own.
+#[cfg(feature = "testkit")]
+#[path = "testkit/sim.rs"]
+pub mod sim;
+
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -15,6 +15,7 @@ use super::node::Node;
 use super::node_url::{NodeUrl, redact};
 use super::registry::Registry;
 use super::retry::RetryPolicy;
+use super::sim::SimNode;
 use super::telemetry::{self, KeyLabeler};
 use super::timers::Timers;
 use super::validity;
@@ -27,6 +28,9 @@ const MAX_POOL_SIZE: usize = 64;
 
 /// Default of [`RedlockBuilder::node_backlog`].
 const DEFAULT_NODE_BACKLOG: usize = 64;
+
+/// Most simulated nodes [`RedlockBuilder::in_memory`] accepts.
+const MAX_IN_MEMORY: usize = 64;
 
 /// Configures a [`Redlock`]. Every setting has a default except the nodes.
 ///
@@ -73,6 +77,8 @@ pub struct RedlockBuilder {
     pub(super) breaker: Option<CircuitBreaker>,
     pub(super) labeler: Option<KeyLabeler>,
     pub(super) tls_root: Option<Vec<u8>>,
+    /// Simulated nodes instead of URLs (`in_memory`).
+    pub(super) simulated: Option<Vec<SimNode>>,
 }
 
 impl Default for RedlockBuilder {
@@ -92,6 +98,7 @@ impl Default for RedlockBuilder {
             breaker: Some(CircuitBreaker::default()),
             labeler: None,
             tls_root: None,
+            simulated: None,
         }
     }
 }
@@ -116,6 +123,7 @@ impl fmt::Debug for RedlockBuilder {
                 "labeler",
                 &self.labeler.as_ref().map(|_| "Fn(&str) -> String"),
             )
+            .field("in_memory", &self.simulated.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -134,6 +142,42 @@ impl RedlockBuilder {
     /// Adds one node URL.
     pub fn node(mut self, url: impl Into<String>) -> Self {
         self.nodes.push(url.into());
+        self
+    }
+
+    /// Runs the engine on `nodes` simulated Redis nodes in this process instead of real
+    /// ones: no Redis needed. Mutually exclusive with [`node`](Self::node) and
+    /// [`nodes`](Self::nodes); 0 or more than 64 nodes is a
+    /// [`ConfigError::InvalidInMemory`].
+    ///
+    /// **A single-process lock**: nothing is shared across processes (two processes built
+    /// this way each have their own nodes, and both get every lock). It is for unit tests
+    /// of handlers that take locks, examples, and dev setups without Redis; never for
+    /// mutual exclusion between processes. The simulated nodes run the same operations as
+    /// the engine's Lua scripts, on `tokio::time` (so tests may pause time). Waiters hear
+    /// releases made through the same [`Redlock`] at once; others they notice by polling
+    /// (no pub/sub between engines).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use tower_redlock::Redlock;
+    ///
+    /// let redlock = Redlock::builder().in_memory(3).build().await.unwrap();
+    /// let lock = redlock.try_acquire("orders:42").await.unwrap();
+    /// assert!(redlock.try_acquire("orders:42").await.is_err());
+    /// lock.release().await;
+    /// # }
+    /// ```
+    pub fn in_memory(mut self, nodes: usize) -> Self {
+        self.simulated = Some((0..nodes).map(|i| SimNode::with_seed(i as u64)).collect());
+        self
+    }
+
+    /// Runs the engine on these simulated nodes (the test kit's own, so that a test can
+    /// inject faults and look at them).
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+    pub(crate) fn simulated_nodes(mut self, nodes: Vec<SimNode>) -> Self {
+        self.simulated = Some(nodes);
         self
     }
 
@@ -265,8 +309,21 @@ impl RedlockBuilder {
             breaker,
             labeler,
             tls_root,
+            simulated,
         } = self;
-        if nodes.is_empty() {
+        if let Some(simulated) = &simulated {
+            if !nodes.is_empty() {
+                return Err(ConfigError::InvalidInMemory(
+                    "node URLs were given too: use in_memory or nodes, not both".to_owned(),
+                ));
+            }
+            if !(1..=MAX_IN_MEMORY).contains(&simulated.len()) {
+                return Err(ConfigError::InvalidInMemory(format!(
+                    "{} nodes; 1 to {MAX_IN_MEMORY} allowed",
+                    simulated.len()
+                )));
+            }
+        } else if nodes.is_empty() {
             return Err(ConfigError::NoNodes);
         }
         if !drift_factor.is_finite() || !(0.0..0.5).contains(&drift_factor) {
@@ -318,20 +375,11 @@ impl RedlockBuilder {
             return Err(ConfigError::NoRuntime);
         }
 
-        let mut seen = HashSet::new();
-        let mut parsed = Vec::with_capacity(nodes.len());
-        for (index, raw) in nodes.iter().enumerate() {
-            let url = NodeUrl::parse_at(index, raw)?;
-            if !seen.insert(url.identity()) {
-                return Err(ConfigError::DuplicateNode {
-                    index,
-                    url: url.redacted().to_owned(),
-                });
-            }
-            parsed.push(url);
-        }
-        let total = parsed.len();
-        let quorum = total / 2 + 1;
+        let (nodes, wake) = match simulated {
+            Some(simulated) => simulated_nodes(simulated, node_timeout, node_backlog)?,
+            None => redis_nodes(&nodes, node_timeout, node_backlog, pool_size, tls_root)?,
+        };
+        let (total, quorum) = (nodes.len(), nodes.len() / 2 + 1);
         if total % 2 == 0 {
             tracing::warn!(
                 nodes = total,
@@ -341,31 +389,6 @@ impl RedlockBuilder {
                 total - 1
             );
         }
-        let wake = Arc::new(WakeHub::new(&parsed, node_timeout, tls_root.as_deref()));
-        let availability = Arc::new(Availability::new(total, quorum));
-        let nodes = parsed
-            .into_iter()
-            .enumerate()
-            .map(|(index, url)| {
-                let redacted = url.redacted().to_owned();
-                let availability = availability.clone();
-                let tls_root = tls_root.as_deref();
-                Node::new(
-                    url,
-                    index,
-                    availability,
-                    node_timeout,
-                    node_backlog,
-                    pool_size,
-                    tls_root,
-                )
-                .map_err(|_| ConfigError::InvalidNodeUrl {
-                    index,
-                    url: redacted,
-                    reason: "the Redis client rejected it".to_owned(),
-                })
-            })
-            .collect::<Result<Box<[Node]>, _>>()?;
         // Connect to every node at once (bounded by the node timeout), so that a burst of
         // first requests does not queue behind connection set-up. Down nodes are fine.
         futures_util::future::join_all(nodes.iter().map(Node::warm_up)).await;
@@ -410,4 +433,81 @@ impl RedlockBuilder {
         self.fence_ttl = Some(ttl);
         self
     }
+}
+
+/// Parses the node URLs and makes the nodes and wake-on-release for them.
+fn redis_nodes(
+    raw: &[String],
+    node_timeout: Duration,
+    node_backlog: usize,
+    pool_size: usize,
+    tls_root: Option<Vec<u8>>,
+) -> Result<(Box<[Node]>, Arc<WakeHub>), ConfigError> {
+    let mut seen = HashSet::new();
+    let mut parsed = Vec::with_capacity(raw.len());
+    for (index, raw) in raw.iter().enumerate() {
+        let url = NodeUrl::parse_at(index, raw)?;
+        if !seen.insert(url.identity()) {
+            return Err(ConfigError::DuplicateNode {
+                index,
+                url: url.redacted().to_owned(),
+            });
+        }
+        parsed.push(url);
+    }
+    let availability = availability_of(parsed.len());
+    let wake = Arc::new(WakeHub::new(&parsed, node_timeout, tls_root.as_deref()));
+    let nodes = parsed
+        .into_iter()
+        .enumerate()
+        .map(|(index, url)| {
+            let redacted = url.redacted().to_owned();
+            Node::new(
+                url,
+                index,
+                availability.clone(),
+                node_timeout,
+                node_backlog,
+                pool_size,
+                tls_root.as_deref(),
+            )
+            .map_err(|_| ConfigError::InvalidNodeUrl {
+                index,
+                url: redacted,
+                reason: "the Redis client rejected it".to_owned(),
+            })
+        })
+        .collect::<Result<Box<[Node]>, _>>()?;
+    Ok((nodes, wake))
+}
+
+/// Nodes on simulated nodes. Wake-on-release has no pub/sub connection to make: waiters
+/// hear this engine's releases directly and notice others' on the fallback timer.
+fn simulated_nodes(
+    simulated: Vec<SimNode>,
+    node_timeout: Duration,
+    node_backlog: usize,
+) -> Result<(Box<[Node]>, Arc<WakeHub>), ConfigError> {
+    let availability = availability_of(simulated.len());
+    let wake = Arc::new(WakeHub::new(&[], node_timeout, None));
+    let nodes = simulated
+        .into_iter()
+        .enumerate()
+        .map(|(index, node)| {
+            let url = NodeUrl::in_memory(index)?;
+            Ok(Node::simulated(
+                url,
+                index,
+                availability.clone(),
+                node_timeout,
+                node_backlog,
+                node,
+            ))
+        })
+        .collect::<Result<Box<[Node]>, ConfigError>>()?;
+    Ok((nodes, wake))
+}
+
+fn availability_of(total: usize) -> Arc<Availability> {
+    Arc::new(Availability::new(total, total / 2 + 1))
 }

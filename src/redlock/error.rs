@@ -158,6 +158,10 @@ pub enum ConfigError {
     /// [`pool_size`](crate::RedlockBuilder::pool_size) was 0 or more than 64.
     #[error("pool size of {0} is unusable: it must be 1 to 64 connections per node")]
     InvalidPoolSize(usize),
+    /// [`in_memory`](crate::RedlockBuilder::in_memory) was given 0 or more than 64 nodes,
+    /// or node URLs too.
+    #[error("in-memory nodes are unusable: {0}")]
+    InvalidInMemory(String),
     /// The key prefix is too long or contains characters that make keys ambiguous.
     #[error("key prefix is invalid: {0}")]
     InvalidKeyPrefix(String),

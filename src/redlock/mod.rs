@@ -36,6 +36,9 @@ mod release;
 mod retry;
 mod scripts;
 mod shutdown;
+// The test kit's `sim` drives every fault; without it only `in_memory` uses the nodes.
+#[cfg_attr(not(feature = "testkit"), allow(dead_code))]
+pub(crate) mod sim;
 mod telemetry;
 mod timers;
 mod token;

@@ -72,6 +72,13 @@ impl NodeUrl {
         Ok(NodeUrl { redacted, info })
     }
 
+    /// The name of simulated node `index` (`in-memory://INDEX`): it connects nowhere.
+    pub(crate) fn in_memory(index: usize) -> Result<NodeUrl, ConfigError> {
+        let mut url = NodeUrl::parse_at(index, &format!("redis://in-memory-{index}"))?;
+        url.redacted = format!("in-memory://{index}");
+        Ok(url)
+    }
+
     pub(crate) fn connection_info(&self) -> &ConnectionInfo {
         &self.info
     }

@@ -12,6 +12,8 @@
 //! * [`FaultProxy`] sits in front of one node and injects latency, jitter,
 //!   partitions ([`blackhole`](FaultProxy::blackhole)) and connection resets.
 //!   [`LocalCluster::proxies`] puts one in front of every node.
+//! * `tower_redlock::sim::SimCluster` (same feature): simulated nodes in this process (no
+//!   `redis-server`), with faults per node, for deterministic tests under paused time.
 //!
 //! The `redis-server` binary is taken from the `REDIS_SERVER` environment
 //! variable if set, otherwise from `PATH`; when it cannot be found,

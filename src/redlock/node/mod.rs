@@ -7,6 +7,8 @@
 //! - [`transport`]: the seam ([`Transport`](transport::Transport)); [`link`]: the enums
 //!   that dispatch to each implementation;
 //! - [`redis`]: the Redis transport (bb8 pool, multiplexed connections, scripts by SHA);
+//! - [`sim_link`]: the simulated transport (a [`SimNode`](super::sim::SimNode) in this
+//!   process);
 //! - [`error`]: why a node did not answer usefully ([`NodeError`]).
 //!
 //! "The node's connection" below is the one a call's keys go down: the node's only one by
@@ -41,6 +43,7 @@ mod error;
 mod link;
 mod redis;
 pub(crate) mod reply;
+mod sim_link;
 mod transport;
 
 use std::sync::Arc;
@@ -111,6 +114,27 @@ impl Node {
             backlog: backlog.max(1),
             timeout,
         })
+    }
+
+    /// A node simulated in this process (see [`sim`](super::sim)): `url` only names it.
+    pub(crate) fn simulated(
+        url: NodeUrl,
+        index: usize,
+        availability: Arc<Availability>,
+        timeout: Duration,
+        backlog: usize,
+        node: super::sim::SimNode,
+    ) -> Node {
+        Node {
+            url,
+            link: Link::Sim(sim_link::SimLink::new(node)),
+            index,
+            availability,
+            checking: AtomicBool::new(false),
+            overdue: AtomicUsize::new(0),
+            backlog: backlog.max(1),
+            timeout,
+        }
     }
 
     /// Whether `conn` is still the node's current connection (marked broken or not): a

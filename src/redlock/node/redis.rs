@@ -397,3 +397,15 @@ fn mark_if_broken(err: RedisError, broken: &AtomicBool) -> NodeError {
     }
     NodeError::Redis(err)
 }
+
+#[cfg(test)]
+impl RedisConn {
+    /// A connection of its own, outside any pool: for tests that drive one node directly.
+    pub(crate) fn standalone(conn: MultiplexedConnection) -> Self {
+        RedisConn {
+            conn,
+            broken: Arc::default(),
+            lane: 0,
+        }
+    }
+}

@@ -17,8 +17,10 @@
 //!   tell whether it is.
 //!
 //! Dispatch is static: [`Link`] and [`Conn`] (in [`link`](super::link)) are enums over the
-//! implementations, so a call costs a `match`, not a boxed future. Today there is one,
-//! [`RedisLink`](super::redis::RedisLink) (see [`redis`](super::redis)).
+//! implementations, so a call costs a `match`, not a boxed future. There are two:
+//! [`RedisLink`](super::redis::RedisLink) (see [`redis`](super::redis)) and
+//! [`SimLink`](super::sim_link::SimLink), a simulated node in this process (see
+//! [`sim_link`](super::sim_link); `Node::simulated` makes one).
 //!
 //! # Adding an implementation
 //!
@@ -31,11 +33,13 @@
 //! # Pub/sub
 //!
 //! Wake-on-release ([`wake`](crate::redlock::wake)) still opens its own Redis pub/sub
-//! connection per node from the client [`client_for`](super::redis::client_for) makes. It
-//! belongs behind this seam too, as a third operation of [`Transport`]: `subscriber()`,
-//! returning a handle that subscribes and unsubscribes channels (in the order they were
-//! asked) and a stream of the channel names messages arrived on, ending when the connection
-//! dies (wake's `NodeSubscriber` keeps its repair logic above the seam).
+//! connection per node from the client [`client_for`](super::redis::client_for) makes (on
+//! simulated nodes it has none: waiters hear their own engine's releases directly and
+//! others' on the fallback timer; `SimConnection::subscribe` is ready for it). It belongs
+//! behind this seam too, as a third operation of [`Transport`]: `subscriber()`, returning
+//! a handle that subscribes and unsubscribes channels (in the order they were asked) and a
+//! stream of the channel names messages arrived on, ending when the connection dies
+//! (wake's `NodeSubscriber` keeps its repair logic above the seam).
 //!
 //! [`Link`]: super::link::Link
 //! [`Conn`]: super::link::Conn
