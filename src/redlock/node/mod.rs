@@ -104,16 +104,14 @@ impl Node {
         tls_root: Option<&[u8]>,
     ) -> Result<Node, RedisError> {
         let link = Link::Redis(redis::RedisLink::new(&url, timeout, pool_size, tls_root)?);
-        Ok(Node {
+        Ok(Node::with_link(
             url,
-            link,
             index,
             availability,
-            checking: AtomicBool::new(false),
-            overdue: AtomicUsize::new(0),
-            backlog: backlog.max(1),
             timeout,
-        })
+            backlog,
+            link,
+        ))
     }
 
     /// A node simulated in this process (see [`sim`](super::sim)): `url` only names it.
@@ -125,9 +123,21 @@ impl Node {
         backlog: usize,
         node: super::sim::SimNode,
     ) -> Node {
+        let link = Link::Sim(sim_link::SimLink::new(node));
+        Node::with_link(url, index, availability, timeout, backlog, link)
+    }
+
+    fn with_link(
+        url: NodeUrl,
+        index: usize,
+        availability: Arc<Availability>,
+        timeout: Duration,
+        backlog: usize,
+        link: Link,
+    ) -> Node {
         Node {
             url,
-            link: Link::Sim(sim_link::SimLink::new(node)),
+            link,
             index,
             availability,
             checking: AtomicBool::new(false),

@@ -11,7 +11,8 @@ use crate::redlock::scripts;
 
 const NODE_TIMEOUT: Duration = Duration::from_millis(50);
 
-fn cmd(args: &[&str]) -> Call {
+/// `args` as a command call (the first is the command's name).
+pub(super) fn cmd(args: &[&str]) -> Call {
     let mut cmd = redis::cmd(args[0]);
     for arg in &args[1..] {
         cmd.arg(*arg);
@@ -19,7 +20,8 @@ fn cmd(args: &[&str]) -> Call {
     Call::Command(cmd)
 }
 
-fn set_nx_px(key: &str, token: &str, ms: u64) -> Call {
+/// `SET key token NX PX ms`, as the engine sends it for a single key.
+pub(super) fn set_nx_px(key: &str, token: &str, ms: u64) -> Call {
     let mut cmd = redis::cmd("SET");
     cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ms);
     Call::Command(cmd)

@@ -6,6 +6,7 @@ use super::Op::{Exact, Expired, Published, Ttl};
 use super::check;
 use crate::redlock::node::Call;
 use crate::redlock::scripts;
+use crate::redlock::sim::tests::{cmd as command, set_nx_px};
 
 /// Expiries far enough apart that one cannot pass for another within the tolerance.
 const TTL: u64 = 60_000;
@@ -14,20 +15,6 @@ const KEEP: u64 = 300_000;
 const LONGEST: u64 = 600_000;
 /// A key that is meant to expire during the scenario.
 const SHORT: u64 = 100;
-
-fn command(args: &[&str]) -> Call {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    Call::Command(cmd)
-}
-
-fn set_nx_px(key: &str, token: &str, ms: u64) -> Call {
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ms);
-    Call::Command(cmd)
-}
 
 fn set_px(key: &str, value: &str, ms: u64) -> Call {
     let mut cmd = redis::cmd("SET");
