@@ -40,7 +40,7 @@
 //! # let _ = (app, admin); }
 //! ```
 
-pub use crate::redlock::health::{
+pub use crate::redlock::ops::health::{
     HealthReport, NodeHealth, NodeSettings, SettingWarning, SettingsReport,
 };
 

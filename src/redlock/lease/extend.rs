@@ -6,13 +6,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{LeaseCore, LeaseState};
-use crate::redlock::acquire::warn_node;
-use crate::redlock::error::LockError;
-use crate::redlock::node::Call;
+use crate::redlock::core::error::LockError;
+use crate::redlock::core::scripts::EXTEND;
+use crate::redlock::core::telemetry::{self, KeyHash};
+use crate::redlock::core::validity;
 use crate::redlock::node::reply::ExtendReply;
-use crate::redlock::scripts::EXTEND;
-use crate::redlock::telemetry::{self, KeyHash};
-use crate::redlock::validity;
+use crate::redlock::node::{Call, Tally, broadcast, node_failed, warn_node};
 
 impl LeaseCore {
     /// Extends every key to `ttl` from now, if a quorum still holds our token.
@@ -57,7 +56,7 @@ impl LeaseCore {
         if let Some(carried) = self.carried.get() {
             // Carried over: the extension must follow the swap to our token on every node.
             let swap = carried.settled().await;
-            self.apply_swap(swap, true);
+            carried.apply(self, swap, true);
         }
         let start = Instant::now();
         if self.state() != LeaseState::Held {
@@ -71,44 +70,46 @@ impl LeaseCore {
         // Whatever becomes of the requests, a quorum holds at least the lower of the two.
         self.lower_valid_until(start + ttl.saturating_sub(drift));
         let ttl_ms = validity::millis_ceil(ttl);
-        let (shared, claim) = (&self.shared, &self.claim);
-        let total = shared.total();
+        let (nodes, claim) = (&self.leases.nodes, &self.claim);
         let keys = &claim.keys;
-        let mut fanout = shared.broadcast(Call::script(&EXTEND, keys.len(), |cmd| {
-            cmd.arg(keys.lock_keys())
-                .arg(claim.token.as_bytes())
-                .arg(ttl_ms)
-                .arg(keys.len());
-        }));
-        let (mut ok, mut refused, mut failed) = (0, 0, 0);
+        let mut fanout = broadcast(
+            nodes,
+            Call::script(&EXTEND, keys.len(), |cmd| {
+                cmd.arg(keys.lock_keys())
+                    .arg(claim.token.as_bytes())
+                    .arg(ttl_ms)
+                    .arg(keys.len());
+            }),
+        );
+        let mut tally = Tally::new(nodes);
         while let Some((index, reply)) = fanout.next().await {
             match reply.and_then(|v| ExtendReply::parse(&v)) {
-                Ok(ExtendReply::Extended) => ok += 1,
-                Ok(ExtendReply::NotOwner) => refused += 1,
+                Ok(ExtendReply::Extended) => tally.yes(),
+                Ok(ExtendReply::NotOwner) => tally.no(),
                 Err(error) => {
-                    failed += 1;
-                    warn_node(shared, index, "extend", &error);
+                    tally.failed();
+                    warn_node(nodes, index, "extend", &error);
                 }
             }
-            if ok >= shared.quorum || refused + failed > total - shared.quorum {
+            if tally.decided() {
                 break;
             }
         }
         // The late replies are read in the background, and the next extension waits for
         // them.
-        let engine = shared.clone();
-        let rest = fanout.drain(shared, move |(index, reply)| {
+        let engine = nodes.clone();
+        let rest = fanout.drain(nodes, move |(index, reply)| {
             if let Err(error) = reply {
-                engine.node_failed(index, &error);
+                node_failed(&engine, index, &error);
             }
         });
         if let Some(rest) = rest {
-            shared.janitor.run(async move {
+            nodes.janitor.run(async move {
                 rest.await;
                 drop(turn);
             });
         }
-        if ok >= shared.quorum {
+        if tally.won() {
             let Some(validity) = validity::validity(ttl, Duration::ZERO, drift) else {
                 return Err(LockError::Expired);
             };
@@ -118,11 +119,11 @@ impl LeaseCore {
             self.set_valid_until(start + validity);
             return Ok(());
         }
-        if refused > total - shared.quorum {
+        if tally.refused() {
             // A quorum no longer has our token: the lock is gone for good.
             self.mark_lost();
             return Err(LockError::Lost);
         }
-        Err(LockError::unavailable(total - failed, total, shared.quorum))
+        Err(tally.unavailable())
     }
 }

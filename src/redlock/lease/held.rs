@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -10,14 +10,11 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Claim, LeaseCore, LeaseState, ReleaseOutcome};
-use crate::redlock::client::Shared;
-use crate::redlock::error::LockError;
-use crate::redlock::options::Resolved;
-use crate::redlock::queue::LocalTurn;
-use crate::redlock::telemetry;
-use crate::redlock::validity;
-use crate::redlock::watchdog;
+use super::{Claim, LeaseCore, LeaseState, Leases, ReleaseOutcome, Turn, watchdog};
+use crate::redlock::config::options::Resolved;
+use crate::redlock::core::error::LockError;
+use crate::redlock::core::telemetry;
+use crate::redlock::core::validity;
 
 /// Releases the lease in the background when the last clone drops.
 struct LeaseHandle {
@@ -27,7 +24,7 @@ struct LeaseHandle {
 impl Drop for LeaseHandle {
     fn drop(&mut self) {
         // Counted before it is marked released: see `lifecycle`.
-        let busy = self.core.shared.lifecycle.enter();
+        let busy = self.core.leases.lifecycle.enter();
         if let Some(was_held) = self.core.mark_released() {
             let core = self.core.clone();
             // Never block in Drop: the release runs on the runtime the lease was made on.
@@ -95,14 +92,14 @@ impl fmt::Debug for HeldLock {
 
 impl HeldLock {
     pub(crate) fn start(
-        shared: Arc<Shared>,
+        leases: Arc<Leases>,
         claim: Arc<Claim>,
         options: &Resolved,
         fencing_token: Option<u64>,
         acquired_at: Instant,
         valid_until: Instant,
     ) -> HeldLock {
-        let drift_factor = shared.config.drift_factor;
+        let drift_factor = leases.drift_factor;
         // No task until the watchdog has work: the engine's timers start it when due.
         let (first_wake, _) = watchdog::first_wake(
             acquired_at,
@@ -113,10 +110,10 @@ impl HeldLock {
                 .max_hold
                 .and_then(|limit| acquired_at.checked_add(limit)),
         );
-        let timer = shared.timers.key(first_wake);
-        let id = shared.leases.next_id();
+        let timer = leases.timers.key(first_wake);
+        let id = leases.registry.next_id();
         let core = LeaseCore {
-            shared,
+            leases,
             claim,
             ttl: options.ttl,
             drift_factor,
@@ -132,22 +129,20 @@ impl HeldLock {
             turn: std::sync::Mutex::new(None),
             timer,
             carried: OnceLock::new(),
-            marked: AtomicBool::new(false),
             extending: Arc::default(),
-            extended: std::sync::Mutex::new(false),
         };
         core.set_valid_until(valid_until);
         let core = Arc::new(core);
-        core.shared.leases.add(id, &core);
+        core.leases.registry.add(id, &core);
         telemetry::lease_started(&core.label);
-        core.shared.timers.schedule(core.timer, &core);
+        core.leases.timers.schedule(core.timer, &core);
         HeldLock {
             inner: Arc::new(LeaseHandle { core }),
         }
     }
 
     /// Keeps this process's turn on the key until the lease ends.
-    pub(crate) fn hold_turn(&self, turn: Option<LocalTurn>) {
+    pub(crate) fn hold_turn(&self, turn: Option<Box<dyn Turn>>) {
         if turn.is_some() {
             *self.core().turn.lock().unwrap_or_else(|e| e.into_inner()) = turn;
         }

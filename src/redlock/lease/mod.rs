@@ -1,38 +1,82 @@
-//! A lease: its state shared by the clones of a [`HeldLock`] and its watchdog, and its
-//! release (carried over, handed on, or deleted), which happens once.
+//! A lease and its life: the state shared by the clones of a [`HeldLock`], its extension,
+//! and its ending, which happens once: released on the nodes, or — when another task of
+//! this process waits for the keys — handed over by the [`Turn`] that task's line installed
+//! (see `handover/`, which implements it; this folder never names it).
 //!
-//! Its parts: `held`, the public handle ([`HeldLock`]); `extend`, extensions; and
-//! `unfinished`, the guard that finishes a release dropped half-way.
+//! Its parts: [`held`], the public handle; [`extend`], extensions; [`timers`] and
+//! [`watchdog`], when they happen; [`release`], the release requests and how their answers
+//! add up; [`barrier`], the swap a carried-over lease waits for; [`registry`], the live
+//! leases shutdown ends; [`unfinished`], the guard that finishes a release dropped half-way.
+//! Uses `node/`, `wake/`, `background/`, `config/` and `core/`.
 
+mod barrier;
 mod extend;
 mod held;
+mod registry;
+pub(crate) mod release;
+mod timers;
+mod turn;
 mod unfinished;
+mod watchdog;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::acquire::{finish_in_background, warn_node};
-use super::carry::{self, Carried, Swap};
-use super::client::Shared;
-use super::error::LockError;
-use super::handoff;
-use super::keys::LockKeys;
-use super::lifecycle::Busy;
-use super::node::reply::ReleaseReply;
-use super::queue::LocalTurn;
-use super::registry::LeaseId;
-use super::release::{release_call, release_outcome};
-use super::telemetry::{self, KeyHash};
-use super::timers::TimerKey;
-use super::token::Token;
+use self::barrier::Carried;
+use self::registry::{LeaseId, Registry};
+use self::timers::{TimerKey, Timers};
+use self::unfinished::Unfinished;
+use crate::redlock::background::lifecycle::{Busy, Lifecycle};
+use crate::redlock::core::error::LockError;
+use crate::redlock::core::keys::LockKeys;
+use crate::redlock::core::telemetry::{self, KeyHash};
+use crate::redlock::core::token::Token;
+use crate::redlock::node::NodeSet;
+use crate::redlock::wake::WakeHub;
 
-pub use held::HeldLock;
-use unfinished::Unfinished;
+pub(crate) use self::barrier::{Swap, SwapBarrier};
+pub use self::held::HeldLock;
+pub(crate) use self::turn::Turn;
+
+/// What the leases of one engine share: the nodes, the timers that extend them, the
+/// registry shutdown ends them from, and local wake-ups.
+pub(crate) struct Leases {
+    pub(crate) nodes: Arc<NodeSet>,
+    pub(crate) wake: Arc<WakeHub>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) drift_factor: f64,
+    timers: Timers,
+    registry: Registry,
+}
+
+impl Leases {
+    /// Starts the timers' task on the current runtime.
+    pub(crate) fn start(
+        nodes: Arc<NodeSet>,
+        wake: Arc<WakeHub>,
+        lifecycle: Arc<Lifecycle>,
+        drift_factor: f64,
+    ) -> Leases {
+        Leases {
+            nodes,
+            wake,
+            lifecycle,
+            drift_factor,
+            timers: Timers::start(),
+            registry: Registry::default(),
+        }
+    }
+
+    /// Every lease not yet released (for shutdown).
+    pub(crate) fn live(&self) -> Vec<Arc<LeaseCore>> {
+        self.registry.live()
+    }
+}
 
 /// The keys and the token of one acquisition attempt.
 pub(crate) struct Claim {
@@ -72,20 +116,9 @@ pub enum ReleaseOutcome {
     AlreadyReleased,
 }
 
-/// How a lease that was still open ends on the nodes.
-enum Ending {
-    /// Carried over to the next local holder at once (see [`carry`]).
-    Carry(LocalTurn),
-    /// Released, or handed on to the next local holder (`hand_on`), then the turn passed.
-    Release {
-        hand_on: bool,
-        turn: Option<LocalTurn>,
-    },
-}
-
 /// State shared by the clones of a [`HeldLock`] and its watchdog.
 pub(crate) struct LeaseCore {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) leases: Arc<Leases>,
     pub(crate) claim: Arc<Claim>,
     pub(crate) ttl: Duration,
     pub(crate) drift_factor: f64,
@@ -98,23 +131,19 @@ pub(crate) struct LeaseCore {
     valid_until: AtomicU64,
     state: watch::Sender<LeaseState>,
     pub(crate) runtime: Handle,
-    /// Its place among the engine's live leases (see [`registry`](super::registry)).
+    /// Its place among the engine's live leases (see [`registry`]).
     id: LeaseId,
-    /// This process's turn on the key, passed on when the lease ends.
-    turn: std::sync::Mutex<Option<LocalTurn>>,
-    /// Where the lease waits for its watchdog (see [`Timers`](super::timers::Timers)).
+    /// This process's turn on the keys, if it queued for them: ends the lease when someone
+    /// local follows (see [`Turn`]).
+    turn: Mutex<Option<Box<dyn Turn>>>,
+    /// Where the lease waits for its watchdog (see [`timers`]).
     timer: TimerKey,
-    /// Set when the lease was carried over from the previous local holder (see
-    /// [`carry`]): the swap to its token, maybe still under way.
-    carried: OnceLock<Arc<Carried>>,
-    /// A waiter in another process marked the keys (learnt from a carried swap).
-    marked: AtomicBool,
+    /// The lease's one barrier: set when it was carried over from the previous local
+    /// holder, whose swap to its token may still be under way (see [`barrier`]).
+    carried: OnceLock<Carried>,
     /// Serialises extensions (see [`extend`](Self::extend)): held from before an
     /// extension's first request until its last reply is in or timed out.
     extending: Arc<tokio::sync::Mutex<()>>,
-    /// Whether an extension took over from the carried swap: from then on the swap's
-    /// settlement no longer sets the validity (see [`carried_settled`](Self::carried_settled)).
-    extended: std::sync::Mutex<bool>,
 }
 
 impl LeaseCore {
@@ -140,46 +169,22 @@ impl LeaseCore {
         *self.state.borrow()
     }
 
-    /// Whether a waiter in another process is known to have marked the keys.
+    /// Whether a waiter in another process is known to have marked the keys (learnt from
+    /// a carried swap).
     pub(crate) fn is_marked(&self) -> bool {
-        self.marked.load(Ordering::Relaxed)
+        self.carried.get().is_some_and(Carried::marked)
     }
 
-    /// Notes that this lease was carried over, its swap still under way.
-    pub(crate) fn set_carried(&self, carried: Arc<Carried>) {
-        let _ = self.carried.set(carried);
+    /// Notes that this lease was carried over, its swap (`barrier`) still under way.
+    pub(crate) fn set_carried(&self, barrier: Arc<SwapBarrier>) {
+        let _ = self.carried.set(Carried::new(barrier));
     }
 
     /// The swap behind this carried-over lease was decided: the lease takes its fresh
-    /// validity, or is lost.
-    ///
-    /// Called by the swap's settlement and by the first extension, which waits for the swap
-    /// and applies it itself before it sends anything (so its own outcome is the latest on
-    /// every node). Once an extension did, the swap's validity is stale: a settlement that
-    /// comes later (it notifies waiters before it calls this) leaves the validity alone
-    /// instead of raising it over what that extension found.
+    /// validity, or is lost (see [`Carried::apply`]).
     pub(crate) fn carried_settled(&self, swap: Swap) {
-        self.apply_swap(swap, false);
-    }
-
-    /// [`carried_settled`](Self::carried_settled); `by_extension`: an extension takes over.
-    fn apply_swap(&self, swap: Swap, by_extension: bool) {
-        match swap {
-            Swap::Moved {
-                valid_until,
-                marked,
-            } => {
-                let mut extended = self.extended.lock().unwrap_or_else(|e| e.into_inner());
-                if !*extended {
-                    self.marked.store(marked, Ordering::Relaxed);
-                    self.set_valid_until(valid_until);
-                }
-                *extended |= by_extension;
-            }
-            Swap::Failed => {
-                self.mark_lost();
-            }
-            Swap::Pending => {}
+        if let Some(carried) = self.carried.get() {
+            carried.apply(self, swap, false);
         }
     }
 
@@ -197,8 +202,8 @@ impl LeaseCore {
             held
         });
         if changed {
-            self.shared.timers.cancel(self.timer);
-            self.take_turn();
+            self.leases.timers.cancel(self.timer);
+            drop(self.take_turn());
             tracing::warn!(key = %KeyHash::of(&self.claim.keys.user), "Redlock lease lost");
         }
         changed
@@ -223,8 +228,8 @@ impl LeaseCore {
         if !changed {
             return None;
         }
-        self.shared.timers.cancel(self.timer);
-        self.shared.leases.remove(self.id);
+        self.leases.timers.cancel(self.timer);
+        self.leases.registry.remove(self.id);
         Some(was_held)
     }
 
@@ -232,21 +237,27 @@ impl LeaseCore {
     /// `None` when it was released already.
     pub(crate) async fn end(self: &Arc<Self>) -> Option<Result<ReleaseOutcome, LockError>> {
         // Counted before it is marked released: see `lifecycle`.
-        let busy = self.shared.lifecycle.enter();
+        let busy = self.leases.lifecycle.enter();
         let was_held = self.mark_released()?;
         Some(self.finish(was_held, busy).await)
     }
 
-    /// Takes this process's turn on the key (to pass it on).
-    fn take_turn(&self) -> Option<LocalTurn> {
+    /// Takes this process's turn on the keys (to pass it on).
+    fn take_turn(&self) -> Option<Box<dyn Turn>> {
         self.turn.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Passes the local turn on (dropping it lets the next local waiter go) and wakes local
+    /// waiters: the lease no longer holds the keys.
+    pub(crate) fn pass_turn(&self, turn: Option<Box<dyn Turn>>) {
+        drop(turn);
+        self.leases.wake.notify_local(self.claim.keys.channels());
     }
 
     /// Ends a lease that [`mark_released`](Self::mark_released) just closed (`was_held`: it
     /// was not lost): when another task of this process waits for it, carries it over to
-    /// that task at once (see [`carry`]) or hands it on after one round trip (see
-    /// [`handoff`]); else releases it on the nodes, then passes the local turn on and wakes
-    /// local waiters. A lease that was itself carried over first waits for its own swap.
+    /// that task (through its [`Turn`]); else releases it on the nodes, then passes the
+    /// local turn on and wakes local waiters. A lease that was itself carried over first waits for its own swap.
     ///
     /// Dropped before it completes (a client disconnect, a cancelled `with_lock`), it still
     /// happens: see [`Unfinished`]. `busy` counts it as work under way (for shutdown) until
@@ -272,54 +283,25 @@ impl LeaseCore {
             was_held &= carried.settled().await != Swap::Failed;
         }
         let turn = self.take_turn();
-        // Shutting down, local waiters give up: nothing is handed on.
-        let followed = was_held
-            && !self.shared.lifecycle.is_closing()
-            && turn.as_ref().is_some_and(LocalTurn::has_followers);
-        let ending = match turn {
-            Some(turn) if followed && carry::can_carry(self) => Ending::Carry(turn),
-            turn => {
-                let hand_on =
-                    followed && self.fencing_token.is_none() && Instant::now() < self.valid_until();
-                Ending::Release { hand_on, turn }
-            }
-        };
-        self.release_nodes(ending).await
-    }
-
-    pub(crate) fn subscribe(&self) -> watch::Receiver<LeaseState> {
-        self.state.subscribe()
-    }
-
-    /// Deletes our token from every node, or moves it to the next local holder (carried
-    /// over or handed on); decides once a quorum has answered. Then passes the local turn
-    /// on and wakes local waiters.
-    async fn release_nodes(self: &Arc<Self>, ending: Ending) -> Result<ReleaseOutcome, LockError> {
+        // The one ending decision. Shutting down, local waiters give up: nothing is handed
+        // over.
+        let hand_over = was_held
+            && !self.leases.lifecycle.is_closing()
+            && turn.as_ref().is_some_and(|turn| turn.has_followers());
         let span = tracing::debug_span!(
             "redlock.release",
             key = %KeyHash::of(&self.claim.keys.user),
             outcome = tracing::field::Empty,
-            handed_on = !matches!(ending, Ending::Release { hand_on: false, .. }),
+            handed_over = hand_over,
         );
-        let result = match ending {
-            Ending::Carry(turn) => {
-                tracing::Instrument::instrument(carry::carry(self, turn), span.clone()).await
+        let result = match turn {
+            Some(turn) if hand_over => {
+                tracing::Instrument::instrument(turn.hand_over(self.clone()), span.clone()).await
             }
-            Ending::Release { hand_on, turn } => {
-                let (result, handoff) = if hand_on {
-                    tracing::Instrument::instrument(handoff::transfer(self), span.clone()).await
-                } else {
-                    let released =
-                        tracing::Instrument::instrument(self.release_inner(), span.clone());
-                    (released.await, None)
-                };
-                match (turn, handoff) {
-                    (Some(turn), Some(handoff)) => turn.pass(handoff),
-                    (turn, _) => {
-                        drop(turn);
-                        self.shared.wake.notify_local(self.claim.keys.channels());
-                    }
-                }
+            turn => {
+                let released = release::release_on_nodes(self);
+                let result = tracing::Instrument::instrument(released, span.clone()).await;
+                self.pass_turn(turn);
                 result
             }
         };
@@ -335,28 +317,8 @@ impl LeaseCore {
         result
     }
 
-    async fn release_inner(self: &Arc<Self>) -> Result<ReleaseOutcome, LockError> {
-        let total = self.shared.total();
-        let quorum = self.shared.quorum;
-        let mut fanout = self.shared.broadcast(release_call(&self.claim, true));
-        let (mut released, mut expired, mut foreign, mut failed) = (0, 0, 0, 0);
-        while let Some((index, reply)) = fanout.next().await {
-            match reply.and_then(|v| ReleaseReply::parse(&v)) {
-                Ok(ReleaseReply::Released) => released += 1,
-                Ok(ReleaseReply::Gone) => expired += 1,
-                Ok(ReleaseReply::NotOwner | ReleaseReply::HandedOver { .. }) => foreign += 1,
-                Err(error) => {
-                    failed += 1;
-                    warn_node(&self.shared, index, "release", &error);
-                }
-            }
-            if released >= quorum {
-                break;
-            }
-        }
-        // Stragglers still get their delete, without the caller waiting for them.
-        finish_in_background(&self.shared, fanout);
-        release_outcome(released, foreign, expired, failed, total, quorum)
+    pub(crate) fn subscribe(&self) -> watch::Receiver<LeaseState> {
+        self.state.subscribe()
     }
 }
 
@@ -384,10 +346,11 @@ mod tests {
             marked: false,
         };
         // Before any extension, the settlement sets the swap's validity, up or down.
+        core.set_carried(SwapBarrier::new());
         core.carried_settled(swap(20));
         assert_eq!(lock.valid_until(), now + Duration::from_secs(20));
         // An extension applies the swap itself, then sets what it found.
-        core.apply_swap(swap(20), true);
+        core.carried.get().unwrap().apply(core, swap(20), true);
         core.set_valid_until(now + Duration::from_secs(3));
         // The settlement's own call, late: stale, ignored.
         core.carried_settled(swap(20));

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::LeaseCore;
-use crate::redlock::handoff;
-use crate::redlock::lifecycle::Busy;
+use super::release::release_everywhere;
+use crate::redlock::background::lifecycle::Busy;
 
 /// A release under way ([`LeaseCore::finish`]). Dropped before it completed, it hands the
 /// rest to the engine's background task: the lease is already marked released, so nothing
@@ -13,9 +13,9 @@ use crate::redlock::lifecycle::Busy;
 /// The rest: after the lease's own carried swap (if any) is decided, our token is deleted
 /// from every node (announced), then the local turn, if this lease still has it, is passed
 /// on and local waiters are woken. Whatever the dropped release had started has its own
-/// drop path: a hand-off's fresh token is released by the dropped [`Handoff`]
-/// (see [`handoff`]); a carried swap is settled as failed, so the next holder learns its
-/// lease is lost and releases the fresh token itself (see [`carry`]); a turn taken out of
+/// drop path: a hand-off's fresh token is released by the dropped `Handoff`
+/// (see `handover/handoff.rs`); a carried swap is settled as failed, so the next holder
+/// learns its lease is lost and releases the fresh token itself (see `handover/carry.rs`); a turn taken out of
 /// the lease is passed on as it drops. A request of ours that the dropped release had
 /// already sent runs before this release on the node's connection, so it cannot set our
 /// token again after it.
@@ -38,14 +38,13 @@ impl Drop for Unfinished {
         let Some(core) = self.core.take() else {
             return;
         };
-        let shared = core.shared.clone();
-        shared.janitor.run(async move {
+        let leases = core.leases.clone();
+        leases.nodes.janitor.run(async move {
             if let Some(carried) = core.carried.get() {
                 carried.settled().await;
             }
-            handoff::release_everywhere(core.shared.clone(), core.claim.clone()).await;
-            drop(core.take_turn());
-            core.shared.wake.notify_local(core.claim.keys.channels());
+            release_everywhere(core.leases.clone(), core.claim.clone()).await;
+            core.pass_turn(core.take_turn());
         });
     }
 }

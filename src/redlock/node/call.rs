@@ -7,7 +7,7 @@
 
 use redis::Cmd;
 
-use crate::redlock::scripts::Script;
+use crate::redlock::core::scripts::Script;
 
 /// A request built once per operation and sent, as is, to every node.
 #[derive(Clone)]
@@ -118,7 +118,7 @@ impl ScriptCall {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redlock::scripts::EXTEND;
+    use crate::redlock::core::scripts::EXTEND;
 
     #[test]
     fn a_script_call_reads_back_its_keys_and_args() {

@@ -33,8 +33,8 @@ use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, ServerErr
 use super::call::{Call, ScriptCall};
 use super::error::NodeError;
 use super::transport::{Connection, Transport};
-use crate::redlock::node_url::NodeUrl;
-use crate::redlock::scripts;
+use crate::redlock::config::node_url::NodeUrl;
+use crate::redlock::core::scripts;
 
 /// A multiplexed connection plus a flag the pool reads in `has_broken`.
 pub(crate) struct NodeConnection {

@@ -4,7 +4,7 @@
 //! [transport](super::transport) returns; no magic integer appears outside this module. An
 //! answer that fits none of a request's replies is a [`NodeError::Reply`] (a "no" vote).
 //! The meaning of each value is documented with its script in
-//! [`scripts`](crate::redlock::scripts).
+//! [`scripts`](crate::redlock::core::scripts).
 
 use redis::Value;
 
@@ -29,7 +29,7 @@ impl SetReply {
     }
 }
 
-/// The reply of the [`ACQUIRE`](crate::redlock::scripts::ACQUIRE) script.
+/// The reply of the [`ACQUIRE`](crate::redlock::core::scripts::ACQUIRE) script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AcquireReply {
     /// Every key was free and now holds our token; the highest fencing counter (0 without
@@ -51,7 +51,7 @@ impl AcquireReply {
     }
 }
 
-/// The reply of the [`EXTEND`](crate::redlock::scripts::EXTEND) script.
+/// The reply of the [`EXTEND`](crate::redlock::core::scripts::EXTEND) script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ExtendReply {
     /// Every key held our token and has a new expiry.
@@ -70,8 +70,8 @@ impl ExtendReply {
     }
 }
 
-/// The reply of the [`RELEASE`](crate::redlock::scripts::RELEASE) and
-/// [`RELEASE_ONE`](crate::redlock::scripts::RELEASE_ONE) scripts, hand-offs included.
+/// The reply of the [`RELEASE`](crate::redlock::core::scripts::RELEASE) and
+/// [`RELEASE_ONE`](crate::redlock::core::scripts::RELEASE_ONE) scripts, hand-offs included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReleaseReply {
     /// Our token was deleted from at least one key.
@@ -99,7 +99,7 @@ impl ReleaseReply {
     }
 }
 
-/// The reply of the [`MARK`](crate::redlock::scripts::MARK) script.
+/// The reply of the [`MARK`](crate::redlock::core::scripts::MARK) script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MarkReply {
     /// Every key was held and is now marked: its release will announce itself.
@@ -118,7 +118,7 @@ impl MarkReply {
     }
 }
 
-/// The reply of the [`FENCE_SYNC`](crate::redlock::scripts::FENCE_SYNC) script: the
+/// The reply of the [`FENCE_SYNC`](crate::redlock::core::scripts::FENCE_SYNC) script: the
 /// counters are at least the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FenceSynced;

@@ -1,4 +1,4 @@
-//! The Lua scripts of [`scripts`](crate::redlock::scripts), in Rust, step by step.
+//! The Lua scripts of [`scripts`](crate::redlock::core::scripts), in Rust, step by step.
 //!
 //! Each function follows its script line by line, through the same Redis commands on the
 //! [`Store`], so that what a script leaves behind when a command in it fails (Redis does
@@ -12,7 +12,7 @@ use redis::Value;
 use tokio::time::Instant;
 
 use super::store::{ReplyError, Store, parse_integer};
-use crate::redlock::scripts::{self, Script};
+use crate::redlock::core::scripts::{self, Script};
 
 /// The engine's scripts, told apart by their SHA (or body, for `EVAL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

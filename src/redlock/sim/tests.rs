@@ -6,8 +6,8 @@ use redis::Value;
 use tokio::time::{Instant, advance, timeout};
 
 use super::{SimConnection, SimNode};
+use crate::redlock::core::scripts;
 use crate::redlock::node::{Call, NodeError};
-use crate::redlock::scripts;
 
 const NODE_TIMEOUT: Duration = Duration::from_millis(50);
 

@@ -4,8 +4,8 @@
 
 use super::Op::{Exact, Expired, Published, Ttl};
 use super::check;
+use crate::redlock::core::scripts;
 use crate::redlock::node::Call;
-use crate::redlock::scripts;
 use crate::redlock::sim::tests::{cmd as command, set_nx_px};
 
 /// Expiries far enough apart that one cannot pass for another within the tolerance.
