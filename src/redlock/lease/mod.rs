@@ -346,7 +346,8 @@ mod tests {
             marked: false,
         };
         // Before any extension, the settlement sets the swap's validity, up or down.
-        core.set_carried(SwapBarrier::new());
+        let barrier = SwapBarrier::new();
+        core.set_carried(barrier.clone());
         core.carried_settled(swap(20));
         assert_eq!(lock.valid_until(), now + Duration::from_secs(20));
         // An extension applies the swap itself, then sets what it found.
@@ -355,6 +356,8 @@ mod tests {
         // The settlement's own call, late: stale, ignored.
         core.carried_settled(swap(20));
         assert_eq!(lock.valid_until(), now + Duration::from_secs(3));
+        // Decided, so that the release (which waits for the swap) goes ahead.
+        barrier.settle(swap(20));
         lock.release().await.unwrap();
     }
 }
