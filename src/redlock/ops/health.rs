@@ -88,6 +88,27 @@ impl HealthReport {
     pub fn is_healthy(&self) -> bool {
         self.quorum_reachable && self.test_lock_ok
     }
+
+    /// The public view: `status` (`up`/`down`), `reachable`, `quorum`,
+    /// `quorum_reachable`, `test_lock_ok`, `breaker` (`closed`, `open`, `half_open`,
+    /// `disabled`), and per node only `index`, `reachable`, `skipped` and `behind`. No node
+    /// URL, Redis version, memory figure, latency or error text: safe to serve to anyone who
+    /// can reach the health route.
+    ///
+    /// [`to_json_detailed`](HealthReport::to_json_detailed) has everything.
+    pub fn to_json(&self) -> String {
+        json::document(self, json::View::Public)
+    }
+
+    /// The detailed view: the public fields plus `test_lock_latency_us` and
+    /// `test_lock_error`, and per node its redacted `url`, `PING` `latency_us`,
+    /// `redis_version`, `used_memory` (bytes) and `error` (`null` when unknown). For
+    /// operators only (an internal port, an authenticated route): it tells where the nodes
+    /// are and what they run. With the `serde` feature, serializing the report gives this
+    /// document.
+    pub fn to_json_detailed(&self) -> String {
+        json::document(self, json::View::Detailed)
+    }
 }
 
 /// Reads `field:value` from an `INFO` reply.

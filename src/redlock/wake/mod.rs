@@ -18,172 +18,24 @@
 //! land after the `SUBSCRIBE` of a waiter that came meanwhile (which would leave a hot key
 //! without wake-ups, its waiters polling on the fallback timer).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+mod channels;
+mod interest;
+mod subscriber;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::Client;
 use redis::aio::PubSubSink;
 use tokio::sync::watch;
 
+use self::channels::{Channel, Channels};
+pub(crate) use self::interest::Interest;
+use self::subscriber::{NodeSubscriber, subscribers};
 use crate::redlock::config::node_url::NodeUrl;
-
-/// Local registry of the channels someone in this process waits on.
-#[derive(Default)]
-struct Channels {
-    map: Mutex<HashMap<String, Channel>>,
-    /// `map.len()`, readable without the lock: a release with nobody waiting in the
-    /// process (the common case) does not touch the mutex.
-    entries: AtomicUsize,
-    /// Subscriptions that failed: (node index, channel).
-    missing: Mutex<Vec<(usize, String)>>,
-    /// `missing.len()`, readable without the lock.
-    missing_count: AtomicUsize,
-    /// A repair of the missing subscriptions is running.
-    repairing: AtomicBool,
-    /// Held while deciding and sending `SUBSCRIBE`s and `UNSUBSCRIBE`s, so that they reach
-    /// each node's pub/sub connection in the order they were decided in.
-    serial: tokio::sync::Mutex<()>,
-    /// Background unsubscriptions not finished yet.
-    unsubscribing: AtomicUsize,
-}
-
-struct Channel {
-    generation: watch::Sender<u64>,
-    /// Waiters registered on it; at 0 the channel is unsubscribed (in the background) and
-    /// forgotten, unless a waiter came back meanwhile.
-    interested: usize,
-    /// Its `SUBSCRIBE` was sent (under `serial`), and no `UNSUBSCRIBE` since.
-    subscribed: bool,
-}
-
-impl Channels {
-    /// Notes that node `index` is not subscribed to `channels`.
-    fn note_missing(&self, index: usize, channels: impl IntoIterator<Item = String>) {
-        let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
-        for channel in channels {
-            if !missing.iter().any(|(i, c)| *i == index && *c == channel) {
-                missing.push((index, channel));
-            }
-        }
-        self.missing_count.store(missing.len(), Ordering::Release);
-    }
-
-    /// Takes the missing subscriptions of channels still wanted and subscribed (others are
-    /// forgotten). Called under `serial`.
-    fn take_missing(&self) -> Vec<(usize, String)> {
-        let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
-        let taken = std::mem::take(&mut *missing);
-        self.missing_count.store(0, Ordering::Release);
-        drop(missing);
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        taken
-            .into_iter()
-            .filter(|(_, channel)| {
-                map.get(channel)
-                    .is_some_and(|entry| entry.interested > 0 && entry.subscribed)
-            })
-            .collect()
-    }
-
-    /// Of `channels`, those not subscribed yet, now marked subscribed (their `SUBSCRIBE` is
-    /// about to be sent). Called under `serial`.
-    fn claim_unsubscribed(&self, channels: &[String]) -> Vec<String> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        channels
-            .iter()
-            .filter(|name| {
-                map.get_mut(*name)
-                    .is_some_and(|entry| !std::mem::replace(&mut entry.subscribed, true))
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Of `channels`, those nobody waits for any more, now forgotten; returns those of them
-    /// that were subscribed. Called under `serial`.
-    fn forget_idle(&self, channels: &[String]) -> Vec<String> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let mut gone = Vec::new();
-        for name in channels {
-            if let Some(entry) = map.get(name)
-                && entry.interested == 0
-            {
-                if entry.subscribed {
-                    gone.push(name.clone());
-                }
-                map.remove(name);
-            }
-        }
-        self.entries.store(map.len(), Ordering::Release);
-        gone
-    }
-
-    fn bump(&self, channel: &str) {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = map.get(channel) {
-            entry.generation.send_modify(|g| *g = g.wrapping_add(1));
-        }
-    }
-}
-
-/// One node's subscriber connection, made lazily and remade after it dies.
-struct NodeSubscriber {
-    index: usize,
-    client: Client,
-    timeout: Duration,
-    sink: tokio::sync::Mutex<Option<(PubSubSink, Arc<AtomicBool>)>>,
-}
-
-impl NodeSubscriber {
-    /// A live sink, connecting (bounded by the node timeout) when there is none or the last
-    /// one's connection died.
-    async fn sink(&self, channels: &Weak<Channels>) -> Option<PubSubSink> {
-        let mut slot = self.sink.lock().await;
-        if let Some((sink, dead)) = slot.as_ref()
-            && !dead.load(Ordering::Acquire)
-        {
-            return Some(sink.clone());
-        }
-        let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
-            .await
-            .ok()?
-            .ok()?;
-        let (sink, mut stream) = pubsub.split();
-        let channels = channels.clone();
-        let dead = Arc::new(AtomicBool::new(false));
-        let (reader_dead, index) = (dead.clone(), self.index);
-        tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                let Some(channels) = channels.upgrade() else {
-                    return;
-                };
-                channels.bump(msg.get_channel_name());
-            }
-            // The connection died (e.g. the node restarted): its subscriptions went with it.
-            reader_dead.store(true, Ordering::Release);
-            if let Some(channels) = channels.upgrade() {
-                let wanted: Vec<String> = channels
-                    .map
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .keys()
-                    .cloned()
-                    .collect();
-                channels.note_missing(index, wanted);
-            }
-        });
-        *slot = Some((sink.clone(), dead));
-        Some(sink)
-    }
-
-    async fn forget(&self) {
-        *self.sink.lock().await = None;
-    }
-}
 
 /// Wake-on-release for one [`Redlock`](crate::Redlock).
 pub(crate) struct WakeHub {
@@ -416,26 +268,6 @@ impl WakeHub {
     }
 }
 
-/// One subscriber per node, numbered by the node's index (`None`: no client could be made
-/// for that node; its index is skipped, not given to the next node).
-fn subscribers(
-    clients: impl IntoIterator<Item = Option<Client>>,
-    timeout: Duration,
-) -> Box<[NodeSubscriber]> {
-    clients
-        .into_iter()
-        .enumerate()
-        .filter_map(|(index, client)| {
-            Some(NodeSubscriber {
-                index,
-                client: client?,
-                timeout,
-                sink: tokio::sync::Mutex::new(None),
-            })
-        })
-        .collect()
-}
-
 /// Subscriptions sent but not confirmed yet: if dropped (the waiter's future was), noted as
 /// missing on every node, so that the next repair makes them.
 struct Unconfirmed<'a> {
@@ -449,160 +281,6 @@ impl Drop for Unconfirmed<'_> {
             self.hub
                 .channels
                 .note_missing(node.index, self.channels.iter().cloned());
-        }
-    }
-}
-
-/// A waiter's registration: wakes when any of its channels hears a release.
-pub(crate) struct Interest {
-    hub: Arc<WakeHub>,
-    channels: Vec<String>,
-    receivers: Vec<watch::Receiver<u64>>,
-}
-
-impl Interest {
-    /// Marks every generation seen so far: [`released`](Self::released) waits for news.
-    pub(crate) fn mark_seen(&mut self) {
-        for rx in &mut self.receivers {
-            rx.mark_unchanged();
-        }
-    }
-
-    /// Resolves when a release was heard since the last [`mark_seen`](Self::mark_seen).
-    /// Subscriptions that failed before are made again meanwhile.
-    pub(crate) async fn released(&mut self) {
-        self.hub.repair();
-        let waits = self.receivers.iter_mut().map(|rx| Box::pin(rx.changed()));
-        let _ = futures_util::future::select_all(waits).await;
-    }
-}
-
-impl Drop for Interest {
-    fn drop(&mut self) {
-        self.hub.release_interest(&self.channels);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subscribers_keep_their_node_index_when_a_client_fails() {
-        let client = || Client::open("redis://127.0.0.1:1").ok();
-        let nodes = subscribers([client(), None, client()], Duration::from_secs(1));
-        let indexes: Vec<usize> = nodes.iter().map(|node| node.index).collect();
-        assert_eq!(indexes, [0, 2]);
-    }
-
-    #[cfg(feature = "testkit")]
-    mod interleaving {
-        use super::*;
-        use crate::testkit::{LocalCluster, eventually};
-
-        const CHANNEL: &str = "t:wake:hot";
-        const DEADLINE: Duration = Duration::from_secs(10);
-
-        async fn hub(cluster: &LocalCluster) -> Arc<WakeHub> {
-            let urls: Vec<NodeUrl> = cluster
-                .urls()
-                .iter()
-                .map(|url| NodeUrl::parse(url).unwrap())
-                .collect();
-            Arc::new(WakeHub::new(&urls, Duration::from_secs(2), None))
-        }
-
-        /// Waits (bounded) until no background unsubscription is left.
-        async fn settled(hub: &WakeHub) {
-            let done = eventually(DEADLINE, || async {
-                hub.channels.unsubscribing.load(Ordering::Acquire) == 0
-            })
-            .await;
-            assert!(done, "a background unsubscription never finished");
-        }
-
-        /// Subscribers of `CHANNEL` on node `i`.
-        async fn numsub(cluster: &LocalCluster, i: usize) -> i64 {
-            let mut conn = Client::open(cluster.url(i))
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
-            let (_, count): (String, i64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(CHANNEL)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            count
-        }
-
-        /// Every node still has the channel subscribed, and a release published there wakes
-        /// the waiter.
-        async fn still_woken(cluster: &LocalCluster, waiter: &mut Interest) {
-            for i in 0..cluster.len() {
-                assert_eq!(
-                    numsub(cluster, i).await,
-                    1,
-                    "node {i} lost the subscription"
-                );
-            }
-            waiter.mark_seen();
-            let mut conn = Client::open(cluster.url(1))
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(CHANNEL)
-                .arg("released")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            assert!(
-                tokio::time::timeout(DEADLINE, waiter.released())
-                    .await
-                    .is_ok(),
-                "the release did not wake the waiter"
-            );
-        }
-
-        /// Single-threaded: the last waiter leaves (its unsubscription is spawned, not run)
-        /// and a new waiter registers before that task runs.
-        #[tokio::test]
-        async fn a_waiter_back_before_the_unsubscription_keeps_the_subscription() {
-            let cluster = LocalCluster::start(2).await.unwrap();
-            let hub = hub(&cluster).await;
-            let channels = [CHANNEL.to_owned()];
-            let first = hub.interest(&channels).await;
-            drop(first);
-            let mut second = hub.interest(&channels).await;
-            settled(&hub).await;
-            still_woken(&cluster, &mut second).await;
-        }
-
-        /// Single-threaded: the unsubscription has decided and is under way when a new waiter
-        /// registers.
-        #[tokio::test]
-        async fn a_waiter_back_during_the_unsubscription_subscribes_after_it() {
-            let cluster = LocalCluster::start(2).await.unwrap();
-            let hub = hub(&cluster).await;
-            let channels = [CHANNEL.to_owned()];
-            let first = hub.interest(&channels).await;
-            drop(first);
-            let mut forgotten = false;
-            for _ in 0..1000 {
-                tokio::task::yield_now().await;
-                let map = hub.channels.map.lock().unwrap();
-                if !map.contains_key(CHANNEL) {
-                    forgotten = true;
-                    break;
-                }
-            }
-            assert!(forgotten, "the unsubscription never started");
-            let mut second = hub.interest(&channels).await;
-            settled(&hub).await;
-            still_woken(&cluster, &mut second).await;
         }
     }
 }

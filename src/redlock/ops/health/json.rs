@@ -46,54 +46,37 @@ impl Value<'_> {
     }
 }
 
-impl HealthReport {
-    /// The public view: `status` (`up`/`down`), `reachable`, `quorum`,
-    /// `quorum_reachable`, `test_lock_ok`, `breaker` (`closed`, `open`, `half_open`,
-    /// `disabled`), and per node only `index`, `reachable`, `skipped` and `behind`. No node
-    /// URL, Redis version, memory figure, latency or error text: safe to serve to anyone who
-    /// can reach the health route.
-    ///
-    /// [`to_json_detailed`](HealthReport::to_json_detailed) has everything.
-    pub fn to_json(&self) -> String {
-        write_document(&self.fields(View::Public))
-    }
+/// `report` as a JSON document in `view` (see [`HealthReport::to_json`] and
+/// [`HealthReport::to_json_detailed`]).
+pub(super) fn document(report: &HealthReport, view: View) -> String {
+    write_document(&report_fields(report, view))
+}
 
-    /// The detailed view: the public fields plus `test_lock_latency_us` and
-    /// `test_lock_error`, and per node its redacted `url`, `PING` `latency_us`,
-    /// `redis_version`, `used_memory` (bytes) and `error` (`null` when unknown). For
-    /// operators only (an internal port, an authenticated route): it tells where the nodes
-    /// are and what they run. With the `serde` feature, serializing the report gives this
-    /// document.
-    pub fn to_json_detailed(&self) -> String {
-        write_document(&self.fields(View::Detailed))
+/// The report's fields in `view`.
+pub(super) fn report_fields(report: &HealthReport, view: View) -> Fields<'_> {
+    let mut fields = vec![
+        (
+            "status",
+            Value::Str(if report.is_healthy() { "up" } else { "down" }),
+        ),
+        ("reachable", Value::UInt(report.reachable as u64)),
+        ("quorum", Value::UInt(report.quorum as u64)),
+        ("quorum_reachable", Value::Bool(report.quorum_reachable)),
+        ("test_lock_ok", Value::Bool(report.test_lock_ok)),
+        ("breaker", Value::Str(breaker_name(report.breaker))),
+    ];
+    if view == View::Detailed {
+        fields.push((
+            "test_lock_latency_us",
+            Value::opt_us(report.test_lock_latency),
+        ));
+        fields.push((
+            "test_lock_error",
+            Value::opt_str(report.test_lock_error.as_deref()),
+        ));
     }
-
-    /// The report's fields in `view`.
-    pub(super) fn fields(&self, view: View) -> Fields<'_> {
-        let mut fields = vec![
-            (
-                "status",
-                Value::Str(if self.is_healthy() { "up" } else { "down" }),
-            ),
-            ("reachable", Value::UInt(self.reachable as u64)),
-            ("quorum", Value::UInt(self.quorum as u64)),
-            ("quorum_reachable", Value::Bool(self.quorum_reachable)),
-            ("test_lock_ok", Value::Bool(self.test_lock_ok)),
-            ("breaker", Value::Str(breaker_name(self.breaker))),
-        ];
-        if view == View::Detailed {
-            fields.push((
-                "test_lock_latency_us",
-                Value::opt_us(self.test_lock_latency),
-            ));
-            fields.push((
-                "test_lock_error",
-                Value::opt_str(self.test_lock_error.as_deref()),
-            ));
-        }
-        fields.push(("nodes", Value::Nodes(&self.nodes, view)));
-        fields
-    }
+    fields.push(("nodes", Value::Nodes(&report.nodes, view)));
+    fields
 }
 
 impl NodeHealth {

@@ -4,13 +4,13 @@
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use super::json::{Fields, Value, View};
+use super::json::{Fields, Value, View, report_fields};
 use super::{HealthReport, NodeHealth};
 
 /// Serializes as [`HealthReport::to_json_detailed`]'s document.
 impl Serialize for HealthReport {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        Object("HealthReport", self.fields(View::Detailed)).serialize(serializer)
+        Object("HealthReport", report_fields(self, View::Detailed)).serialize(serializer)
     }
 }
 

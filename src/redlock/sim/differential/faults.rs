@@ -44,17 +44,18 @@ enum Fault {
     Sim(SimNode),
 }
 
+/// A connection to the real or the simulated node of a fault scenario.
 #[derive(Clone)]
-enum Conn {
+enum FaultConn {
     Real(node::Conn),
     Sim(SimConnection),
 }
 
-impl Conn {
+impl FaultConn {
     async fn call(self, call: Call) -> Result<Value, NodeError> {
         match self {
-            Conn::Real(conn) => node::call_on(conn, &call).await,
-            Conn::Sim(conn) => conn.call(&call).await,
+            FaultConn::Real(conn) => node::call_on(conn, &call).await,
+            FaultConn::Sim(conn) => conn.call(&call).await,
         }
     }
 }
@@ -67,7 +68,7 @@ fn command(args: &[&str]) -> Call {
     Call::Command(cmd)
 }
 
-async fn real_conn(url: String) -> Conn {
+async fn real_conn(url: String) -> FaultConn {
     let client = redis::Client::open(url).expect("a client");
     // As the engine's connections: no response timeout of redis-rs's own (its default
     // would fail a held-back request after 500 ms, which no simulated fault does).
@@ -76,15 +77,15 @@ async fn real_conn(url: String) -> Conn {
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("a connection");
-    Conn::Real(node::Conn::standalone_redis(conn))
+    FaultConn::Real(node::Conn::standalone_redis(conn))
 }
 
 impl Fault {
     /// A connection (through the proxy, for the real node).
-    async fn connect(&self) -> Conn {
+    async fn connect(&self) -> FaultConn {
         match self {
             Fault::Real { proxy, .. } => real_conn(proxy.url()).await,
-            Fault::Sim(node) => Conn::Sim(node.connect()),
+            Fault::Sim(node) => FaultConn::Sim(node.connect()),
         }
     }
 
@@ -92,7 +93,7 @@ impl Fault {
     async fn peek(&self, key: &str) -> Outcome {
         let conn = match self {
             Fault::Real { cluster, .. } => real_conn(cluster.url(0)).await,
-            Fault::Sim(node) => Conn::Sim(node.connect()),
+            Fault::Sim(node) => FaultConn::Sim(node.connect()),
         };
         within(&mut send(&conn, command(&["GET", key])), WAIT).await
     }
@@ -126,7 +127,7 @@ impl Fault {
 struct Sent(Option<JoinHandle<Result<Value, NodeError>>>);
 
 /// Sends `call` on `conn` in a task of its own.
-fn send(conn: &Conn, call: Call) -> Sent {
+fn send(conn: &FaultConn, call: Call) -> Sent {
     Sent(Some(tokio::spawn(conn.clone().call(call))))
 }
 
