@@ -377,3 +377,50 @@ async fn a_carried_over_lease_whose_swap_fails_is_lost() {
         ReleaseOutcome::AlreadyExpired
     );
 }
+
+/// The switch: with local hand-over off, a lease released while another task of the
+/// process waits for the key is deleted (the key goes free) and the waiter takes the lock
+/// with its own acquisition. With it on, the same steps hand the lease over (a `set`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_local_handover_off_the_key_is_released_and_acquired_again() {
+    let cluster = cluster(3).await;
+    for handover in [true, false] {
+        let engine = builder(cluster.urls())
+            .local_handover(handover)
+            .build()
+            .await
+            .unwrap();
+        let a = engine.acquire("plain").await.unwrap();
+        let e = engine.clone();
+        let b = tokio::spawn(async move { e.acquire("plain").await });
+        let marked = eventually(NO_HANG, || async {
+            lock_value(&cluster, 0, "plain")
+                .await
+                .is_some_and(|v| v.ends_with('+'))
+        })
+        .await;
+        assert!(marked, "the first waiter never marked the key");
+        let e = engine.clone();
+        let c = spawn_queued(async move { e.acquire("plain").await }).await;
+        assert_eq!(a.release().await.unwrap(), ReleaseOutcome::Released);
+        let b = b.await.unwrap().expect("the first waiter gets the lock");
+        let mut events = key_events(&cluster, 0, "plain").await;
+        assert_eq!(b.release().await.unwrap(), ReleaseOutcome::Released);
+        // The first write after B's release (a waiter's mark is an `append`: skipped).
+        let first = loop {
+            let event = tokio::time::timeout(NO_HANG, events.next())
+                .await
+                .expect("a keyspace event for B's release")
+                .unwrap();
+            if event != "append" {
+                break event;
+            }
+        };
+        let expected = if handover { "set" } else { "del" };
+        assert_eq!(first, expected, "local hand-over {handover}");
+        let c = c.await.unwrap().expect("the last waiter gets the lock");
+        assert_eq!(c.release().await.unwrap(), ReleaseOutcome::Released);
+        assert!(released_everywhere(&cluster, "plain").await);
+        engine.shutdown().await;
+    }
+}
