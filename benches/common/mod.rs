@@ -35,15 +35,17 @@ pub async fn cluster() -> LocalCluster {
 }
 
 /// The engine under test; `BENCH_POOL_SIZE` sets its connections per node (default 1), to
-/// compare pool sizes.
+/// compare pool sizes, and `BENCH_LOCAL_HANDOVER=0` turns local hand-over off, to compare.
 pub async fn redlock(urls: &[String]) -> Redlock {
     let pool_size = std::env::var("BENCH_POOL_SIZE")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
+    let local_handover = std::env::var("BENCH_LOCAL_HANDOVER").map_or(true, |v| v != "0");
     Redlock::builder()
         .nodes(urls.to_vec())
         .pool_size(pool_size)
+        .local_handover(local_handover)
         .node_timeout(Duration::from_millis(200))
         .circuit_breaker(CircuitBreaker::new(1000, Duration::from_millis(10)))
         .build()
