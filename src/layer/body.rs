@@ -1,7 +1,6 @@
 //! [`ResponseBody`]: the inner service's body, or a rejection's body.
 
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -11,14 +10,12 @@ use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::layer::Release;
-use super::lease::RequestLease;
+use super::lease::{BoxFuture, RequestLease};
+use super::policy::Release;
 use crate::redlock::LockError;
 
 /// The error type of [`ResponseBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 pub(crate) type BoxBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send + 'static>>;
 
@@ -119,7 +116,7 @@ where
                         && lost.as_mut().poll(cx).is_ready()
                     {
                         tracing::trace!(
-                            target: super::settings::REJECTION_TARGET,
+                            target: super::response::REJECTION_TARGET,
                             "Redlock lease lost while streaming the response: aborting"
                         );
                         // Dropping the guard releases whatever is left in the background.

@@ -11,14 +11,15 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::body::{BodyGuard, BodyLength, BoxFuture, ResponseBody};
+use super::body::{BodyGuard, BodyLength, ResponseBody};
 use super::estimate::HoldEstimate;
 use super::held;
 use super::key::KeyError;
-use super::layer::OnLost;
-use super::lease::RequestLease;
+use super::lease::{BoxFuture, RequestLease};
+use super::policy::OnLost;
+use super::response::REJECTION_TARGET;
 use super::response::Rejection;
-use super::settings::{REJECTION_TARGET, Settings};
+use super::settings::Settings;
 use crate::redlock::{HeldLock, LockError};
 
 pin_project! {

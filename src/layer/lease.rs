@@ -23,10 +23,13 @@
 
 use std::sync::Arc;
 
-use super::body::BoxFuture;
 use super::estimate::HoldEstimate;
-use super::layer::Release;
+use super::policy::Release;
 use crate::redlock::HeldLock;
+
+/// A boxed future the layer runs (a lease's release, a response body's end).
+pub(crate) type BoxFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
 /// The layer's clone of a request's lease; releases it (for all clones) when dropped.
 pub(crate) struct RequestLease {

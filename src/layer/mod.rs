@@ -41,6 +41,7 @@ pub mod key;
 #[allow(clippy::module_inception)]
 mod layer;
 mod lease;
+mod policy;
 mod response;
 mod routes;
 mod service;
@@ -49,8 +50,9 @@ mod settings;
 pub use self::body::{BoxError, ResponseBody};
 pub use self::future::ResponseFuture;
 pub use self::held::HeldLocks;
-pub use self::layer::{OnLost, RedlockLayer, Release};
+pub use self::layer::RedlockLayer;
+pub use self::policy::{OnLost, Release};
+#[cfg(feature = "axum")]
+pub(crate) use self::response::REJECTION_TARGET;
 pub use self::response::Rejection;
 pub use self::service::RedlockService;
-#[cfg(feature = "axum")]
-pub(crate) use self::settings::REJECTION_TARGET;

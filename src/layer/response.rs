@@ -11,6 +11,9 @@ use super::key::KeyError;
 use crate::redlock::LockError;
 use crate::redlock::json::write_str as json_string;
 
+/// The `tracing` target of per-request rejection logs (at `TRACE`, as axum's own).
+pub(crate) const REJECTION_TARGET: &str = "tower_redlock::rejection";
+
 /// Why a request was answered without running under its lock.
 ///
 /// | cause | status | `Retry-After` |

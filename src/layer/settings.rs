@@ -10,15 +10,12 @@ use http::Response;
 use super::body::{BoxBody, ResponseBody};
 use super::estimate::HoldEstimate;
 use super::key::KeyError;
-use super::layer::{OnLost, Release};
-use super::response::Rejection;
+use super::policy::{OnLost, Release};
+use super::response::{REJECTION_TARGET, Rejection};
 use super::routes::{RouteState, Routes};
 use crate::redlock::{LockError, LockOptions, Redlock};
 
 pub(crate) type RejectFn = dyn Fn(&Rejection) -> Response<BoxBody> + Send + Sync + 'static;
-
-/// The `tracing` target of per-request rejection logs (at `TRACE`, as axum's own).
-pub(crate) const REJECTION_TARGET: &str = "tower_redlock::rejection";
 
 /// Settings shared by a layer's services and their futures.
 #[derive(Clone)]

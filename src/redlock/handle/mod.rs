@@ -83,7 +83,7 @@ impl Redlock {
         self.engine.settings.node_timeout
     }
 
-    /// Acquires `key`, retrying per the default [`RetryPolicy`] until its deadline.
+    /// Acquires `key`, retrying per the default [`RetryPolicy`](crate::RetryPolicy) until its deadline.
     pub fn acquire(
         &self,
         key: impl AsRef<str>,
@@ -232,7 +232,7 @@ impl Redlock {
     }
 
     /// Reads every node's `maxmemory-policy`, `appendonly` and `save` and reports the
-    /// settings that break locks ([`SettingWarning`](crate::SettingWarning)). A node that
+    /// settings that break locks ([`SettingWarning`](crate::health::SettingWarning)). A node that
     /// refuses `CONFIG GET` (ACL) or does not answer is reported as unknown (`unknown`), not
     /// as an error.
     ///

@@ -59,7 +59,7 @@ pub struct NodeHealth {
     pub behind: bool,
 }
 
-/// The result of [`Redlock::health`]. As JSON: [`to_json`](HealthReport::to_json) (public)
+/// The result of [`Redlock::health`](crate::Redlock::health). As JSON: [`to_json`](HealthReport::to_json) (public)
 /// and [`to_json_detailed`](HealthReport::to_json_detailed); with the `serde` feature,
 /// `Serialize` writes the detailed document, byte for byte.
 #[derive(Debug, Clone, PartialEq)]
