@@ -71,6 +71,7 @@ async fn retry_loop(
     let mut turn = None;
     let mut interest: Option<Interest> = None;
     let mut finished = 0u32;
+    let mut looked_again = false;
     if waits && shared.queues.is_busy(&keys.queue_id()) {
         // Others of this process already wait: queue behind them instead of barging in.
         let Some((local, _)) = shared.queues.turn(&keys.queue_id(), deadline).await else {
@@ -141,11 +142,16 @@ async fn retry_loop(
         }
         match interest.as_mut().filter(|_| contended) {
             Some(interest) => {
-                if mark_awaited(shared, keys).await == Mark::Free {
+                if mark_awaited(shared, keys).await == Mark::Free && !looked_again {
                     // Released between our attempt and the mark: no wake-up will come.
+                    // Once per sleep: a key set with one key free reads as free on every
+                    // try, and would loop without sleeping.
+                    looked_again = true;
                     continue;
                 }
+                looked_again = false;
                 tokio::select! {
+                    biased;
                     () = interest.released() => {}
                     () = tokio::time::sleep(sleep) => {}
                 }
