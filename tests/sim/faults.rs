@@ -82,7 +82,10 @@ pub async fn node_faults(
             6 => {
                 // Redlock's delayed restart: down longer than any lease's ttl (the
                 // workers extend by at most 2.5 ttl).
-                log.with(|r| r.emptied.push(node));
+                log.with(|r| {
+                    r.emptied.push(node);
+                    r.emptied_at.push(Instant::now());
+                });
                 cluster.inject(node, Fault::RestartEmpty);
                 cluster.inject(node, Fault::Partition(true));
                 sleep(TTL * 3).await;

@@ -33,8 +33,9 @@ pub struct Record {
     pub grants: Vec<Grant>,
     pub releases: Vec<Release>,
     pub violations: Vec<String>,
-    /// Nodes restarted without their data.
+    /// Nodes restarted without their data, and when.
     pub emptied: Vec<usize>,
+    pub emptied_at: Vec<Instant>,
     /// When some node had a fault: `(node, from, to)`.
     pub faults: Vec<(usize, Instant, Instant)>,
     /// Every event, as `time task what`, to compare two runs of one seed.

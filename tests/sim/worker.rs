@@ -117,6 +117,7 @@ impl Worker {
             plan.push((at.min(hold_for), ttls));
         }
         plan.sort_by_key(|(at, _)| *at);
+        self.check_validity(holder, keys, &lock, acquired);
         let ended = lock.ended();
         tokio::pin!(ended);
         let log = self.log.clone();
@@ -126,6 +127,7 @@ impl Worker {
                 let outcomes =
                     futures_util::future::join_all(ttls.iter().map(|t| lock.extend(*t))).await;
                 log.event(&who, format_args!("extend {ttls:?}: {outcomes:?}"));
+                self.check_validity(holder, keys, &lock, acquired);
             }
             sleep_until(acquired + hold_for).await;
         };
@@ -165,7 +167,9 @@ impl Worker {
                 token,
             })
         });
+        self.check_validity(holder, keys, &lock, acquired);
         let valid = lock.is_held() && Instant::now() < lock.valid_until();
+        let giving_back = Instant::now();
         let how = match self.rng.below(6) {
             0 | 1 => {
                 drop(lock);
@@ -194,21 +198,59 @@ impl Worker {
             }
         };
         self.log.event(&who, how);
-        valid.then(|| probe(self.cluster.clone(), self.log.clone(), holder, how, keys))
+        valid.then(|| {
+            probe(
+                self.cluster.clone(),
+                self.log.clone(),
+                (holder, how, giving_back),
+                keys,
+            )
+        })
     }
 }
 
-/// `PROBE` after a release: which of `keys` a quorum of nodes still holds.
+impl Worker {
+    /// (g) `valid_until` never overstates what a quorum of nodes holds: while the lease is
+    /// held, a quorum of nodes keep every key of it until at least `valid_until` (unless a
+    /// node restarted empty since `acquired`).
+    fn check_validity(&self, holder: usize, keys: &[&str], lock: &HeldLock, acquired: Instant) {
+        let now = Instant::now();
+        let valid_until = lock.valid_until();
+        let emptied = self
+            .log
+            .with(|r| r.emptied_at.iter().any(|&at| at >= acquired - TTL));
+        if !lock.is_held() || now >= valid_until || emptied {
+            return;
+        }
+        let nodes = self.cluster.len();
+        let holding = (0..nodes)
+            .filter(|&n| {
+                keys.iter().all(|key| {
+                    let pttl = self.cluster.pttl(n, &format!("redlock:lock:{key}"));
+                    // PTTL is in whole milliseconds, rounded down.
+                    pttl >= 0 && now + Duration::from_millis(pttl as u64 + 1) >= valid_until
+                })
+            })
+            .count();
+        if holding < nodes / 2 + 1 {
+            self.log.violation(format!(
+                "holder {holder} on {keys:?}: valid until {:?}, but only {holding} of {nodes} nodes hold its keys that long",
+                self.log.at(valid_until)
+            ));
+        }
+    }
+}
+
+/// `PROBE` after a lease was given back (`at`, by `holder`, `how`): which of `keys` a
+/// quorum of nodes still holds.
 fn probe(
     cluster: SimCluster,
     log: Log,
-    holder: usize,
-    how: &'static str,
+    (holder, how, at): (usize, &'static str, Instant),
     keys: &'static [&'static str],
 ) -> impl Future<Output = ()> {
-    let at = Instant::now();
     async move {
-        sleep(PROBE).await;
+        sleep_until(at + PROBE).await;
         let quorum = cluster.len() / 2 + 1;
         let still_held = keys
             .iter()
