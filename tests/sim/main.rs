@@ -122,16 +122,12 @@ fn seeded_runs_keep_every_safety_property() {
         }
         let outcome = run_seed(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         if !outcome.violations.is_empty() && keep_going {
-            let first = outcome
-                .violations
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            eprintln!(
-                "seed {seed} failed (after {:?}): {first}",
-                started.elapsed()
-            );
+            for violation in outcome.violations.lines() {
+                eprintln!(
+                    "seed {seed} failed (after {:?}): {violation}",
+                    started.elapsed()
+                );
+            }
             failed.push(seed);
         } else if !outcome.violations.is_empty() {
             panic!(
