@@ -12,7 +12,7 @@
 //! over the node timeout, dropped replies, partitions, pauses (often longer than the ttl,
 //! so keys expire on them), restarts with data, restarts without data followed by a down
 //! time longer than any lease (Redlock's delayed restart); and now and then a majority of
-//! the nodes paused together. The faults stop after 1.3 s; operations go on on healed
+//! the nodes paused together. No fault starts after 1.1 s; operations go on on healed
 //! nodes. After every run it checks:
 //! - (a) no two holders of a key overlap within validity (`[acquired, min(valid_until,
 //!   released))`, virtual time);
@@ -75,9 +75,9 @@ const PROBE: Duration = Duration::from_millis(150);
 /// How long every node must have been free of faults before a release for check (f).
 const CALM: Duration = Duration::from_millis(300);
 /// Faults start until then, from the start of a run.
-const FAULTS_FOR: Duration = Duration::from_millis(1300);
+const FAULTS_FOR: Duration = Duration::from_millis(1100);
 /// Operations start until then: the last ones run on healed nodes.
-const WORK_FOR: Duration = Duration::from_millis(1800);
+const WORK_FOR: Duration = Duration::from_millis(1500);
 
 /// Wall time after which a seed counts as hung (one takes tens of milliseconds).
 const HUNG_AFTER: Duration = Duration::from_secs(60);

@@ -40,8 +40,8 @@ impl Worker {
             let keys = KEY_SETS[self.rng.below(KEY_SETS.len() as u64) as usize];
             let fencing = self.rng.one_in(2);
             // No jitter: the engine would draw it from the OS; the seed varies the delays.
-            let retry = RetryPolicy::until(self.rng.millis(0, 700))
-                .base_delay(self.rng.millis(5, 40))
+            let retry = RetryPolicy::until(self.rng.millis(0, 500))
+                .base_delay(self.rng.millis(10, 40))
                 .jitter(0.0);
             let options = LockOptions::new().retry(retry).fencing(fencing);
             let acquire = self.engine.acquire_many_with(keys, options);
