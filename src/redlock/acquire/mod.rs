@@ -73,6 +73,7 @@ async fn retry_loop(
     let mut turn: Option<LocalTurn> = None;
     let mut interest: Option<Interest> = None;
     let mut finished = 0u32;
+    let mut looked_again = false;
     let wake = &engine.leases.wake;
     let queues = engine.queues.as_ref().filter(|_| waits);
     if let Some(queues) = queues.filter(|q| q.is_busy(&keys.queue_id())) {
@@ -151,11 +152,16 @@ async fn retry_loop(
         }
         match interest.as_mut().filter(|_| contended) {
             Some(interest) => {
-                if mark_awaited(engine, keys).await == Mark::Free {
+                if mark_awaited(engine, keys).await == Mark::Free && !looked_again {
                     // Released between our attempt and the mark: no wake-up will come.
+                    // Once per sleep: a key set with one key free reads as free on every
+                    // try, and would loop without sleeping.
+                    looked_again = true;
                     continue;
                 }
+                looked_again = false;
                 tokio::select! {
+                    biased;
                     () = interest.released() => {}
                     () = tokio::time::sleep(sleep) => {}
                 }

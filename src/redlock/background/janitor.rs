@@ -35,6 +35,7 @@ impl Janitor {
             let mut running = FuturesUnordered::new();
             loop {
                 tokio::select! {
+                    biased;
                     chore = incoming.recv() => match chore {
                         Some(chore) => running.push(chore),
                         // The engine is gone: finish what is left, then stop.

@@ -171,6 +171,7 @@ async fn run(running: Running) {
             .flatten();
         match at {
             Some(at) => tokio::select! {
+                biased;
                 () = tokio::time::sleep_until(at) => {}
                 () = notified => {}
             },

@@ -61,6 +61,7 @@ async fn run(core: Arc<LeaseCore>) {
         }
         let (wake, extending) = next_wake(&core, renewed_at);
         tokio::select! {
+            biased;
             () = sleep_until(wake) => {}
             changed = state.changed() => {
                 if changed.is_err() || *state.borrow() != LeaseState::Held {
@@ -82,6 +83,7 @@ async fn run(core: Arc<LeaseCore>) {
             let started = Instant::now();
             let deadline = core.valid_until();
             let outcome = tokio::select! {
+                biased;
                 outcome = core.extend(core.ttl) => outcome,
                 () = sleep_until(deadline) => Err(LockError::Lost),
             };
