@@ -243,34 +243,32 @@ impl Worker {
 
 /// `PROBE` after a lease was given back (`at`, by `holder`, `how`): which of `keys` a
 /// quorum of nodes still holds.
-fn probe(
+async fn probe(
     cluster: SimCluster,
     log: Log,
     (holder, how, at): (usize, &'static str, Instant),
     keys: &'static [&'static str],
-) -> impl Future<Output = ()> {
-    async move {
-        sleep_until(at + PROBE).await;
-        let quorum = cluster.len() / 2 + 1;
-        let still_held = keys
-            .iter()
-            .copied()
-            .filter(|key| {
-                let name = format!("redlock:lock:{key}");
-                (0..cluster.len())
-                    .filter(|&n| cluster.value(n, &name).is_some())
-                    .count()
-                    >= quorum
-            })
-            .collect();
-        log.with(|r| {
-            r.releases.push(Release {
-                holder,
-                how,
-                at,
-                probed: Instant::now(),
-                still_held,
-            })
-        });
-    }
+) {
+    sleep_until(at + PROBE).await;
+    let quorum = cluster.len() / 2 + 1;
+    let still_held = keys
+        .iter()
+        .copied()
+        .filter(|key| {
+            let name = format!("redlock:lock:{key}");
+            (0..cluster.len())
+                .filter(|&n| cluster.value(n, &name).is_some())
+                .count()
+                >= quorum
+        })
+        .collect();
+    log.with(|r| {
+        r.releases.push(Release {
+            holder,
+            how,
+            at,
+            probed: Instant::now(),
+            still_held,
+        })
+    });
 }
