@@ -1,10 +1,11 @@
 //! Lease timers without a task per lease.
 //!
-//! One task per engine sleeps until the earliest lease deadline (the first extension, or the
-//! end of the validity) and only then starts that lease's [`watchdog`]. Most
-//! leases are released long before their first extension is due, so they never cost a task:
-//! scheduling one is a map insert under a sharded mutex, and the task is woken only when a
-//! lease is due earlier than everything it already waits for.
+//! One task per engine sleeps until the earliest lease deadline (the next automatic
+//! extension, or the end of the validity) and then hands every lease due to the
+//! [batched extension](super::lease::batch), which extends the due ones together and puts
+//! each back here at its next deadline. Scheduling a lease is a map insert under a sharded
+//! mutex, and the task is woken only when a lease is due earlier than everything it already
+//! waits for.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,8 +15,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::lease::LeaseCore;
-use super::watchdog;
+use super::lease::{LeaseCore, batch};
 
 const SHARDS: usize = 8;
 
@@ -82,7 +82,18 @@ impl Timers {
         }
     }
 
-    /// Starts `lease`'s watchdog at `key`'s deadline, unless cancelled before.
+    /// `at`, rounded down to a multiple of `step` counted from the timers' start: deadlines
+    /// rounded to one grid come due together.
+    pub(crate) fn grid_down(&self, at: Instant, step: Duration) -> Instant {
+        let step = u64::try_from(step.as_nanos()).unwrap_or(u64::MAX);
+        let since = self.inner.nanos(at);
+        if step == 0 || since >= u64::MAX - 1 {
+            return at;
+        }
+        self.inner.base + Duration::from_nanos(since - since % step)
+    }
+
+    /// Hands `lease` to the batched extension at `key`'s deadline, unless cancelled before.
     pub(crate) fn schedule(&self, key: TimerKey, lease: &Arc<LeaseCore>) {
         let inner = &self.inner;
         if !inner.running.load(Ordering::Acquire) {
@@ -99,7 +110,7 @@ impl Timers {
         }
     }
 
-    /// Forgets the lease at `key` (released before its watchdog was due).
+    /// Forgets the lease at `key` (it ended, or moved to another deadline).
     pub(crate) fn cancel(&self, key: TimerKey) {
         self.inner
             .shard(key)
@@ -159,10 +170,8 @@ async fn run(running: Running) {
                 }
             }
         }
-        for lease in due.drain(..) {
-            if let Some(core) = lease.upgrade() {
-                watchdog::start(core);
-            }
+        if !due.is_empty() {
+            batch::start_due(due.drain(..).filter_map(|lease| lease.upgrade()));
         }
         inner.next_wake.fetch_min(earliest, Ordering::SeqCst);
         let target = inner.next_wake.load(Ordering::SeqCst);

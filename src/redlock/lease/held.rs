@@ -10,6 +10,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::batch::Schedule;
 use super::{Claim, LeaseCore, LeaseState, ReleaseOutcome};
 use crate::redlock::client::Shared;
 use crate::redlock::error::LockError;
@@ -17,7 +18,6 @@ use crate::redlock::options::Resolved;
 use crate::redlock::queue::LocalTurn;
 use crate::redlock::telemetry;
 use crate::redlock::validity;
-use crate::redlock::watchdog;
 
 /// Releases the lease in the background when the last clone drops.
 struct LeaseHandle {
@@ -40,8 +40,8 @@ impl Drop for LeaseHandle {
 
 /// A held lock: a quorum lease on one or more keys.
 ///
-/// Clones share one lease. While any clone lives, a watchdog extends the lease every
-/// ~ttl/3; when extension cannot reach a quorum before the validity ends, the lease is
+/// Clones share one lease. While any clone lives, the engine extends the lease every
+/// ~ttl/3 (together with the other leases due then, see `lease/batch`); when extension cannot reach a quorum before the validity ends, the lease is
 /// lost: [`is_held`](HeldLock::is_held) turns false and [`ended`](HeldLock::ended)
 /// resolves. [`release`](HeldLock::release) deletes it at once; dropping the last clone
 /// releases it in the background.
@@ -103,8 +103,9 @@ impl HeldLock {
         valid_until: Instant,
     ) -> HeldLock {
         let drift_factor = shared.config.drift_factor;
-        // No task until the watchdog has work: the engine's timers start it when due.
-        let (first_wake, _) = watchdog::first_wake(
+        // No task: the engine's timers hand the lease to the batched extension when due.
+        let schedule = Schedule::first(
+            &shared.timers,
             acquired_at,
             valid_until,
             options.ttl,
@@ -113,7 +114,6 @@ impl HeldLock {
                 .max_hold
                 .and_then(|limit| acquired_at.checked_add(limit)),
         );
-        let timer = shared.timers.key(first_wake);
         let id = shared.leases.next_id();
         let core = LeaseCore {
             shared,
@@ -130,7 +130,7 @@ impl HeldLock {
             runtime: Handle::current(),
             id,
             turn: std::sync::Mutex::new(None),
-            timer,
+            schedule: std::sync::Mutex::new(schedule),
             carried: OnceLock::new(),
             marked: AtomicBool::new(false),
             extending: Arc::default(),
@@ -140,7 +140,7 @@ impl HeldLock {
         let core = Arc::new(core);
         core.shared.leases.add(id, &core);
         telemetry::lease_started(&core.label);
-        core.shared.timers.schedule(core.timer, &core);
+        core.schedule_first();
         HeldLock {
             inner: Arc::new(LeaseHandle { core }),
         }

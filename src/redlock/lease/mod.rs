@@ -1,9 +1,11 @@
-//! A lease: its state shared by the clones of a [`HeldLock`] and its watchdog, and its
-//! release (carried over, handed on, or deleted), which happens once.
+//! A lease: its state shared by the clones of a [`HeldLock`] and the engine's scheduler, and
+//! its release (carried over, handed on, or deleted), which happens once.
 //!
-//! Its parts: `held`, the public handle ([`HeldLock`]); `extend`, extensions; and
-//! `unfinished`, the guard that finishes a release dropped half-way.
+//! Its parts: `held`, the public handle ([`HeldLock`]); `extend`, extensions; [`batch`],
+//! the engine's batched automatic extension; and `unfinished`, the guard that finishes a
+//! release dropped half-way.
 
+pub(crate) mod batch;
 mod extend;
 mod held;
 mod unfinished;
@@ -28,7 +30,6 @@ use super::queue::LocalTurn;
 use super::registry::LeaseId;
 use super::release::{release_call, release_outcome};
 use super::telemetry::{self, KeyHash};
-use super::timers::TimerKey;
 use super::token::Token;
 
 pub use held::HeldLock;
@@ -83,7 +84,7 @@ enum Ending {
     },
 }
 
-/// State shared by the clones of a [`HeldLock`] and its watchdog.
+/// State shared by the clones of a [`HeldLock`] and the engine's scheduler.
 pub(crate) struct LeaseCore {
     pub(crate) shared: Arc<Shared>,
     pub(crate) claim: Arc<Claim>,
@@ -102,8 +103,8 @@ pub(crate) struct LeaseCore {
     id: LeaseId,
     /// This process's turn on the key, passed on when the lease ends.
     turn: std::sync::Mutex<Option<LocalTurn>>,
-    /// Where the lease waits for its watchdog (see [`Timers`](super::timers::Timers)).
-    timer: TimerKey,
+    /// Where the lease waits for its next extension or its validity end (see [`batch`]).
+    schedule: std::sync::Mutex<batch::Schedule>,
     /// Set when the lease was carried over from the previous local holder (see
     /// [`carry`]): the swap to its token, maybe still under way.
     carried: OnceLock<Arc<Carried>>,
@@ -197,7 +198,7 @@ impl LeaseCore {
             held
         });
         if changed {
-            self.shared.timers.cancel(self.timer);
+            self.unschedule();
             self.take_turn();
             tracing::warn!(key = %KeyHash::of(&self.claim.keys.user), "Redlock lease lost");
         }
@@ -223,7 +224,7 @@ impl LeaseCore {
         if !changed {
             return None;
         }
-        self.shared.timers.cancel(self.timer);
+        self.unschedule();
         self.shared.leases.remove(self.id);
         Some(was_held)
     }
