@@ -54,7 +54,7 @@
 //! [`ExtendManyReply`]: crate::redlock::node::reply::ExtendManyReply
 
 mod send;
-#[cfg(all(test, feature = "testkit"))]
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
