@@ -176,6 +176,31 @@ async fn a_user_extend_racing_the_batch_never_overstates() {
     assert!(quorum_covers(&nodes, &lock));
 }
 
+/// A batch whose replies are lost after the nodes applied it (no quorum of answers, but
+/// the nodes shortened the keys' expiry from a user's long extension to the ttl) leaves
+/// `valid_until` at what the nodes hold: it was lowered before the batch was sent.
+#[tokio::test(start_paused = true)]
+async fn a_failed_batch_never_leaves_an_overstated_validity() {
+    let nodes = nodes(3);
+    let redlock = engine(&nodes).await;
+    let lock = redlock.acquire("lowered").await.unwrap();
+    lock.extend(Duration::from_secs(60)).await.unwrap();
+    assert!(lock.remaining() > Duration::from_secs(50));
+    for node in &nodes[1..] {
+        node.drop_replies(true);
+    }
+    // The next batch reaches every node, but only one answer comes back.
+    let due = Instant::now() + TTL / 3 + NODE_TIMEOUT * 2;
+    while Instant::now() < due {
+        assert!(
+            quorum_covers(&nodes, &lock),
+            "valid_until above what a quorum holds"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
+    assert!(lock.remaining() < TTL, "lowered to the batch's start + ttl − drift");
+}
+
 /// Many leases are held through several ticks with one batch per tick.
 #[tokio::test(start_paused = true)]
 async fn many_leases_are_held_tick_after_tick() {
