@@ -84,12 +84,18 @@ async fn a_refused_lease_affects_only_itself() {
     let first = kept.valid_until();
     // Their first extensions come due together: one batch.
     until(|| kept.valid_until() > first).await;
-    assert!(!two_refuse.is_held(), "refused by two of three: lost at once");
+    assert!(
+        !two_refuse.is_held(),
+        "refused by two of three: lost at once"
+    );
     assert!(
         Instant::now() < first,
         "lost on the refusal, not at the validity end"
     );
-    assert!(one_refuses.valid_until() > first, "a quorum still extended it");
+    assert!(
+        one_refuses.valid_until() > first,
+        "a quorum still extended it"
+    );
     // And it stays so, tick after tick.
     let later = Instant::now() + TTL * 2;
     until(|| Instant::now() >= later).await;
@@ -198,7 +204,10 @@ async fn a_failed_batch_never_leaves_an_overstated_validity() {
         );
         sleep(Duration::from_millis(5)).await;
     }
-    assert!(lock.remaining() < TTL, "lowered to the batch's start + ttl − drift");
+    assert!(
+        lock.remaining() < TTL,
+        "lowered to the batch's start + ttl − drift"
+    );
 }
 
 /// Many leases are held through several ticks with one batch per tick.
