@@ -55,6 +55,9 @@ impl Inner {
 /// The engine's lease timers.
 pub(crate) struct Timers {
     inner: Arc<Inner>,
+    /// Taken by each extension batch while it is on the wire (see
+    /// [`batch`](super::lease::batch)): one at a time per engine.
+    pub(crate) sending: tokio::sync::Mutex<()>,
 }
 
 impl Timers {
@@ -71,7 +74,10 @@ impl Timers {
             closed: AtomicBool::new(false),
         });
         tokio::spawn(run(Running(inner.clone())));
-        Timers { inner }
+        Timers {
+            inner,
+            sending: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// A key for a lease due at `at`.

@@ -9,7 +9,10 @@
 //! hands every due lease to [`start_due`], which takes the ones whose extension is due into
 //! one batch and sends it (see [`send`]): per node, one `EXTEND_MANY` call per ≤ 1,000
 //! leases of one connection lane, all written at once (one pipeline, one round trip) and
-//! bounded by one deadline, the node timeout. Per-lease state is the lease core plus one
+//! bounded by one deadline, the node timeout. A batch of more than 4,000 leases goes in
+//! several such pipelines, one after the other (and one batch at a time per engine): a
+//! node's work grows with the leases in a pipeline, and all of it must fit in the node
+//! timeout. Per-lease state is the lease core plus one
 //! timer-map entry: no task, no `Sleep`, no extension future.
 //!
 //! # Safety
@@ -26,7 +29,9 @@
 //!   `start + ttl − drift` when it is taken: from then on each node holds either the
 //!   previous expiry or at least that, so a batch that fails, times out or is dropped
 //!   half-way never leaves an overstated validity. A lease gets `start + ttl − drift` only
-//!   on a quorum of "1" replies for it, counted per lease with the same quorum rule.
+//!   on a quorum of "1" replies for it, counted per lease with the same quorum rule. (A
+//!   lease in a later pipeline of a large batch keeps the batch's `start`, from before it
+//!   waited: its validity is understated by that wait, never overstated.)
 //! - *One extension at a time per lease*: a lease is taken only if its `extending` turn is
 //!   free (`try_lock`: a user's `extend()` in flight, or a carried hand-off whose swap is not
 //!   decided yet, leaves it to the next tick), and the batch holds that turn until every
@@ -164,7 +169,7 @@ pub(crate) fn start_due(due: impl IntoIterator<Item = Arc<LeaseCore>>) {
     };
     let shared = first.core.shared.clone();
     // The engine's own task: no caller can drop a batch half-way.
-    drop(tokio::spawn(send::extend(shared, start, batch)));
+    drop(tokio::spawn(send::extend_all(shared, start, batch)));
 }
 
 impl LeaseCore {
