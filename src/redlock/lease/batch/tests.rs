@@ -65,7 +65,7 @@ fn quorum_covers(nodes: &[SimNode], lock: &HeldLock) -> bool {
             ours && now + Duration::from_millis(pttl + 1) >= lock.valid_until()
         })
         .count();
-    holding >= nodes.len() / 2 + 1
+    holding > nodes.len() / 2
 }
 
 /// One node refusing one lease's token affects that lease only; refused by more than
