@@ -86,6 +86,39 @@ return 1",
     )
 });
 
+/// Extend many leases at once (the engine's batched auto-extension, see `lease/batch.rs`):
+/// `KEYS` every lease's lock keys, one lease after the other;
+/// `ARGV = [leases, n₁, token₁, ttl_ms₁, n₂, token₂, ttl_ms₂, ...]`. For each lease, exactly
+/// what [`EXTEND`] does with its `n` keys, token and ttl: compare-only, all or nothing. No
+/// lease's outcome depends on another's. Returns one 1 (extended) or 0 (refused) per lease,
+/// in order.
+pub(crate) static EXTEND_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local out = {}
+local k = 0
+for j = 0, tonumber(ARGV[1]) - 1 do
+  local n = tonumber(ARGV[2 + 3 * j])
+  local token = ARGV[3 + 3 * j]
+  local ok = 1
+  for i = k + 1, k + n do
+    local v = redis.call('GET', KEYS[i])
+    if v ~= token and v ~= token .. '+' then
+      ok = 0
+      break
+    end
+  end
+  if ok == 1 then
+    for i = k + 1, k + n do
+      redis.call('PEXPIRE', KEYS[i], ARGV[4 + 3 * j])
+    end
+  end
+  out[j + 1] = ok
+  k = k + n
+end
+return out",
+    )
+});
+
 /// Release: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels;
 /// `ARGV = [token, n, announce, next_token?, ttl_ms?, carried?]`.
 ///
@@ -203,10 +236,11 @@ return 1",
 });
 
 /// Every script, for loading on connect.
-pub(crate) static ALL: LazyLock<[&'static Script; 6]> = LazyLock::new(|| {
+pub(crate) static ALL: LazyLock<[&'static Script; 7]> = LazyLock::new(|| {
     [
         &*ACQUIRE,
         &*EXTEND,
+        &*EXTEND_MANY,
         &*RELEASE,
         &*RELEASE_ONE,
         &*MARK,

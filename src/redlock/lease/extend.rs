@@ -1,6 +1,7 @@
 //! Extension of a lease: compare-only, validity counted from the start of the call, one
 //! at a time per lease.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -35,7 +36,7 @@ impl LeaseCore {
     ///   the call dropped half-way). On quorum it is set to `start + ttl − drift`.
     /// - a carried-over lease first waits for its swap and applies it itself (see
     ///   [`carried_settled`](Self::carried_settled)).
-    pub(crate) async fn extend(&self, ttl: Duration) -> Result<(), LockError> {
+    pub(crate) async fn extend(self: &Arc<Self>, ttl: Duration) -> Result<(), LockError> {
         let span = tracing::debug_span!(
             "redlock.extend",
             key = %KeyHash::of(&self.claim.keys.user),
@@ -50,7 +51,7 @@ impl LeaseCore {
         result
     }
 
-    async fn extend_inner(&self, ttl: Duration) -> Result<(), LockError> {
+    async fn extend_inner(self: &Arc<Self>, ttl: Duration) -> Result<(), LockError> {
         // Our turn: held until every reply of this extension is in (see `extend`).
         let turn = self.extending.clone().lock_owned().await;
         if let Some(carried) = self.carried.get() {
@@ -69,6 +70,8 @@ impl LeaseCore {
         let drift = validity::drift(ttl, self.drift_factor);
         // Whatever becomes of the requests, a quorum holds at least the lower of the two.
         self.lower_valid_until(start + ttl.saturating_sub(drift));
+        // The timers must declare it lost by then if nothing raises it again.
+        self.wake_by(self.valid_until());
         let ttl_ms = validity::millis_ceil(ttl);
         let (nodes, claim) = (&self.leases.nodes, &self.claim);
         let keys = &claim.keys;

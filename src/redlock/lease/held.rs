@@ -10,7 +10,8 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Claim, LeaseCore, LeaseState, Leases, ReleaseOutcome, Turn, watchdog};
+use super::batch::Schedule;
+use super::{Claim, LeaseCore, LeaseState, Leases, ReleaseOutcome, Turn};
 use crate::redlock::config::options::Resolved;
 use crate::redlock::core::error::LockError;
 use crate::redlock::core::telemetry;
@@ -37,8 +38,8 @@ impl Drop for LeaseHandle {
 
 /// A held lock: a quorum lease on one or more keys.
 ///
-/// Clones share one lease. While any clone lives, a watchdog extends the lease every
-/// ~ttl/3; when extension cannot reach a quorum before the validity ends, the lease is
+/// Clones share one lease. While any clone lives, the engine extends the lease every
+/// ~ttl/3 (together with the other leases due then, see `lease/batch`); when extension cannot reach a quorum before the validity ends, the lease is
 /// lost: [`is_held`](HeldLock::is_held) turns false and [`ended`](HeldLock::ended)
 /// resolves. [`release`](HeldLock::release) deletes it at once; dropping the last clone
 /// releases it in the background.
@@ -100,8 +101,9 @@ impl HeldLock {
         valid_until: Instant,
     ) -> HeldLock {
         let drift_factor = leases.drift_factor;
-        // No task until the watchdog has work: the engine's timers start it when due.
-        let (first_wake, _) = watchdog::first_wake(
+        // No task: the engine's timers hand the lease to the batched extension when due.
+        let schedule = Schedule::first(
+            &leases.timers,
             acquired_at,
             valid_until,
             options.ttl,
@@ -110,7 +112,6 @@ impl HeldLock {
                 .max_hold
                 .and_then(|limit| acquired_at.checked_add(limit)),
         );
-        let timer = leases.timers.key(first_wake);
         let id = leases.registry.next_id();
         let core = LeaseCore {
             leases,
@@ -127,7 +128,7 @@ impl HeldLock {
             runtime: Handle::current(),
             id,
             turn: std::sync::Mutex::new(None),
-            timer,
+            schedule: std::sync::Mutex::new(schedule),
             carried: OnceLock::new(),
             extending: Arc::default(),
         };
@@ -135,7 +136,7 @@ impl HeldLock {
         let core = Arc::new(core);
         core.leases.registry.add(id, &core);
         telemetry::lease_started(&core.label);
-        core.leases.timers.schedule(core.timer, &core);
+        core.schedule_first();
         HeldLock {
             inner: Arc::new(LeaseHandle { core }),
         }

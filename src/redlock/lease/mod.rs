@@ -4,20 +4,21 @@
 //! (see `handover/`, which implements it; this folder never names it).
 //!
 //! Its parts: [`held`], the public handle; [`extend`], extensions; [`timers`] and
-//! [`watchdog`], when they happen; [`release`], the release requests and how their answers
+//! [`batch`], when they happen (the engine's batched automatic extension); [`release`], the release requests and how their answers
 //! add up; [`barrier`], the swap a carried-over lease waits for; [`registry`], the live
 //! leases shutdown ends; [`unfinished`], the guard that finishes a release dropped half-way.
 //! Uses `node/`, `wake/`, `background/`, `config/` and `core/`.
 
 mod barrier;
+pub(crate) mod batch;
 mod extend;
 mod held;
 mod registry;
 pub(crate) mod release;
-mod timers;
+pub(crate) mod timers;
 mod turn;
 mod unfinished;
-mod watchdog;
+pub(crate) mod watchdog;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -29,7 +30,7 @@ use tokio::time::Instant;
 
 use self::barrier::Carried;
 use self::registry::{LeaseId, Registry};
-use self::timers::{TimerKey, Timers};
+use self::timers::Timers;
 use self::unfinished::Unfinished;
 use crate::redlock::background::lifecycle::{Busy, Lifecycle};
 use crate::redlock::core::error::LockError;
@@ -50,7 +51,7 @@ pub(crate) struct Leases {
     pub(crate) wake: Arc<WakeHub>,
     pub(crate) lifecycle: Arc<Lifecycle>,
     pub(crate) drift_factor: f64,
-    timers: Timers,
+    pub(crate) timers: Timers,
     registry: Registry,
 }
 
@@ -116,7 +117,7 @@ pub enum ReleaseOutcome {
     AlreadyReleased,
 }
 
-/// State shared by the clones of a [`HeldLock`] and its watchdog.
+/// State shared by the clones of a [`HeldLock`] and the engine's scheduler.
 pub(crate) struct LeaseCore {
     pub(crate) leases: Arc<Leases>,
     pub(crate) claim: Arc<Claim>,
@@ -136,8 +137,8 @@ pub(crate) struct LeaseCore {
     /// This process's turn on the keys, if it queued for them: ends the lease when someone
     /// local follows (see [`Turn`]).
     turn: Mutex<Option<Box<dyn Turn>>>,
-    /// Where the lease waits for its watchdog (see [`timers`]).
-    timer: TimerKey,
+    /// Where the lease waits for its next extension or its validity end (see [`batch`]).
+    schedule: Mutex<batch::Schedule>,
     /// The lease's one barrier: set when it was carried over from the previous local
     /// holder, whose swap to its token may still be under way (see [`barrier`]).
     carried: OnceLock<Carried>,
@@ -202,7 +203,7 @@ impl LeaseCore {
             held
         });
         if changed {
-            self.leases.timers.cancel(self.timer);
+            self.unschedule();
             drop(self.take_turn());
             tracing::warn!(key = %KeyHash::of(&self.claim.keys.user), "Redlock lease lost");
         }
@@ -228,7 +229,7 @@ impl LeaseCore {
         if !changed {
             return None;
         }
-        self.leases.timers.cancel(self.timer);
+        self.unschedule();
         self.leases.registry.remove(self.id);
         Some(was_held)
     }

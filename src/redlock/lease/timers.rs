@@ -1,10 +1,11 @@
 //! Lease timers without a task per lease.
 //!
-//! One task per engine sleeps until the earliest lease deadline (the first extension, or the
-//! end of the validity) and only then starts that lease's [`watchdog`]. Most
-//! leases are released long before their first extension is due, so they never cost a task:
-//! scheduling one is a map insert under a sharded mutex, and the task is woken only when a
-//! lease is due earlier than everything it already waits for.
+//! One task per engine sleeps until the earliest lease deadline (the next automatic
+//! extension, or the end of the validity) and then hands every lease due to the
+//! [batched extension](super::lease::batch), which extends the due ones together and puts
+//! each back here at its next deadline. Scheduling a lease is a map insert under a sharded
+//! mutex, and the task is woken only when a lease is due earlier than everything it already
+//! waits for.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,15 +15,27 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{LeaseCore, watchdog};
+use super::{LeaseCore, batch};
 
 const SHARDS: usize = 8;
+
+/// Tokio's timers fire on whole milliseconds, rounded up: a sleep until `at` may end up to
+/// this much after `at`. Entries are taken this much early, so that a lease whose validity
+/// ends at `at` is declared lost by `at`, never after it.
+pub(crate) const RESOLUTION: Duration = Duration::from_millis(1);
 
 /// Where a lease waits: its deadline and a unique id (to cancel it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct TimerKey {
     at: Instant,
     id: u64,
+}
+
+impl TimerKey {
+    /// When the entry is due.
+    pub(crate) fn at(&self) -> Instant {
+        self.at
+    }
 }
 
 type Shard = Mutex<BTreeMap<TimerKey, Weak<LeaseCore>>>;
@@ -54,6 +67,9 @@ impl Inner {
 /// The engine's lease timers.
 pub(crate) struct Timers {
     inner: Arc<Inner>,
+    /// Taken by each extension batch while it is on the wire (see
+    /// [`batch`](super::lease::batch)): one at a time per engine.
+    pub(crate) sending: tokio::sync::Mutex<()>,
 }
 
 impl Timers {
@@ -70,7 +86,10 @@ impl Timers {
             closed: AtomicBool::new(false),
         });
         tokio::spawn(run(Running(inner.clone())));
-        Timers { inner }
+        Timers {
+            inner,
+            sending: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// A key for a lease due at `at`.
@@ -81,7 +100,18 @@ impl Timers {
         }
     }
 
-    /// Starts `lease`'s watchdog at `key`'s deadline, unless cancelled before.
+    /// `at`, rounded down to a multiple of `step` counted from the timers' start: deadlines
+    /// rounded to one grid come due together.
+    pub(crate) fn grid_down(&self, at: Instant, step: Duration) -> Instant {
+        let step = u64::try_from(step.as_nanos()).unwrap_or(u64::MAX);
+        let since = self.inner.nanos(at);
+        if step == 0 || since >= u64::MAX - 1 {
+            return at;
+        }
+        self.inner.base + Duration::from_nanos(since - since % step)
+    }
+
+    /// Hands `lease` to the batched extension at `key`'s deadline, unless cancelled before.
     pub(crate) fn schedule(&self, key: TimerKey, lease: &Arc<LeaseCore>) {
         let inner = &self.inner;
         if !inner.running.load(Ordering::Acquire) {
@@ -98,7 +128,7 @@ impl Timers {
         }
     }
 
-    /// Forgets the lease at `key` (released before its watchdog was due).
+    /// Forgets the lease at `key` (it ended, or moved to another deadline).
     pub(crate) fn cancel(&self, key: TimerKey) {
         self.inner
             .shard(key)
@@ -145,12 +175,12 @@ async fn run(running: Running) {
     while !inner.closed.load(Ordering::Acquire) {
         // Anything scheduled from here on lowers this again and notifies.
         inner.next_wake.store(u64::MAX, Ordering::SeqCst);
-        let now = Instant::now();
+        let horizon = Instant::now() + RESOLUTION;
         let mut earliest = u64::MAX;
         for shard in inner.shards.iter() {
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             while let Some(entry) = map.first_entry() {
-                if entry.key().at <= now {
+                if entry.key().at <= horizon {
                     due.push(entry.remove());
                 } else {
                     earliest = earliest.min(inner.nanos(entry.key().at));
@@ -158,17 +188,16 @@ async fn run(running: Running) {
                 }
             }
         }
-        for lease in due.drain(..) {
-            if let Some(core) = lease.upgrade() {
-                watchdog::start(core);
-            }
+        if !due.is_empty() {
+            batch::start_due(due.drain(..).filter_map(|lease| lease.upgrade()));
         }
         inner.next_wake.fetch_min(earliest, Ordering::SeqCst);
         let target = inner.next_wake.load(Ordering::SeqCst);
         let notified = inner.wake.notified();
         let at = (target != u64::MAX)
             .then(|| inner.base.checked_add(Duration::from_nanos(target)))
-            .flatten();
+            .flatten()
+            .map(|at| at.checked_sub(RESOLUTION).unwrap_or(at));
         match at {
             Some(at) => tokio::select! {
                 biased;

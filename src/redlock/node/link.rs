@@ -17,6 +17,16 @@ pub(crate) enum Link {
     Sim(SimLink),
 }
 
+impl Link {
+    /// The lane a call whose first key is `key` goes down (0 for a single-lane link).
+    pub(crate) fn lane_of_key(&self, key: &[u8]) -> usize {
+        match self {
+            Link::Redis(link) => link.lane_of_key(key),
+            Link::Sim(_) => 0,
+        }
+    }
+}
+
 /// A connection handle of a [`Link`].
 #[derive(Clone)]
 pub(crate) enum Conn {

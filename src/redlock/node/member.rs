@@ -106,6 +106,12 @@ impl Node {
         self.link.is_current(conn)
     }
 
+    /// The connection (lane) a call whose first key is `key` goes down: calls that agree
+    /// on it share one connection, in order (see [`redis`](super::redis)).
+    pub(crate) fn lane_of_key(&self, key: &[u8]) -> usize {
+        self.link.lane_of_key(key)
+    }
+
     /// Whether calls to the node are skipped (see the module docs).
     pub(crate) fn is_skipped(&self) -> bool {
         self.availability.is_skipped(self.index)

@@ -190,6 +190,17 @@ impl RedisLink {
         (hasher.finish() % self.lanes.len() as u64) as usize
     }
 
+    /// The lane of a call whose first key is `key` (as [`lane_of`](Self::lane_of) picks it):
+    /// for grouping several leases into one call that stays on each one's lane.
+    pub(crate) fn lane_of_key(&self, key: &[u8]) -> usize {
+        if self.lanes.len() == 1 {
+            return 0;
+        }
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(key);
+        (hasher.finish() % self.lanes.len() as u64) as usize
+    }
+
     /// Lane `lane`'s current connection, unless there is none or it is marked broken.
     fn healthy_current(&self, lane: usize) -> Option<RedisConn> {
         let current = self.lanes[lane]

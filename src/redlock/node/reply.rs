@@ -70,6 +70,26 @@ impl ExtendReply {
     }
 }
 
+/// The reply of the [`EXTEND_MANY`](crate::redlock::core::scripts::EXTEND_MANY) script: one
+/// [`ExtendReply`] per lease, in the order the leases were sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExtendManyReply(pub(crate) Vec<ExtendReply>);
+
+impl ExtendManyReply {
+    /// Parses the reply to a call for `leases` leases: anything but exactly one 1 or 0 per
+    /// lease is a reply error (a "no" vote for every lease of the call).
+    pub(crate) fn parse(value: &Value, leases: usize) -> Result<ExtendManyReply, NodeError> {
+        match value {
+            Value::Array(items) if items.len() == leases => items
+                .iter()
+                .map(ExtendReply::parse)
+                .collect::<Result<_, _>>()
+                .map(ExtendManyReply),
+            _ => Err(NodeError::Reply("unexpected extend-many reply")),
+        }
+    }
+}
+
 /// The reply of the [`RELEASE`](crate::redlock::core::scripts::RELEASE) and
 /// [`RELEASE_ONE`](crate::redlock::core::scripts::RELEASE_ONE) scripts, hand-offs included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +213,15 @@ mod tests {
             ExtendReply::parse(&Value::Int(0)).unwrap(),
             ExtendReply::NotOwner
         );
+        let many = Value::Array(vec![Value::Int(1), Value::Int(0), Value::Int(1)]);
+        assert_eq!(
+            ExtendManyReply::parse(&many, 3).unwrap().0,
+            [
+                ExtendReply::Extended,
+                ExtendReply::NotOwner,
+                ExtendReply::Extended
+            ]
+        );
         let release: Vec<_> = [1, 0, -1, 2, 3]
             .map(|i| ReleaseReply::parse(&Value::Int(i)).unwrap())
             .into();
@@ -223,6 +252,10 @@ mod tests {
         assert!(AcquireReply::parse(&pair(2, 0)).is_err());
         assert!(AcquireReply::parse(&Value::Int(1)).is_err());
         assert!(ExtendReply::parse(&Value::Int(2)).is_err());
+        let ints = |v: &[i64]| Value::Array(v.iter().map(|i| Value::Int(*i)).collect());
+        assert!(ExtendManyReply::parse(&ints(&[1, 0]), 3).is_err());
+        assert!(ExtendManyReply::parse(&ints(&[1, 2]), 2).is_err());
+        assert!(ExtendManyReply::parse(&Value::Int(1), 1).is_err());
         assert!(ReleaseReply::parse(&Value::Int(4)).is_err());
         assert!(MarkReply::parse(&Value::Nil).is_err());
         assert!(FenceSynced::parse(&Value::Int(0)).is_err());

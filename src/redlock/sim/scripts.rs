@@ -19,6 +19,7 @@ use crate::redlock::core::scripts::{self, Script};
 pub(super) enum Known {
     Acquire,
     Extend,
+    ExtendMany,
     Release,
     ReleaseOne,
     Mark,
@@ -26,10 +27,11 @@ pub(super) enum Known {
 }
 
 impl Known {
-    fn all() -> [(Known, &'static Script); 6] {
+    fn all() -> [(Known, &'static Script); 7] {
         [
             (Known::Acquire, &scripts::ACQUIRE),
             (Known::Extend, &scripts::EXTEND),
+            (Known::ExtendMany, &scripts::EXTEND_MANY),
             (Known::Release, &scripts::RELEASE),
             (Known::ReleaseOne, &scripts::RELEASE_ONE),
             (Known::Mark, &scripts::MARK),
@@ -176,6 +178,7 @@ impl Run<'_> {
         match script {
             Known::Acquire => self.acquire(),
             Known::Extend => self.extend(),
+            Known::ExtendMany => self.extend_many(),
             Known::Release => self.release(),
             Known::ReleaseOne => self.release_one(),
             Known::Mark => Ok(self.mark()),
@@ -231,6 +234,44 @@ impl Run<'_> {
             self.pexpire(&key, &ttl)?;
         }
         Ok(Value::Int(1))
+    }
+
+    fn extend_many(&mut self) -> Reply {
+        let mut out = Vec::new();
+        let mut k = 0.0;
+        let leases = self.number(1)?;
+        // `for j = 0, leases - 1`
+        for j in 0..loop_count(leases) {
+            let n = self.number(2 + 3 * j)?;
+            let token = self.arg(3 + 3 * j).map(<[u8]>::to_vec);
+            let mut ok = 1;
+            for i in 1..=loop_count(n) {
+                let key = self.key(k + i as f64)?.to_vec();
+                let v = self.get(&key);
+                // `v ~= token and v ~= token .. '+'` (a `nil` token fails at the `..`,
+                // reached only when `v` is not `nil` too).
+                let Some(token) = token.as_deref() else {
+                    if v.is_none() {
+                        continue;
+                    }
+                    return Err(script_error("attempt to concatenate a nil value"));
+                };
+                if v.as_deref() != Some(token) && !v.is_some_and(|v| is_marked(&v, token)) {
+                    ok = 0;
+                    break;
+                }
+            }
+            if ok == 1 {
+                for i in 1..=loop_count(n) {
+                    let key = self.key(k + i as f64)?.to_vec();
+                    let ttl = self.required(4 + 3 * j)?.to_vec();
+                    self.pexpire(&key, &ttl)?;
+                }
+            }
+            out.push(Value::Int(ok));
+            k += n;
+        }
+        Ok(Value::Array(out))
     }
 
     fn release(&mut self) -> Reply {

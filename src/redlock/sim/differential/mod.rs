@@ -8,6 +8,7 @@
 //! [`TTL_TOLERANCE`], and scenarios use expiries far enough apart that a wrong one is
 //! caught. Expiry is waited for as an event (polling `PTTL`, bounded), never a sleep.
 
+mod extend_many;
 mod faults;
 mod suites;
 
