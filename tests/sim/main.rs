@@ -41,10 +41,12 @@
 //! come from the seed; the engine's `select!`s poll in a fixed order (`biased`); the tasks
 //! set no retry jitter (the engine would draw it from the OS); lock tokens are random but
 //! nothing should depend on their value. Not exact yet: of seeds 0..20 run 5 times each,
-//! 18 replay exactly and 2 do not (seed 2: 3 of 5 runs differ; seed 18: 1 of 5). In both
-//! the runs part just after a release cancelled half-way (`timeout` around `release()`);
-//! the source is not found yet. `SIM_SEED` reports it (`differed from the first`), and
-//! `a_seed_replays_exactly` (ignored until then) checks seeds 0..4.
+//! 18 replay exactly and 2 do not (seed 2: 3 of 5 runs differ; seed 18: 1 of 5); with
+//! cancelled releases turned off, seeds 2, 18 and 28 of 0..30 still differ. In seed 2 the
+//! first difference is when `h201` gets `b` (190 ms, fence 2, or 208 ms, fence 3): a
+//! failed attempt bumped the counter in one run only. The source is not found yet.
+//! `SIM_SEED` reports it (`differed from the first`), and `a_seed_replays_exactly`
+//! (ignored until then) checks seeds 0..4.
 //!
 //! Bugs re-introduced on purpose (never committed), and the first seed that catches each
 //! (`SIM_KEEP_GOING=1 cargo test --all-features --test sim seeded -- --nocapture`, debug
