@@ -409,3 +409,77 @@ impl RedisConn {
         }
     }
 }
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::testkit::LocalCluster;
+
+    /// Long enough that the first connect is still waiting for its node when its runtime is
+    /// dropped (nothing below waits for it to run out).
+    const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn ping() -> Call {
+        Call::Command(redis::cmd("PING"))
+    }
+
+    /// Relays every connection `listener` accepts from now on to `upstream`.
+    async fn relay(listener: tokio::net::TcpListener, upstream: std::net::SocketAddr) {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    }
+
+    /// An engine's runtime can be dropped while a node connection is being made (the
+    /// connect task dies with it); the engine used on another runtime must still connect.
+    #[test]
+    fn a_connect_cut_off_by_its_runtime_does_not_wedge_the_node() {
+        // The node's address: it accepts TCP (the kernel does) but nobody answers, yet.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = NodeUrl::parse(&format!("redis://{addr}")).unwrap();
+
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (link, _unanswered) = first.block_on(async {
+            let link = Arc::new(RedisLink::new(&url, NODE_TIMEOUT, 1, None).unwrap());
+            let connecting = Arc::clone(&link);
+            tokio::spawn(async move { connecting.connection(&ping()).await });
+            // The connect is under way once the node accepted it; it then waits for replies.
+            let accepting = tokio::net::TcpListener::from_std(listener.try_clone().unwrap());
+            let (socket, _) = accepting.unwrap().accept().await.unwrap();
+            (link, socket.into_std().unwrap())
+        });
+        // Mid-connect: every task of the first runtime is dropped.
+        drop(first);
+
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        second.block_on(async {
+            let cluster = LocalCluster::start(1).await.expect("a redis-server");
+            // From now on the node answers: its address leads to a real redis-server.
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            tokio::spawn(relay(listener, cluster.addr(0)));
+            let conn = tokio::time::timeout(2 * NODE_TIMEOUT, link.connection(&ping()))
+                .await
+                .expect("the link's own timeout bounds it")
+                .expect("a new connection on the second runtime");
+            let pong = tokio::time::timeout(NODE_TIMEOUT, conn.send(&ping()))
+                .await
+                .expect("answered in time")
+                .expect("PONG");
+            assert_eq!(pong, Value::SimpleString("PONG".into()));
+        });
+    }
+}
