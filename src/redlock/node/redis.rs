@@ -115,7 +115,8 @@ struct Lane {
 
 /// One Redis node's connections.
 pub(crate) struct RedisLink {
-    connector: Connector,
+    /// Boxed: a `Client` is large, and the link sits beside the simulated one in an enum.
+    connector: Box<Connector>,
     lanes: Box<[Lane]>,
     /// Picks lanes from keys; fixed for the link's life.
     hasher: std::hash::RandomState,
@@ -133,7 +134,7 @@ impl RedisLink {
     ) -> Result<RedisLink, RedisError> {
         let client = client_for(url, tls_root)?;
         Ok(RedisLink {
-            connector: Connector { client, timeout },
+            connector: Box::new(Connector { client, timeout }),
             lanes: (0..pool_size.max(1)).map(|_| Lane::default()).collect(),
             hasher: std::hash::RandomState::new(),
         })
