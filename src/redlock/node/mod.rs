@@ -6,7 +6,7 @@
 //! - [`reply`]: their typed replies, parsed in one place;
 //! - [`transport`]: the seam ([`Transport`](transport::Transport)); [`link`]: the enums
 //!   that dispatch to each implementation;
-//! - [`redis`]: the Redis transport (lanes of multiplexed connections, scripts by SHA);
+//! - [`redis`]: the Redis transport (bb8 pool, multiplexed connections, scripts by SHA);
 //! - [`sim_link`]: the simulated transport (a [`SimNode`](super::sim::SimNode) in this
 //!   process);
 //! - [`error`]: why a node did not answer usefully ([`NodeError`]).

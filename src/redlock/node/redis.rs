@@ -1,23 +1,21 @@
-//! The Redis transport: lanes of multiplexed connections per node, and script calls by SHA.
+//! The Redis transport: a bb8 pool per node over our own connection manager, lanes of
+//! multiplexed connections, and script calls by SHA.
 //!
-//! A node has `pool_size` *lanes* (at least 1); each holds one multiplexed connection as
-//! long as it is healthy, shared by every call sent on that lane (a multiplexed connection
-//! pipelines concurrent calls and keeps them in order). A call's lane follows from its
-//! first key, so that every call on one key set — acquire, extend, mark, hand-off, release
-//! — goes down the same socket, in the order it was made; with one lane (the default)
-//! every call does.
+//! `bb8-redis`'s manager has no timeouts and never reports a connection broken, so a node
+//! restart would leave dead connections in the pool and a down node could cost bb8's 30 s
+//! default. [`NodeManager`] bounds the connect (the node timeout), loads the scripts, checks
+//! a connection with `PING` when it is checked out (`is_valid`), and reports one marked
+//! broken (after an I/O error, or a `PING` probe that went unanswered after a timeout) to
+//! bb8 (`has_broken`), which then closes it and makes a new one on the next checkout.
 //!
-//! A connection is marked broken after an I/O error, or a `PING` probe that went unanswered
-//! after a timeout; the next call on its lane then makes a new one ([`Connector`]: connect
-//! and script loading bounded together by the node timeout), one caller at a time, and
-//! every caller waiting uses it. A connection that fails is reported at once.
-//!
-//! Connections are made in the task of the caller that needs one, not by a pool in tasks of
-//! its own: a connect cut off by anything — a cancelled caller, the runtime it ran on
-//! dropped — leaves nothing behind, and the next caller starts afresh. (bb8 0.9.1 spawns
-//! its connects on the runtime current at checkout; when that runtime is dropped mid-connect
-//! the task goes without giving back its slot, so a pool whose size that fills waits for it
-//! on every checkout from then on: the node stays unreachable for good.)
+//! The pool holds `pool_size` connections; each is a *lane*: a connection checked out of
+//! the pool and kept as long as it is healthy, shared by every call sent on that lane (a
+//! multiplexed connection pipelines concurrent calls and keeps them in order). A call's
+//! lane follows from its first key, so that every call on one key set — acquire, extend,
+//! mark, hand-off, release — goes down the same socket, in the order it was made; with one
+//! lane (the default) every call does. A broken lane gives its connection back to bb8 and
+//! checks out the next one; a connection that fails is reported at once (bb8 would wait out
+//! its checkout timeout on a refused connection).
 //!
 //! A call keeps a clone of the handle it went out on ([`SentOn`](super::SentOn)), so that its
 //! cleanup follows it down that socket even after the lane moved on (the socket stays open
@@ -25,9 +23,10 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use bb8_redis::bb8;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
@@ -37,24 +36,23 @@ use super::transport::{Connection, Transport};
 use crate::redlock::node_url::NodeUrl;
 use crate::redlock::scripts;
 
-/// Makes a node's connections: bounded by the node timeout, with every script loaded.
-struct Connector {
+/// A multiplexed connection plus a flag the pool reads in `has_broken`.
+pub(crate) struct NodeConnection {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+/// bb8 connection manager over `redis::Client` with timeouts and broken-connection detection.
+pub(crate) struct NodeManager {
     client: Client,
     timeout: Duration,
 }
 
-impl Connector {
-    /// A new connection, made in the caller's task; connecting and loading the scripts are
-    /// bounded together by the node timeout (a frozen node accepts connections, the kernel
-    /// does, but never answers).
-    async fn connect(&self) -> Result<MultiplexedConnection, NodeError> {
-        tokio::time::timeout(self.timeout, self.open())
-            .await
-            .map_err(|_| NodeError::Timeout(self.timeout))?
-            .map_err(NodeError::Redis)
-    }
+impl bb8::ManageConnection for NodeManager {
+    type Connection = NodeConnection;
+    type Error = RedisError;
 
-    async fn open(&self) -> Result<MultiplexedConnection, RedisError> {
+    async fn connect(&self) -> Result<NodeConnection, RedisError> {
         // Responses are bounded by the caller's own timeout: redis-rs reports its response
         // timeout as an I/O error, which would needlessly throw the connection away and
         // send the next command (e.g. a cleanup) down another socket, out of order.
@@ -72,8 +70,27 @@ impl Connector {
         for script in scripts::ALL.iter() {
             load.cmd("SCRIPT").arg("LOAD").arg(script.body);
         }
-        load.query_async::<()>(&mut conn).await?;
-        Ok(conn)
+        // Bounded too: a frozen node accepts connections (the kernel does) but never answers.
+        tokio::time::timeout(self.timeout, load.query_async::<()>(&mut conn))
+            .await
+            .map_err(|_| {
+                RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "loading scripts timed out",
+                ))
+            })??;
+        Ok(NodeConnection {
+            conn,
+            broken: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut NodeConnection) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut NodeConnection) -> bool {
+        conn.broken.load(Ordering::Relaxed)
     }
 }
 
@@ -103,29 +120,34 @@ impl Connection for RedisConn {
     }
 }
 
-/// One lane: its current connection, and the lock under which the next one is made.
+/// One lane: its current connection, the pool's checkout behind it, and the lock under
+/// which the next one is made.
 #[derive(Default)]
 struct Lane {
     /// The handle calls clone. A broken one stays current until the next one is made:
-    /// calls that must reach a skipped node are sent on it (see [`super`]). The socket
-    /// stays open while a handle (this one, a call's) is alive.
+    /// calls that must reach a skipped node are sent on it (see [`super`]).
     current: RwLock<Option<RedisConn>>,
+    /// The current connection checked out of the pool, as long as it is healthy; given
+    /// back to bb8 (which drops a broken one) when the lane replaces it. The socket stays
+    /// open while a handle (`current`, a call's) is alive.
+    checkout: Mutex<Option<bb8::PooledConnection<'static, NodeManager>>>,
     setup: tokio::sync::Mutex<()>,
 }
 
 /// One Redis node's connections.
 pub(crate) struct RedisLink {
-    /// Boxed: a `Client` is large, and the link sits beside the simulated one in an enum.
-    connector: Box<Connector>,
+    pool: bb8::Pool<NodeManager>,
     lanes: Box<[Lane]>,
+    failures: ConnectFailures,
     /// Picks lanes from keys; fixed for the link's life.
     hasher: std::hash::RandomState,
+    timeout: Duration,
 }
 
 impl RedisLink {
-    /// Creates the node's `pool_size` lanes (at least 1) without connecting (connections
-    /// are made on first use, so a node that is down at start-up does not stop the service
-    /// from starting).
+    /// Creates the node's pool of `pool_size` connections (at least 1) without connecting
+    /// (connections are made on first use, so a node that is down at start-up does not stop
+    /// the service from starting).
     pub(crate) fn new(
         url: &NodeUrl,
         timeout: Duration,
@@ -133,10 +155,22 @@ impl RedisLink {
         tls_root: Option<&[u8]>,
     ) -> Result<RedisLink, RedisError> {
         let client = client_for(url, tls_root)?;
+        let pool_size = pool_size.max(1);
+        let failures = ConnectFailures::default();
+        let pool = bb8::Pool::builder()
+            .max_size(u32::try_from(pool_size).unwrap_or(u32::MAX))
+            .min_idle(None)
+            .connection_timeout(timeout)
+            .retry_connection(false)
+            .test_on_check_out(true)
+            .error_sink(Box::new(failures.clone()))
+            .build_unchecked(NodeManager { client, timeout });
         Ok(RedisLink {
-            connector: Box::new(Connector { client, timeout }),
-            lanes: (0..pool_size.max(1)).map(|_| Lane::default()).collect(),
+            pool,
+            lanes: (0..pool_size).map(|_| Lane::default()).collect(),
+            failures,
             hasher: std::hash::RandomState::new(),
+            timeout,
         })
     }
 
@@ -165,23 +199,41 @@ impl RedisLink {
         current.as_ref().filter(|c| !c.is_broken()).cloned()
     }
 
-    /// Sets up lane `lane`'s next connection, made in this task, bounded by the node
-    /// timeout.
+    /// Sets up lane `lane`'s next connection: checked out of the pool (bb8 checks it with a
+    /// `PING`, or makes a new one), bounded by the node timeout.
     async fn replace_connection(&self, lane: usize) -> Result<RedisConn, NodeError> {
         // One caller at a time (FIFO) sets up the lane's next connection and everyone uses
         // it, so commands on a lane keep the order they were issued in (a cleanup never
-        // overtakes the SET it undoes on another socket). A caller that goes away
-        // mid-connect (its task dropped, its runtime too) just releases the lock.
+        // overtakes the SET it undoes on another socket).
         let _setup = self.lanes[lane].setup.lock().await;
         if let Some(current) = self.healthy_current(lane) {
             return Ok(current);
         }
-        // The broken one stays current (its socket open) until the next one is made.
+        // The broken one goes back to bb8 first (which drops it): its pool slot is free for
+        // the next one. It stays current (its socket open) until the next one is made.
+        let old = self.lanes[lane]
+            .checkout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(old);
+        let mut failed = self.failures.subscribe();
+        let pooled = tokio::select! {
+            pooled = self.pool.get_owned() => pooled.map_err(|e| match e {
+                bb8::RunError::User(e) => NodeError::Redis(e),
+                bb8::RunError::TimedOut => NodeError::Timeout(self.timeout),
+            })?,
+            error = failed.next() => return Err(NodeError::Redis(error)),
+        };
         let fresh = RedisConn {
-            conn: self.connector.connect().await?,
-            broken: Arc::default(),
+            conn: pooled.conn.clone(),
+            broken: pooled.broken.clone(),
             lane,
         };
+        *self.lanes[lane]
+            .checkout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(pooled);
         *self.lanes[lane]
             .current
             .write()
@@ -193,8 +245,8 @@ impl RedisLink {
     async fn connection_on(&self, lane: usize) -> Result<RedisConn, NodeError> {
         match self.healthy_current(lane) {
             Some(current) => Ok(current),
-            // Boxed: the set-up future is large (connect, script loading) and rarely
-            // needed, so it stays out of every call's future.
+            // Boxed: the set-up future is large (checkout, connect, script loading) and
+            // rarely needed, so it stays out of every call's future.
             None => Box::pin(self.replace_connection(lane)).await,
         }
     }
@@ -213,7 +265,8 @@ impl Transport for RedisLink {
     type Conn = RedisConn;
 
     /// The current connection of `call`'s lane, shared by every call on it (concurrent
-    /// calls pipeline over one socket); when it breaks, the next one is made.
+    /// calls pipeline over one socket and cost no checkout); when it breaks, the next one is
+    /// checked out of the pool.
     async fn connection(&self, call: &Call) -> Result<RedisConn, NodeError> {
         self.connection_on(self.lane_of(call)).await
     }
@@ -236,6 +289,65 @@ impl Transport for RedisLink {
         current
             .as_ref()
             .is_some_and(|current| Arc::ptr_eq(&current.broken, &conn.broken))
+    }
+}
+
+/// The pool's connection failures, as they happen: bb8 reports them to its error sink and
+/// keeps a checkout waiting until its timeout, while a refused connection is a "no" vote
+/// at once.
+#[derive(Clone, Default)]
+struct ConnectFailures {
+    last: Arc<Mutex<Option<RedisError>>>,
+    happened: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for ConnectFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectFailures")
+    }
+}
+
+impl ConnectFailures {
+    fn subscribe(&self) -> FailureWatch<'_> {
+        let mut notified = Box::pin(self.happened.notified());
+        // Registered now: a failure from here on is seen, even before the first poll.
+        notified.as_mut().enable();
+        FailureWatch {
+            failures: self,
+            notified,
+        }
+    }
+}
+
+impl bb8::ErrorSink<RedisError> for ConnectFailures {
+    fn sink(&self, error: RedisError) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        self.happened.notify_waiters();
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
+        Box::new(self.clone())
+    }
+}
+
+/// Waits for the next connection failure after it was made.
+struct FailureWatch<'a> {
+    failures: &'a ConnectFailures,
+    notified: std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>,
+}
+
+impl FailureWatch<'_> {
+    async fn next(&mut self) -> RedisError {
+        self.notified.as_mut().await;
+        let last = self
+            .failures
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        last.unwrap_or_else(|| {
+            RedisError::from(std::io::Error::other("connecting to the node failed"))
+        })
     }
 }
 
