@@ -53,8 +53,8 @@ async fn held_leases_cost_no_task_until_an_extension_is_due() {
 /// is gone, the next lease starts it again on its own runtime, so leases are still extended.
 ///
 /// The first runtime may be dropped while a node connection is being made: the holder must
-/// still reconnect on the second one (a connect made in a pool's own task once left that
-/// node unreachable for good; see `node::redis`).
+/// still reconnect on the second one (bb8's connect task dies with that runtime and leaks
+/// its pool slot; the node's pool is then replaced, see `node::redis::pool`).
 #[test]
 fn leases_are_extended_after_the_engine_runtime_is_gone() {
     let first = tokio::runtime::Runtime::new().unwrap();
