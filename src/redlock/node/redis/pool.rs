@@ -32,7 +32,8 @@
 //!   waiting on the old pool holds it and gets that connection; otherwise the connect's
 //!   task ends within its own timeouts, puts its connection into the old pool and drops
 //!   the last reference to it, which closes it (the node may briefly have more sockets
-//!   than `max_size`);
+//!   than `max_size`); a failure of it fails no checkout of the new pool (each pool has
+//!   its own error sink);
 //! - the new pool's tasks (connects, reaper) are spawned on the runtime of the caller that
 //!   built it or checks out from it, like the first pool's: no runtime of our own.
 
@@ -115,10 +116,12 @@ pub(super) struct NodePool {
     settings: Box<PoolSettings>,
 }
 
-/// The pool checkouts go to, and how many pools came before it.
+/// The pool checkouts go to, its connection failures, and how many pools came before it.
 struct Generation {
     number: u64,
     pool: bb8::Pool<NodeManager>,
+    /// This pool's own: a late failure of a pool replaced does not fail a checkout.
+    failures: ConnectFailures,
 }
 
 /// What every pool of a node is built from.
@@ -126,24 +129,29 @@ struct PoolSettings {
     client: Client,
     size: u32,
     timeout: Duration,
-    failures: ConnectFailures,
 }
 
 impl PoolSettings {
-    /// A new pool: nothing made yet, every slot free. Called in a Tokio runtime: bb8
+    /// Pool `number`: nothing made yet, every slot free. Called in a Tokio runtime: bb8
     /// spawns its reaper there.
-    fn build(&self) -> bb8::Pool<NodeManager> {
-        bb8::Pool::builder()
+    fn build(&self, number: u64) -> Generation {
+        let failures = ConnectFailures::default();
+        let pool = bb8::Pool::builder()
             .max_size(self.size)
             .min_idle(None)
             .connection_timeout(self.timeout)
             .retry_connection(false)
             .test_on_check_out(true)
-            .error_sink(Box::new(self.failures.clone()))
+            .error_sink(Box::new(failures.clone()))
             .build_unchecked(NodeManager {
                 client: self.client.clone(),
                 timeout: self.timeout,
-            })
+            });
+        Generation {
+            number,
+            pool,
+            failures,
+        }
     }
 }
 
@@ -154,13 +162,9 @@ impl NodePool {
             client,
             size: u32::try_from(size.max(1)).unwrap_or(u32::MAX),
             timeout,
-            failures: ConnectFailures::default(),
         });
         NodePool {
-            current: Mutex::new(Generation {
-                number: 0,
-                pool: settings.build(),
-            }),
+            current: Mutex::new(settings.build(0)),
             settings,
         }
     }
@@ -169,11 +173,15 @@ impl NodePool {
     /// one), bounded by the node timeout; a failed connect is reported at once (bb8 would
     /// wait out its checkout timeout on a refused connection).
     pub(super) async fn check_out(&self) -> Result<Checkout, NodeError> {
-        let (number, pool) = {
+        let (number, pool, failures) = {
             let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            (current.number, current.pool.clone())
+            (
+                current.number,
+                current.pool.clone(),
+                current.failures.clone(),
+            )
         };
-        let mut failed = self.settings.failures.subscribe();
+        let mut failed = failures.subscribe();
         let checked_out = tokio::select! {
             pooled = pool.get_owned() => pooled.map_err(|e| match e {
                 bb8::RunError::User(e) => NodeError::Redis(e),
@@ -190,15 +198,15 @@ impl NodePool {
     /// Replaces pool `number` with a fresh one if it is still current and has no
     /// connection at all (see the module docs for why that loses nothing).
     fn replace_if_wedged(&self, number: u64) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.number != number || current.pool.state().connections != 0 {
-            return;
-        }
-        let fresh = self.settings.build();
-        current.number += 1;
-        // The old pool is dropped here unless a checkout or a connect task still holds it;
-        // then it goes with the last of them.
-        current.pool = fresh;
+        let old = {
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            if current.number != number || current.pool.state().connections != 0 {
+                return;
+            }
+            std::mem::replace(&mut *current, self.settings.build(number + 1))
+        };
+        // The old pool goes now, or with the last checkout or connect task that holds it.
+        drop(old);
     }
 }
 
