@@ -17,29 +17,33 @@
 //! but for good). bb8 does not show pending connects, so a leaked slot and a slow connect
 //! look alike: checkouts time out while the pool has no connection.
 //!
-//! So when a checkout times out or fails while the pool's `state()` shows no connection at
-//! all, [`NodePool`] replaces the pool with a freshly built one (same manager, same
-//! settings) for the next checkout. Only the first caller to see that pool fail replaces it
-//! (a generation number, under the pool lock), and never while the pool has a connection;
-//! the failed call itself stays a "no" vote, bounded by the node timeout as every checkout
-//! is. This loses nothing:
+//! So when checkouts have been failing (timing out, or failing to connect) for twice the
+//! node timeout, each while the pool's `state()` showed no connection at all and none
+//! succeeding in between, [`NodePool`] replaces the pool with a freshly built one (same
+//! manager, same settings) for the next checkout. Twice the node timeout bounds every
+//! connect bb8 started before those failures (connect, then script loading): a connect that
+//! is merely slow has ended by then, and left a connection or its slot. Only the first
+//! caller to see that pool fail so replaces it (a generation number, under the pool lock),
+//! and never while the pool has a connection; each failed call stays a "no" vote, bounded
+//! by the node timeout as every checkout is (with the pool wedged, the second failed
+//! checkout replaces it and the third connects). This loses nothing:
 //! - no connection, no socket to keep order on: every lane's connection is a checkout,
 //!   counted in `connections` (and holding its own pool: a lane keeps it, and its place in
 //!   the order of calls, across a replacement); a call's handle for its cleanup
 //!   ([`SentOn`](super::super::SentOn)) holds its socket itself, not through the pool;
 //! - a leaked slot dies with the old pool: the new one starts with all of its slots;
-//! - a connect genuinely under way in the old pool is simply abandoned: a checkout still
-//!   waiting on the old pool holds it and gets that connection; otherwise the connect's
-//!   task ends within its own timeouts, puts its connection into the old pool and drops
-//!   the last reference to it, which closes it (the node may briefly have more sockets
-//!   than `max_size`); a failure of it fails no checkout of the new pool (each pool has
-//!   its own error sink);
+//! - a connect still under way in the old pool (one started during those failures) is
+//!   simply abandoned: a checkout still waiting on the old pool holds it and gets that
+//!   connection; otherwise the connect's task ends within its own timeouts, puts its
+//!   connection into the old pool and drops the last reference to it, which closes it (the
+//!   node may briefly have more sockets than `max_size`); its failure fails no checkout of
+//!   the new pool (each pool has its own error sink);
 //! - the new pool's tasks (connects, reaper) are spawned on the runtime of the caller that
 //!   built it or checks out from it, like the first pool's: no runtime of our own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bb8_redis::bb8;
 use redis::aio::MultiplexedConnection;
@@ -122,6 +126,9 @@ struct Generation {
     pool: bb8::Pool<NodeManager>,
     /// This pool's own: a late failure of a pool replaced does not fail a checkout.
     failures: ConnectFailures,
+    /// When the first of the checkouts failing since the last success, each with no
+    /// connection in the pool, started.
+    failing_since: Option<Instant>,
 }
 
 /// What every pool of a node is built from.
@@ -151,6 +158,7 @@ impl PoolSettings {
             number,
             pool,
             failures,
+            failing_since: None,
         }
     }
 }
@@ -173,6 +181,7 @@ impl NodePool {
     /// one), bounded by the node timeout; a failed connect is reported at once (bb8 would
     /// wait out its checkout timeout on a refused connection).
     pub(super) async fn check_out(&self) -> Result<Checkout, NodeError> {
+        let started = Instant::now();
         let (number, pool, failures) = {
             let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
             (
@@ -189,24 +198,24 @@ impl NodePool {
             }),
             error = failed.next() => Err(NodeError::Redis(error)),
         };
-        if checked_out.is_err() {
-            self.replace_if_wedged(number);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.number != number {
+            return checked_out;
+        }
+        if checked_out.is_ok() || current.pool.state().connections != 0 {
+            current.failing_since = None;
+            return checked_out;
+        }
+        let failing_since = *current.failing_since.get_or_insert(started);
+        // Every connect bb8 started before the first of them has ended by now (bounded by
+        // the manager's connect and script-loading timeouts) without leaving a connection.
+        if failing_since.elapsed() >= 2 * self.settings.timeout {
+            let old = std::mem::replace(&mut *current, self.settings.build(number + 1));
+            drop(current);
+            // The old pool goes now, or with the last checkout or connect task holding it.
+            drop(old);
         }
         checked_out
-    }
-
-    /// Replaces pool `number` with a fresh one if it is still current and has no
-    /// connection at all (see the module docs for why that loses nothing).
-    fn replace_if_wedged(&self, number: u64) {
-        let old = {
-            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            if current.number != number || current.pool.state().connections != 0 {
-                return;
-            }
-            std::mem::replace(&mut *current, self.settings.build(number + 1))
-        };
-        // The old pool goes now, or with the last checkout or connect task that holds it.
-        drop(old);
     }
 }
 
@@ -306,15 +315,34 @@ mod tests {
         assert_eq!(generation(&pool), 0);
     }
 
-    /// Callers that see one pool fail with no connection replace it once between them.
-    #[tokio::test]
-    async fn a_failed_pool_is_replaced_once() {
-        // A loopback port nobody listens on: every connect is refused at once.
-        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+    /// A loopback port nobody listens on: every connect is refused at once.
+    fn refused() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
-            .unwrap();
-        let pool = NodePool::new(client(refused), 2, NODE_TIMEOUT);
+            .unwrap()
+    }
+
+    /// Failures for less than twice the node timeout leave the pool as it is: a connect
+    /// under way may still end in a connection.
+    #[tokio::test]
+    async fn a_pool_failing_briefly_is_kept() {
+        let pool = NodePool::new(client(refused()), 1, Duration::from_secs(30));
+        for _ in 0..3 {
+            pool.check_out().await.err().expect("refused");
+        }
+        assert_eq!(generation(&pool), 0);
+    }
+
+    /// Callers that see one pool fail for twice the node timeout, with no connection,
+    /// replace it once between them.
+    #[tokio::test]
+    async fn a_failing_pool_is_replaced_once() {
+        let timeout = Duration::from_millis(50);
+        let pool = NodePool::new(client(refused()), 2, timeout);
+        pool.check_out().await.err().expect("refused");
+        assert_eq!(generation(&pool), 0);
+        tokio::time::sleep(2 * timeout).await;
         let (a, b) = tokio::join!(pool.check_out(), pool.check_out());
         assert!(
             a.is_err() && b.is_err(),
