@@ -52,13 +52,10 @@ async fn held_leases_cost_no_task_until_an_extension_is_due() {
 /// The engine's timer task lives on the runtime the engine was built on. When that runtime
 /// is gone, the next lease starts it again on its own runtime, so leases are still extended.
 ///
-/// Ignored for now: since the node pools became bb8 pools, an engine whose runtime was
-/// dropped while a pool was making a connection can stay unable to reconnect (1 run in ~5
-/// here: 200 health checks over 212 s, none healthy). It fails closed (`Unavailable`), never
-/// unsafe, but it is a defect of the pool wiring to fix before #15 closes. Run it with
-/// `cargo test --all-features --test engine -- --ignored leases_are_extended_after`.
+/// The first runtime may be dropped while a node connection is being made: the holder must
+/// still reconnect on the second one (bb8's connect task dies with that runtime and leaks
+/// its pool slot; the node's pool is then replaced, see `node::redis::pool`).
 #[test]
-#[ignore = "bb8 pool can stay wedged after its runtime is dropped mid-connect (see the doc comment)"]
 fn leases_are_extended_after_the_engine_runtime_is_gone() {
     let first = tokio::runtime::Runtime::new().unwrap();
     let (cluster, holder) = first.block_on(async {

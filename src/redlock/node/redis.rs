@@ -1,12 +1,10 @@
 //! The Redis transport: a bb8 pool per node over our own connection manager, lanes of
 //! multiplexed connections, and script calls by SHA.
 //!
-//! `bb8-redis`'s manager has no timeouts and never reports a connection broken, so a node
-//! restart would leave dead connections in the pool and a down node could cost bb8's 30 s
-//! default. [`NodeManager`] bounds the connect (the node timeout), loads the scripts, checks
-//! a connection with `PING` when it is checked out (`is_valid`), and reports one marked
-//! broken (after an I/O error, or a `PING` probe that went unanswered after a timeout) to
-//! bb8 (`has_broken`), which then closes it and makes a new one on the next checkout.
+//! The pool ([`pool`]) is bb8's, over our own connection manager
+//! ([`NodeManager`](pool::NodeManager): the node timeout, the scripts loaded, `is_valid`,
+//! `has_broken`); a pool wedged by a connect cut off with its runtime is replaced by a
+//! fresh one (see there).
 //!
 //! The pool holds `pool_size` connections; each is a *lane*: a connection checked out of
 //! the pool and kept as long as it is healthy, shared by every call sent on that lane (a
@@ -26,73 +24,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bb8_redis::bb8;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+use redis::{Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+
+use self::pool::{Checkout, NodePool};
 
 use super::call::{Call, ScriptCall};
 use super::error::NodeError;
 use super::transport::{Connection, Transport};
 use crate::redlock::config::node_url::NodeUrl;
-use crate::redlock::core::scripts;
 
-/// A multiplexed connection plus a flag the pool reads in `has_broken`.
-pub(crate) struct NodeConnection {
-    conn: MultiplexedConnection,
-    broken: Arc<AtomicBool>,
-}
-
-/// bb8 connection manager over `redis::Client` with timeouts and broken-connection detection.
-pub(crate) struct NodeManager {
-    client: Client,
-    timeout: Duration,
-}
-
-impl bb8::ManageConnection for NodeManager {
-    type Connection = NodeConnection;
-    type Error = RedisError;
-
-    async fn connect(&self) -> Result<NodeConnection, RedisError> {
-        // Responses are bounded by the caller's own timeout: redis-rs reports its response
-        // timeout as an I/O error, which would needlessly throw the connection away and
-        // send the next command (e.g. a cleanup) down another socket, out of order.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(None);
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        // Load every script once per connection (a new connection after a node restart
-        // reloads them), so that EVALSHA does not need a NOSCRIPT round trip — which a
-        // cleanup sent to a frozen node would not get before its timeout.
-        let mut load = redis::pipe();
-        for script in scripts::ALL.iter() {
-            load.cmd("SCRIPT").arg("LOAD").arg(script.body);
-        }
-        // Bounded too: a frozen node accepts connections (the kernel does) but never answers.
-        tokio::time::timeout(self.timeout, load.query_async::<()>(&mut conn))
-            .await
-            .map_err(|_| {
-                RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "loading scripts timed out",
-                ))
-            })??;
-        Ok(NodeConnection {
-            conn,
-            broken: Arc::new(AtomicBool::new(false)),
-        })
-    }
-
-    async fn is_valid(&self, conn: &mut NodeConnection) -> Result<(), RedisError> {
-        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
-    }
-
-    fn has_broken(&self, conn: &mut NodeConnection) -> bool {
-        conn.broken.load(Ordering::Relaxed)
-    }
-}
+mod pool;
 
 /// A handle on one multiplexed connection, its broken flag, and the lane it serves.
 #[derive(Clone)]
@@ -130,18 +72,16 @@ struct Lane {
     /// The current connection checked out of the pool, as long as it is healthy; given
     /// back to bb8 (which drops a broken one) when the lane replaces it. The socket stays
     /// open while a handle (`current`, a call's) is alive.
-    checkout: Mutex<Option<bb8::PooledConnection<'static, NodeManager>>>,
+    checkout: Mutex<Option<Checkout>>,
     setup: tokio::sync::Mutex<()>,
 }
 
 /// One Redis node's connections.
 pub(crate) struct RedisLink {
-    pool: bb8::Pool<NodeManager>,
+    pool: NodePool,
     lanes: Box<[Lane]>,
-    failures: ConnectFailures,
     /// Picks lanes from keys; fixed for the link's life.
     hasher: std::hash::RandomState,
-    timeout: Duration,
 }
 
 impl RedisLink {
@@ -156,21 +96,10 @@ impl RedisLink {
     ) -> Result<RedisLink, RedisError> {
         let client = client_for(url, tls_root)?;
         let pool_size = pool_size.max(1);
-        let failures = ConnectFailures::default();
-        let pool = bb8::Pool::builder()
-            .max_size(u32::try_from(pool_size).unwrap_or(u32::MAX))
-            .min_idle(None)
-            .connection_timeout(timeout)
-            .retry_connection(false)
-            .test_on_check_out(true)
-            .error_sink(Box::new(failures.clone()))
-            .build_unchecked(NodeManager { client, timeout });
         Ok(RedisLink {
-            pool,
+            pool: NodePool::new(client, pool_size, timeout),
             lanes: (0..pool_size).map(|_| Lane::default()).collect(),
-            failures,
             hasher: std::hash::RandomState::new(),
-            timeout,
         })
     }
 
@@ -228,14 +157,7 @@ impl RedisLink {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         drop(old);
-        let mut failed = self.failures.subscribe();
-        let pooled = tokio::select! {
-            pooled = self.pool.get_owned() => pooled.map_err(|e| match e {
-                bb8::RunError::User(e) => NodeError::Redis(e),
-                bb8::RunError::TimedOut => NodeError::Timeout(self.timeout),
-            })?,
-            error = failed.next() => return Err(NodeError::Redis(error)),
-        };
+        let pooled = self.pool.check_out().await?;
         let fresh = RedisConn {
             conn: pooled.conn.clone(),
             broken: pooled.broken.clone(),
@@ -303,65 +225,6 @@ impl Transport for RedisLink {
     }
 }
 
-/// The pool's connection failures, as they happen: bb8 reports them to its error sink and
-/// keeps a checkout waiting until its timeout, while a refused connection is a "no" vote
-/// at once.
-#[derive(Clone, Default)]
-struct ConnectFailures {
-    last: Arc<Mutex<Option<RedisError>>>,
-    happened: Arc<tokio::sync::Notify>,
-}
-
-impl std::fmt::Debug for ConnectFailures {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ConnectFailures")
-    }
-}
-
-impl ConnectFailures {
-    fn subscribe(&self) -> FailureWatch<'_> {
-        let mut notified = Box::pin(self.happened.notified());
-        // Registered now: a failure from here on is seen, even before the first poll.
-        notified.as_mut().enable();
-        FailureWatch {
-            failures: self,
-            notified,
-        }
-    }
-}
-
-impl bb8::ErrorSink<RedisError> for ConnectFailures {
-    fn sink(&self, error: RedisError) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
-        self.happened.notify_waiters();
-    }
-
-    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
-        Box::new(self.clone())
-    }
-}
-
-/// Waits for the next connection failure after it was made.
-struct FailureWatch<'a> {
-    failures: &'a ConnectFailures,
-    notified: std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>,
-}
-
-impl FailureWatch<'_> {
-    async fn next(&mut self) -> RedisError {
-        self.notified.as_mut().await;
-        let last = self
-            .failures
-            .last
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        last.unwrap_or_else(|| {
-            RedisError::from(std::io::Error::other("connecting to the node failed"))
-        })
-    }
-}
-
 /// Sends one command and reads its reply (a server error reply becomes an error).
 ///
 /// redis-rs's future is over 1 KiB: boxed once here, every layer above (and the fan-outs
@@ -418,5 +281,96 @@ impl RedisConn {
             broken: Arc::default(),
             lane: 0,
         }
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::testkit::LocalCluster;
+
+    /// Long enough that the first connect is still waiting for its node when its runtime is
+    /// dropped (nothing below waits for it to run out).
+    const NODE_TIMEOUT: Duration = Duration::from_secs(3);
+
+    fn ping() -> Call {
+        Call::Command(redis::cmd("PING"))
+    }
+
+    /// Relays every connection `listener` accepts from now on to `upstream`.
+    async fn relay(listener: tokio::net::TcpListener, upstream: std::net::SocketAddr) {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    }
+
+    /// An engine's runtime can be dropped while a node connection is being made (the
+    /// connect task dies with it); the engine used on another runtime must still connect.
+    #[test]
+    fn a_connect_cut_off_by_its_runtime_does_not_wedge_the_node() {
+        // The node's address: it accepts TCP (the kernel does) but nobody answers, yet.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = NodeUrl::parse(&format!("redis://{addr}")).unwrap();
+
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (link, _unanswered) = first.block_on(async {
+            let link = Arc::new(RedisLink::new(&url, NODE_TIMEOUT, 1, None).unwrap());
+            let connecting = Arc::clone(&link);
+            tokio::spawn(async move { connecting.connection(&ping()).await });
+            // The connect is under way once the node accepted it; it then waits for replies.
+            let accepting = tokio::net::TcpListener::from_std(listener.try_clone().unwrap());
+            let (socket, _) = accepting.unwrap().accept().await.unwrap();
+            (link, socket.into_std().unwrap())
+        });
+        // Mid-connect: every task of the first runtime is dropped.
+        drop(first);
+
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        second.block_on(async {
+            let cluster = LocalCluster::start(1).await.expect("a redis-server");
+            // From now on the node answers: its address leads to a real redis-server.
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            tokio::spawn(relay(listener, cluster.addr(0)));
+            // The first checkouts find the pool wedged by the connect that died with the
+            // first runtime: each fails closed within the node timeout, and the second
+            // replaces the pool for the next one (see `pool`). Without that, every one would
+            // fail. (One more try: on a loaded machine the next connect may be slow too.)
+            let mut conn = None;
+            for attempt in 0..4 {
+                let made = tokio::time::timeout(2 * NODE_TIMEOUT, link.connection(&ping()))
+                    .await
+                    .expect("the link's own timeout bounds it");
+                match made {
+                    Ok(made) => {
+                        conn = Some(made);
+                        break;
+                    }
+                    Err(e) => assert!(
+                        attempt < 3 && matches!(e, NodeError::Timeout(_)),
+                        "attempt {attempt}: {e:?}"
+                    ),
+                }
+            }
+            let conn = conn.expect("a new connection on the second runtime");
+            let pong = tokio::time::timeout(NODE_TIMEOUT, conn.send(&ping()))
+                .await
+                .expect("answered in time")
+                .expect("PONG");
+            assert_eq!(pong, Value::SimpleString("PONG".into()));
+        });
     }
 }
