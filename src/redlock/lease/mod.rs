@@ -68,7 +68,7 @@ impl Leases {
             wake,
             lifecycle,
             drift_factor,
-            timers: Timers::start(),
+            timers: Timers::start(batch::start_due),
             registry: Registry::default(),
         }
     }

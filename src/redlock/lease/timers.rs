@@ -15,7 +15,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{LeaseCore, batch};
+use super::LeaseCore;
+
+/// What the timers do with the leases that came due (the batched extension's entry point).
+pub(crate) type OnDue = fn(Vec<Arc<LeaseCore>>);
 
 const SHARDS: usize = 8;
 
@@ -41,6 +44,7 @@ impl TimerKey {
 type Shard = Mutex<BTreeMap<TimerKey, Weak<LeaseCore>>>;
 
 struct Inner {
+    on_due: OnDue,
     shards: Box<[Shard]>,
     /// Deadlines are kept as nanoseconds after `base` (u64::MAX: nothing to wake for).
     base: Instant,
@@ -73,9 +77,11 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    /// Creates the timers and starts their task on the current runtime.
-    pub(crate) fn start() -> Timers {
+    /// Creates the timers and starts their task on the current runtime; due leases go to
+    /// `on_due`.
+    pub(crate) fn start(on_due: OnDue) -> Timers {
         let inner = Arc::new(Inner {
+            on_due,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             base: Instant::now(),
             next_wake: AtomicU64::new(u64::MAX),
@@ -189,7 +195,7 @@ async fn run(running: Running) {
             }
         }
         if !due.is_empty() {
-            batch::start_due(due.drain(..).filter_map(|lease| lease.upgrade()));
+            (inner.on_due)(due.drain(..).filter_map(|lease| lease.upgrade()).collect());
         }
         inner.next_wake.fetch_min(earliest, Ordering::SeqCst);
         let target = inner.next_wake.load(Ordering::SeqCst);

@@ -153,7 +153,7 @@ enum Outcome {
 /// Takes the due leases: those whose extension is due go into one batch, sent on a task of
 /// the engine's runtime; the rest wait again (or are lost, at their validity end). Called
 /// by the timers' task.
-pub(crate) fn start_due(due: impl IntoIterator<Item = Arc<LeaseCore>>) {
+pub(crate) fn start_due(due: Vec<Arc<LeaseCore>>) {
     // Before any lease is taken: each one's validity counts from here.
     let start = Instant::now();
     let batch: Vec<Member> = due
