@@ -63,12 +63,12 @@
 //!
 //! `SIM_SEED=<seed> SIM_REPEAT=20` with the bug still in fails 20 runs of 20, each the same
 //! trace (checked for the cancelled release, seed 25, and the extend race, seed 5).
-//! Open engine issue this generator found (December 2026, not fixed here): (c) fails on
-//! clean code in about 300 of the 2,000 seeds (first: seed 2), `ended()` resolving up to
-//! ~31 ms after `valid_until`. In the seeds looked at (10, 31) a user `extend()` with a
-//! ttl shorter than what was left failed, after lowering `valid_until` (`extend.rs`:
-//! `lower_valid_until`); nothing wakes the watchdog to the new, earlier end, so the lease
-//! is marked lost only at its next wake.
+//! An engine bug this generator found on clean code (December 2026, fixed): (c) failed in
+//! about 300 of the 2,000 seeds (first: seed 2), `ended()` resolving up to ~31 ms after
+//! `valid_until`: a user `extend()` that failed after lowering `valid_until` left the
+//! lease's timer at its old, later wake; and the timers, which fire on whole
+//! milliseconds rounded up, could declare a lease lost up to 1 ms late. An extension now
+//! moves the timer when it lowers the validity, and the timers take entries 1 ms early.
 //!
 //! Before (g), extend without compare first showed as an overlap (a) at seed 190 (with
 //! a slightly longer run per seed).

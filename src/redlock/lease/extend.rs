@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{LeaseCore, LeaseState};
+use super::{LeaseCore, LeaseState, batch};
 use crate::redlock::core::error::LockError;
 use crate::redlock::core::scripts::EXTEND;
 use crate::redlock::core::telemetry::{self, KeyHash};
@@ -14,119 +14,117 @@ use crate::redlock::core::validity;
 use crate::redlock::node::reply::ExtendReply;
 use crate::redlock::node::{Call, Tally, broadcast, node_failed, warn_node};
 
-impl LeaseCore {
-    /// Extends every key to `ttl` from now, if a quorum still holds our token.
-    ///
-    /// Validity counts from the start of this call. Compare-only: never re-creates an
-    /// expired key; refuses once the local validity has lapsed; a failure deletes nothing.
-    ///
-    /// `valid_until` never overstates what a quorum of nodes holds. An extension sets each
-    /// key's expiry, shorter or longer than before, so two of them racing (a user's
-    /// `extend(60 s)` and the watchdog's `extend(ttl)`, or two clones) could land in one
-    /// order on the nodes and finish in the other here. So:
-    /// - extensions of a lease run one at a time, and each holds its turn until every
-    ///   reply of its fan-out is in or timed out (the late ones are read in the
-    ///   background): the next one's requests are queued after all of its requests, on
-    ///   each node's connection, and so run after them. The outcome of the last extension
-    ///   to finish is then the latest on the nodes that answered it. (A request whose
-    ///   connection is replaced meanwhile loses that order; it timed out first.)
-    /// - before its first request, `valid_until` is lowered to `start + ttl − drift`:
-    ///   from then on each node holds either its previous expiry or at least that, so the
-    ///   lower of the two is safe whatever becomes of the requests (a failure, a timeout,
-    ///   the call dropped half-way). On quorum it is set to `start + ttl − drift`.
-    /// - a carried-over lease first waits for its swap and applies it itself (see
-    ///   [`carried_settled`](Self::carried_settled)).
-    pub(crate) async fn extend(self: &Arc<Self>, ttl: Duration) -> Result<(), LockError> {
-        let span = tracing::debug_span!(
-            "redlock.extend",
-            key = %KeyHash::of(&self.claim.keys.user),
-            ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            ok = tracing::field::Empty,
-        );
-        let result = tracing::Instrument::instrument(self.extend_inner(ttl), span.clone()).await;
-        span.record("ok", result.is_ok());
-        if result.is_err() {
-            telemetry::extend_failed(&self.label);
-        }
-        result
+/// Extends every key to `ttl` from now, if a quorum still holds our token.
+///
+/// Validity counts from the start of this call. Compare-only: never re-creates an
+/// expired key; refuses once the local validity has lapsed; a failure deletes nothing.
+///
+/// `valid_until` never overstates what a quorum of nodes holds. An extension sets each
+/// key's expiry, shorter or longer than before, so two of them racing (a user's
+/// `extend(60 s)` and the watchdog's `extend(ttl)`, or two clones) could land in one
+/// order on the nodes and finish in the other here. So:
+/// - extensions of a lease run one at a time, and each holds its turn until every
+///   reply of its fan-out is in or timed out (the late ones are read in the
+///   background): the next one's requests are queued after all of its requests, on
+///   each node's connection, and so run after them. The outcome of the last extension
+///   to finish is then the latest on the nodes that answered it. (A request whose
+///   connection is replaced meanwhile loses that order; it timed out first.)
+/// - before its first request, `valid_until` is lowered to `start + ttl − drift`:
+///   from then on each node holds either its previous expiry or at least that, so the
+///   lower of the two is safe whatever becomes of the requests (a failure, a timeout,
+///   the call dropped half-way). On quorum it is set to `start + ttl − drift`.
+/// - a carried-over lease first waits for its swap and applies it itself (see
+///   [`carried_settled`](Self::carried_settled)).
+pub(crate) async fn extend(core: &Arc<LeaseCore>, ttl: Duration) -> Result<(), LockError> {
+    let span = tracing::debug_span!(
+        "redlock.extend",
+        key = %KeyHash::of(&core.claim.keys.user),
+        ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        ok = tracing::field::Empty,
+    );
+    let result = tracing::Instrument::instrument(extend_inner(core, ttl), span.clone()).await;
+    span.record("ok", result.is_ok());
+    if result.is_err() {
+        telemetry::extend_failed(&core.label);
     }
+    result
+}
 
-    async fn extend_inner(self: &Arc<Self>, ttl: Duration) -> Result<(), LockError> {
-        // Our turn: held until every reply of this extension is in (see `extend`).
-        let turn = self.extending.clone().lock_owned().await;
-        if let Some(carried) = self.carried.get() {
-            // Carried over: the extension must follow the swap to our token on every node.
-            let swap = carried.settled().await;
-            carried.apply(self, swap, true);
-        }
-        let start = Instant::now();
-        if self.state() != LeaseState::Held {
-            return Err(LockError::Lost);
-        }
-        if start >= self.valid_until() {
-            self.mark_lost();
-            return Err(LockError::Lost);
-        }
-        let drift = validity::drift(ttl, self.drift_factor);
-        // Whatever becomes of the requests, a quorum holds at least the lower of the two.
-        self.lower_valid_until(start + ttl.saturating_sub(drift));
-        // The timers must declare it lost by then if nothing raises it again.
-        self.wake_by(self.valid_until());
-        let ttl_ms = validity::millis_ceil(ttl);
-        let (nodes, claim) = (&self.leases.nodes, &self.claim);
-        let keys = &claim.keys;
-        let mut fanout = broadcast(
-            nodes,
-            Call::script(&EXTEND, keys.len(), |cmd| {
-                cmd.arg(keys.lock_keys())
-                    .arg(claim.token.as_bytes())
-                    .arg(ttl_ms)
-                    .arg(keys.len());
-            }),
-        );
-        let mut tally = Tally::new(nodes);
-        while let Some((index, reply)) = fanout.next().await {
-            match reply.and_then(|v| ExtendReply::parse(&v)) {
-                Ok(ExtendReply::Extended) => tally.yes(),
-                Ok(ExtendReply::NotOwner) => tally.no(),
-                Err(error) => {
-                    tally.failed();
-                    warn_node(nodes, index, "extend", &error);
-                }
-            }
-            if tally.decided() {
-                break;
-            }
-        }
-        // The late replies are read in the background, and the next extension waits for
-        // them.
-        let engine = nodes.clone();
-        let rest = fanout.drain(nodes, move |(index, reply)| {
-            if let Err(error) = reply {
-                node_failed(&engine, index, &error);
-            }
-        });
-        if let Some(rest) = rest {
-            nodes.janitor.run(async move {
-                rest.await;
-                drop(turn);
-            });
-        }
-        if tally.won() {
-            let Some(validity) = validity::validity(ttl, Duration::ZERO, drift) else {
-                return Err(LockError::Expired);
-            };
-            if self.state() != LeaseState::Held {
-                return Err(LockError::Lost);
-            }
-            self.set_valid_until(start + validity);
-            return Ok(());
-        }
-        if tally.refused() {
-            // A quorum no longer has our token: the lock is gone for good.
-            self.mark_lost();
-            return Err(LockError::Lost);
-        }
-        Err(tally.unavailable())
+async fn extend_inner(core: &Arc<LeaseCore>, ttl: Duration) -> Result<(), LockError> {
+    // Our turn: held until every reply of this extension is in (see `extend`).
+    let turn = core.extending.clone().lock_owned().await;
+    if let Some(carried) = core.carried.get() {
+        // Carried over: the extension must follow the swap to our token on every node.
+        let swap = carried.settled().await;
+        carried.apply(core, swap, true);
     }
+    let start = Instant::now();
+    if core.state() != LeaseState::Held {
+        return Err(LockError::Lost);
+    }
+    if start >= core.valid_until() {
+        core.mark_lost();
+        return Err(LockError::Lost);
+    }
+    let drift = validity::drift(ttl, core.drift_factor);
+    // Whatever becomes of the requests, a quorum holds at least the lower of the two.
+    core.lower_valid_until(start + ttl.saturating_sub(drift));
+    // The timers must declare it lost by then if nothing raises it again.
+    batch::wake_by(core, core.valid_until());
+    let ttl_ms = validity::millis_ceil(ttl);
+    let (nodes, claim) = (&core.leases.nodes, &core.claim);
+    let keys = &claim.keys;
+    let mut fanout = broadcast(
+        nodes,
+        Call::script(&EXTEND, keys.len(), |cmd| {
+            cmd.arg(keys.lock_keys())
+                .arg(claim.token.as_bytes())
+                .arg(ttl_ms)
+                .arg(keys.len());
+        }),
+    );
+    let mut tally = Tally::new(nodes);
+    while let Some((index, reply)) = fanout.next().await {
+        match reply.and_then(|v| ExtendReply::parse(&v)) {
+            Ok(ExtendReply::Extended) => tally.yes(),
+            Ok(ExtendReply::NotOwner) => tally.no(),
+            Err(error) => {
+                tally.failed();
+                warn_node(nodes, index, "extend", &error);
+            }
+        }
+        if tally.decided() {
+            break;
+        }
+    }
+    // The late replies are read in the background, and the next extension waits for
+    // them.
+    let engine = nodes.clone();
+    let rest = fanout.drain(nodes, move |(index, reply)| {
+        if let Err(error) = reply {
+            node_failed(&engine, index, &error);
+        }
+    });
+    if let Some(rest) = rest {
+        nodes.janitor.run(async move {
+            rest.await;
+            drop(turn);
+        });
+    }
+    if tally.won() {
+        let Some(validity) = validity::validity(ttl, Duration::ZERO, drift) else {
+            return Err(LockError::Expired);
+        };
+        if core.state() != LeaseState::Held {
+            return Err(LockError::Lost);
+        }
+        core.set_valid_until(start + validity);
+        return Ok(());
+    }
+    if tally.refused() {
+        // A quorum no longer has our token: the lock is gone for good.
+        core.mark_lost();
+        return Err(LockError::Lost);
+    }
+    Err(tally.unavailable())
 }

@@ -10,7 +10,8 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::batch::Schedule;
+use super::batch::{self, Schedule};
+use super::extend;
 use super::{Claim, LeaseCore, LeaseState, Leases, ReleaseOutcome, Turn};
 use crate::redlock::config::options::Resolved;
 use crate::redlock::core::error::LockError;
@@ -136,7 +137,7 @@ impl HeldLock {
         let core = Arc::new(core);
         core.leases.registry.add(id, &core);
         telemetry::lease_started(&core.label);
-        core.schedule_first();
+        batch::schedule_first(&core);
         HeldLock {
             inner: Arc::new(LeaseHandle { core }),
         }
@@ -249,7 +250,7 @@ impl HeldLock {
                 reason: format!("ttl of {ttl:?} {reason}"),
             }
         })?;
-        self.core().extend(ttl).await
+        extend::extend(self.core(), ttl).await
     }
 
     /// Releases the lease on every node (for all clones). Returns once a quorum confirmed;

@@ -203,7 +203,7 @@ impl LeaseCore {
             held
         });
         if changed {
-            self.unschedule();
+            batch::unschedule(self);
             drop(self.take_turn());
             tracing::warn!(key = %KeyHash::of(&self.claim.keys.user), "Redlock lease lost");
         }
@@ -229,7 +229,7 @@ impl LeaseCore {
         if !changed {
             return None;
         }
-        self.unschedule();
+        batch::unschedule(self);
         self.leases.registry.remove(self.id);
         Some(was_held)
     }

@@ -159,7 +159,7 @@ pub(crate) fn start_due(due: Vec<Arc<LeaseCore>>) {
     let batch: Vec<Member> = due
         .into_iter()
         .filter_map(|core| {
-            let turn = core.take_due(start)?;
+            let turn = take_due(&core, start)?;
             Some(Member { core, turn })
         })
         .collect();
@@ -171,139 +171,137 @@ pub(crate) fn start_due(due: Vec<Arc<LeaseCore>>) {
     drop(tokio::spawn(send::extend_all(leases, start, batch)));
 }
 
-impl LeaseCore {
-    /// Puts a new lease's entry into the timer map.
-    pub(crate) fn schedule_first(self: &Arc<Self>) {
-        let schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
-        self.leases.timers.schedule(schedule.key, self);
-    }
+/// Puts a new lease's entry into the timer map.
+pub(crate) fn schedule_first(core: &Arc<LeaseCore>) {
+    let schedule = core.schedule.lock().unwrap_or_else(|e| e.into_inner());
+    core.leases.timers.schedule(schedule.key, core);
+}
 
-    /// Takes the lease out of the timer map (it ended).
-    pub(crate) fn unschedule(&self) {
-        // Under the lock: a move that saw the lease held has put its entry in by now.
-        let schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
-        self.leases.timers.cancel(schedule.key);
-    }
+/// Takes the lease out of the timer map (it ended).
+pub(crate) fn unschedule(core: &LeaseCore) {
+    // Under the lock: a move that saw the lease held has put its entry in by now.
+    let schedule = core.schedule.lock().unwrap_or_else(|e| e.into_inner());
+    core.leases.timers.cancel(schedule.key);
+}
 
-    /// Its validity was lowered to `valid_until` (an extension about to be sent): if its
-    /// entry waits for later, it is moved there, so that the lease is declared lost by then.
-    pub(crate) fn wake_by(self: &Arc<Self>, valid_until: Instant) {
-        let mut schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
-        if schedule.key.at() > valid_until {
-            self.wake_at(&mut schedule, valid_until);
-        }
+/// Its validity was lowered to `valid_until` (an extension about to be sent): if its
+/// entry waits for later, it is moved there, so that the lease is declared lost by then.
+pub(crate) fn wake_by(core: &Arc<LeaseCore>, valid_until: Instant) {
+    let mut schedule = core.schedule.lock().unwrap_or_else(|e| e.into_inner());
+    if schedule.key.at() > valid_until {
+        wake_at(core, &mut schedule, valid_until);
     }
+}
 
-    /// Moves the lease's entry to `at` (nothing once it ended).
-    fn wake_at(self: &Arc<Self>, schedule: &mut Schedule, at: Instant) {
-        if self.state() != LeaseState::Held {
-            return;
-        }
-        let timers = &self.leases.timers;
-        timers.cancel(schedule.key);
-        schedule.key = timers.key(at);
-        timers.schedule(schedule.key, self);
+/// Moves the lease's entry to `at` (nothing once it ended).
+fn wake_at(core: &Arc<LeaseCore>, schedule: &mut Schedule, at: Instant) {
+    if core.state() != LeaseState::Held {
+        return;
     }
+    let timers = &core.leases.timers;
+    timers.cancel(schedule.key);
+    schedule.key = timers.key(at);
+    timers.schedule(schedule.key, core);
+}
 
-    /// The lease came due at `start`: lost if its validity has ended; taken into the batch
-    /// (its turn returned) if its extension is due and nothing else extends it now; else
-    /// put back to wait.
-    fn take_due(self: &Arc<Self>, start: Instant) -> Option<OwnedMutexGuard<()>> {
-        if self.state() != LeaseState::Held {
-            return None;
-        }
-        // Due within the timers' resolution counts as due (they wake that much early).
-        let horizon = start + RESOLUTION;
-        if horizon >= self.valid_until() {
-            self.mark_lost();
-            return None;
-        }
-        let mut schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
-        if schedule.next_extend.is_none_or(|at| at > horizon) {
-            // Woken for its validity end, which a user's extension moved; or early.
-            let at = wake(schedule.next_extend, self.valid_until());
-            self.wake_at(&mut schedule, at);
-            return None;
-        }
-        let retry = (start + retry_pause(self.ttl)).min(self.valid_until());
-        // A user's extension in flight: it goes first; this one waits for the next tick.
-        let Ok(turn) = self.extending.clone().try_lock_owned() else {
-            self.wake_at(&mut schedule, retry);
-            return None;
-        };
-        if let Some(carried) = self.carried.get() {
-            // Carried over: the extension must follow the swap to our token on every node.
-            match carried.settled().now_or_never() {
-                None | Some(Swap::Pending) => {
-                    self.wake_at(&mut schedule, retry);
-                    return None;
-                }
-                Some(Swap::Failed) => {
-                    drop(schedule);
-                    self.mark_lost();
-                    return None;
-                }
-                Some(swap) => carried.apply(self, swap, true),
+/// The lease came due at `start`: lost if its validity has ended; taken into the batch
+/// (its turn returned) if its extension is due and nothing else extends it now; else
+/// put back to wait.
+fn take_due(core: &Arc<LeaseCore>, start: Instant) -> Option<OwnedMutexGuard<()>> {
+    if core.state() != LeaseState::Held {
+        return None;
+    }
+    // Due within the timers' resolution counts as due (they wake that much early).
+    let horizon = start + RESOLUTION;
+    if horizon >= core.valid_until() {
+        core.mark_lost();
+        return None;
+    }
+    let mut schedule = core.schedule.lock().unwrap_or_else(|e| e.into_inner());
+    if schedule.next_extend.is_none_or(|at| at > horizon) {
+        // Woken for its validity end, which a user's extension moved; or early.
+        let at = wake(schedule.next_extend, core.valid_until());
+        wake_at(core, &mut schedule, at);
+        return None;
+    }
+    let retry = (start + retry_pause(core.ttl)).min(core.valid_until());
+    // A user's extension in flight: it goes first; this one waits for the next tick.
+    let Ok(turn) = core.extending.clone().try_lock_owned() else {
+        wake_at(core, &mut schedule, retry);
+        return None;
+    };
+    if let Some(carried) = core.carried.get() {
+        // Carried over: the extension must follow the swap to our token on every node.
+        match carried.settled().now_or_never() {
+            None | Some(Swap::Pending) => {
+                wake_at(core, &mut schedule, retry);
+                return None;
             }
+            Some(Swap::Failed) => {
+                drop(schedule);
+                core.mark_lost();
+                return None;
+            }
+            Some(swap) => carried.apply(core, swap, true),
         }
-        let valid_until = self.valid_until();
-        if horizon >= valid_until {
-            drop(schedule);
-            self.mark_lost();
-            return None;
-        }
-        let drift = validity::drift(self.ttl, self.drift_factor);
-        // Whatever becomes of the batch, a quorum holds at least the lower of the two.
-        self.lower_valid_until(start + self.ttl.saturating_sub(drift));
-        // While the batch is out, the entry waits for the validity end: lost then, whatever
-        // the replies.
-        let at = self.valid_until();
-        self.wake_at(&mut schedule, at);
-        Some(turn)
     }
+    let valid_until = core.valid_until();
+    if horizon >= valid_until {
+        drop(schedule);
+        core.mark_lost();
+        return None;
+    }
+    let drift = validity::drift(core.ttl, core.drift_factor);
+    // Whatever becomes of the batch, a quorum holds at least the lower of the two.
+    core.lower_valid_until(start + core.ttl.saturating_sub(drift));
+    // While the batch is out, the entry waits for the validity end: lost then, whatever
+    // the replies.
+    let at = core.valid_until();
+    wake_at(core, &mut schedule, at);
+    Some(turn)
+}
 
-    /// Applies what the batch that started at `start` decided for this lease; `retry_at`:
-    /// when a lease without a quorum is tried again.
-    fn settle(self: &Arc<Self>, outcome: Outcome, start: Instant, retry_at: Instant) {
-        match outcome {
-            Outcome::Extended => {
-                let drift = validity::drift(self.ttl, self.drift_factor);
-                let Some(validity) = validity::validity(self.ttl, Duration::ZERO, drift) else {
-                    self.mark_lost();
-                    return;
-                };
-                let mut schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
-                if self.state() != LeaseState::Held {
-                    return;
-                }
-                self.set_valid_until(start + validity);
-                schedule.next_extend = next_extension(
-                    &self.leases.timers,
-                    start,
-                    self.ttl,
-                    self.auto_extend,
-                    self.hold_limit(),
-                );
-                let at = wake(schedule.next_extend, self.valid_until());
-                self.wake_at(&mut schedule, at);
+/// Applies what the batch that started at `start` decided for this lease; `retry_at`:
+/// when a lease without a quorum is tried again.
+fn settle(core: &Arc<LeaseCore>, outcome: Outcome, start: Instant, retry_at: Instant) {
+    match outcome {
+        Outcome::Extended => {
+            let drift = validity::drift(core.ttl, core.drift_factor);
+            let Some(validity) = validity::validity(core.ttl, Duration::ZERO, drift) else {
+                core.mark_lost();
+                return;
+            };
+            let mut schedule = core.schedule.lock().unwrap_or_else(|e| e.into_inner());
+            if core.state() != LeaseState::Held {
+                return;
             }
-            Outcome::Refused => {
-                telemetry::extend_failed(&self.label);
-                // A quorum no longer has our token: the lock is gone for good.
-                self.mark_lost();
-            }
-            Outcome::Unavailable => {
-                telemetry::extend_failed(&self.label);
-                let mut schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
-                let at = retry_at.min(self.valid_until());
-                self.wake_at(&mut schedule, at);
-            }
+            core.set_valid_until(start + validity);
+            schedule.next_extend = next_extension(
+                &core.leases.timers,
+                start,
+                core.ttl,
+                core.auto_extend,
+                hold_limit(core),
+            );
+            let at = wake(schedule.next_extend, core.valid_until());
+            wake_at(core, &mut schedule, at);
+        }
+        Outcome::Refused => {
+            telemetry::extend_failed(&core.label);
+            // A quorum no longer has our token: the lock is gone for good.
+            core.mark_lost();
+        }
+        Outcome::Unavailable => {
+            telemetry::extend_failed(&core.label);
+            let mut schedule = core.schedule.lock().unwrap_or_else(|e| e.into_inner());
+            let at = retry_at.min(core.valid_until());
+            wake_at(core, &mut schedule, at);
         }
     }
+}
 
-    /// When the hold limit ends, if there is one.
-    fn hold_limit(&self) -> Option<Instant> {
-        self.max_hold
-            .and_then(|limit| self.acquired_at.checked_add(limit))
-    }
+/// When the hold limit ends, if there is one.
+fn hold_limit(core: &LeaseCore) -> Option<Instant> {
+    core.max_hold
+        .and_then(|limit| core.acquired_at.checked_add(limit))
 }

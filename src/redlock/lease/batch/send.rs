@@ -214,9 +214,7 @@ async fn extend(nodes: Arc<NodeSet>, start: Instant, batch: Vec<Member>) {
             if let Some(outcome) = votes.outcome() {
                 votes.decided = true;
                 open -= 1;
-                member
-                    .core
-                    .settle(outcome, start, retry_at(member.core.ttl));
+                super::settle(&member.core, outcome, start, retry_at(member.core.ttl));
             }
         }
     }
