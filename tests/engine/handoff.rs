@@ -391,8 +391,10 @@ async fn with_local_handover_off_the_key_is_released_and_acquired_again() {
             .await
             .unwrap();
         let a = engine.acquire("plain").await.unwrap();
+        // Both waiters keep trying for as long as the test may take.
+        let patient = || LockOptions::new().retry(retry_for(NO_HANG));
         let e = engine.clone();
-        let b = tokio::spawn(async move { e.acquire("plain").await });
+        let b = tokio::spawn(async move { e.acquire_with("plain", patient()).await });
         let marked = eventually(NO_HANG, || async {
             lock_value(&cluster, 0, "plain")
                 .await
@@ -401,16 +403,22 @@ async fn with_local_handover_off_the_key_is_released_and_acquired_again() {
         .await;
         assert!(marked, "the first waiter never marked the key");
         let e = engine.clone();
-        let c = spawn_queued(async move { e.acquire("plain").await }).await;
+        let c = spawn_queued(async move { e.acquire_with("plain", patient()).await }).await;
         assert_eq!(a.release().await.unwrap(), ReleaseOutcome::Released);
-        let b = b.await.unwrap().expect("the first waiter gets the lock");
+        // On, B has the turn and C waits behind it; off, either may win the nodes.
+        let (mut b, mut c) = (b, c);
+        let (first, other) = tokio::select! {
+            first = &mut b => (first, c),
+            first = &mut c => (first, b),
+        };
+        let first = first.unwrap().expect("a waiter gets the lock");
         let mut events = key_events(&cluster, 0, "plain").await;
-        assert_eq!(b.release().await.unwrap(), ReleaseOutcome::Released);
-        // The first write after B's release (a waiter's mark is an `append`: skipped).
+        assert_eq!(first.release().await.unwrap(), ReleaseOutcome::Released);
+        // The first write after its release (a waiter's mark is an `append`: skipped).
         let first = loop {
             let event = tokio::time::timeout(NO_HANG, events.next())
                 .await
-                .expect("a keyspace event for B's release")
+                .expect("a keyspace event for the release")
                 .unwrap();
             if event != "append" {
                 break event;
@@ -418,8 +426,8 @@ async fn with_local_handover_off_the_key_is_released_and_acquired_again() {
         };
         let expected = if handover { "set" } else { "del" };
         assert_eq!(first, expected, "local hand-over {handover}");
-        let c = c.await.unwrap().expect("the last waiter gets the lock");
-        assert_eq!(c.release().await.unwrap(), ReleaseOutcome::Released);
+        let other = other.await.unwrap().expect("the last waiter gets the lock");
+        assert_eq!(other.release().await.unwrap(), ReleaseOutcome::Released);
         assert!(released_everywhere(&cluster, "plain").await);
         engine.shutdown().await;
     }
