@@ -195,16 +195,21 @@ fn judge(node: &mut NodeSettings, fencing: bool) {
     }
 }
 
-async fn check_node(engine: Arc<Engine>, index: usize) -> NodeSettings {
-    let mut node = NodeSettings {
+/// Node `index` before its settings are read (`unknown`: why they could not be).
+fn unread(engine: &Engine, index: usize, unknown: Option<String>) -> NodeSettings {
+    NodeSettings {
         index,
         url: engine.nodes()[index].url.redacted().to_owned(),
         maxmemory_policy: None,
         appendonly: None,
         save: None,
         warnings: Vec::new(),
-        unknown: None,
-    };
+        unknown,
+    }
+}
+
+async fn check_node(engine: Arc<Engine>, index: usize) -> NodeSettings {
+    let mut node = unread(&engine, index, None);
     let read = async {
         node.maxmemory_policy = config_get(&engine, index, "maxmemory-policy").await?;
         node.appendonly = config_get(&engine, index, "appendonly")
@@ -231,15 +236,7 @@ pub(crate) async fn check_config(engine: &Arc<Engine>) -> SettingsReport {
     });
     let mut nodes = Vec::with_capacity(total);
     while let Some((index, node)) = fanout.next().await {
-        nodes.push(node.unwrap_or_else(|error| NodeSettings {
-            index,
-            url: engine.nodes()[index].url.redacted().to_owned(),
-            maxmemory_policy: None,
-            appendonly: None,
-            save: None,
-            warnings: Vec::new(),
-            unknown: Some(error.to_string()),
-        }));
+        nodes.push(node.unwrap_or_else(|error| unread(engine, index, Some(error.to_string()))));
     }
     nodes.sort_by_key(|n| n.index);
     SettingsReport {
