@@ -50,12 +50,12 @@ impl Turn for LocalTurn {
                 let (result, handoff) = handoff::transfer(&lease).await;
                 match handoff {
                     Some(handoff) => turn.pass(handoff),
-                    None => lease.pass_turn(Some(Box::new(turn))),
+                    None => lease.pass_turn(turn),
                 }
                 return result;
             }
             let result = release_on_nodes(&lease).await;
-            lease.pass_turn(Some(Box::new(turn)));
+            lease.pass_turn(turn);
             result
         })
     }

@@ -4,7 +4,7 @@
 //! (see `handover/`, which implements it; this folder never names it).
 //!
 //! Its parts: [`held`], the public handle; [`extend`], extensions; [`timers`] and
-//! [`batch`], when they happen (the engine's batched automatic extension); [`release`], the release requests and how their answers
+//! [`batch`], when they happen and how often (the engine's batched automatic extension); [`release`], the release requests and how their answers
 //! add up; [`barrier`], the swap a carried-over lease waits for; [`registry`], the live
 //! leases shutdown ends; [`unfinished`], the guard that finishes a release dropped half-way.
 //! Uses `node/`, `wake/`, `background/`, `config/` and `core/`.
@@ -18,7 +18,6 @@ pub(crate) mod release;
 pub(crate) mod timers;
 mod turn;
 mod unfinished;
-pub(crate) mod watchdog;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -250,7 +249,7 @@ impl LeaseCore {
 
     /// Passes the local turn on (dropping it lets the next local waiter go) and wakes local
     /// waiters: the lease no longer holds the keys.
-    pub(crate) fn pass_turn(&self, turn: Option<Box<dyn Turn>>) {
+    pub(crate) fn pass_turn<T>(&self, turn: T) {
         drop(turn);
         self.leases.wake.notify_local(self.claim.keys.channels());
     }

@@ -70,7 +70,6 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
 use super::timers::{RESOLUTION, TimerKey, Timers};
-use super::watchdog::retry_pause;
 use super::{LeaseCore, LeaseState, Swap};
 use crate::redlock::core::telemetry;
 use crate::redlock::core::validity;
@@ -104,6 +103,11 @@ impl Schedule {
             next_extend,
         }
     }
+}
+
+/// Pause between extension attempts after a failed one.
+pub(crate) fn retry_pause(ttl: Duration) -> Duration {
+    (ttl / 20).clamp(Duration::from_millis(5), Duration::from_millis(500))
 }
 
 /// How far ahead of its due time a lease may be extended, so that leases acquired close

@@ -10,11 +10,11 @@ use rand::Rng;
 use redis::Value;
 use tokio::time::Instant;
 
+use super::retry_pause;
 use super::{Member, Outcome};
 use crate::redlock::core::scripts::EXTEND_MANY;
 use crate::redlock::core::validity;
 use crate::redlock::lease::Leases;
-use crate::redlock::lease::watchdog::retry_pause;
 use crate::redlock::node::reply::{ExtendManyReply, ExtendReply};
 use crate::redlock::node::{Call, Fanout, NodeError, NodeSet, Tally, node_failed, warn_node};
 
