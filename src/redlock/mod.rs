@@ -41,7 +41,7 @@ pub(crate) mod ops;
 pub(crate) mod sim;
 mod wake;
 
-pub use self::config::node_url::NodeUrl;
+pub use self::config::node_url::{NodeKind, NodeUrl};
 pub use self::config::options::LockOptions;
 pub use self::config::retry::RetryPolicy;
 pub use self::core::error::{ConfigError, LockError};

@@ -11,8 +11,8 @@ use super::call::Call;
 use super::error::NodeError;
 use super::link::{Conn, Link};
 use super::transport::{Connection, Transport};
-use super::{redis, sim_link};
-use crate::redlock::config::node_url::NodeUrl;
+use super::{cluster, redis, sentinel, sim_link};
+use crate::redlock::config::node_url::{NodeKind, NodeUrl, Target};
 
 /// Where a call records the connection it sent its request on, so that a cleanup can follow
 /// it on the same socket (and so run after it on the node, whatever happens to the node's
@@ -56,7 +56,21 @@ impl Node {
         pool_size: usize,
         tls_root: Option<&[u8]>,
     ) -> Result<Node, RedisError> {
-        let link = Link::Redis(redis::RedisLink::new(&url, timeout, pool_size, tls_root)?);
+        let link = match url.target() {
+            Target::Standalone(_) => {
+                Link::Redis(redis::RedisLink::new(&url, timeout, pool_size, tls_root)?)
+            }
+            Target::Cluster { seeds } => {
+                Link::Cluster(cluster::ClusterLink::new(seeds, timeout, tls_root)?)
+            }
+            Target::Sentinel {
+                sentinels,
+                master,
+                primary,
+            } => Link::Sentinel(sentinel::SentinelLink::new(
+                sentinels, master, primary, timeout, tls_root,
+            )?),
+        };
         Ok(Node::with_link(
             url,
             index,
@@ -104,6 +118,17 @@ impl Node {
     /// call made from now on goes out on it, or on a newer one, never on an older one.
     pub(crate) fn is_current(&self, conn: &Conn) -> bool {
         self.link.is_current(conn)
+    }
+
+    /// What kind of Redis this node is.
+    pub(crate) fn kind(&self) -> NodeKind {
+        self.url.kind()
+    }
+
+    /// The current primary (or primaries) of a Cluster or Sentinel node, as `host:port`,
+    /// when known.
+    pub(crate) fn primary(&self) -> Option<String> {
+        self.link.primary()
     }
 
     /// The connection (lane) a call whose first key is `key` goes down: calls that agree

@@ -47,6 +47,7 @@
 pub(crate) mod backlog;
 pub(crate) mod breaker;
 mod call;
+mod cluster;
 mod error;
 pub(crate) mod fanout;
 mod link;
@@ -55,6 +56,7 @@ pub(crate) mod quorum;
 mod recovery;
 mod redis;
 pub(crate) mod reply;
+mod sentinel;
 mod set;
 mod sim_link;
 mod transport;

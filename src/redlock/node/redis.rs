@@ -25,14 +25,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+use redis::{Client, Cmd, ConnectionInfo, ErrorKind, RedisError, ServerErrorKind, Value};
 
 use self::pool::{Checkout, NodePool};
 
 use super::call::{Call, ScriptCall};
 use super::error::NodeError;
 use super::transport::{Connection, Transport};
-use crate::redlock::config::node_url::NodeUrl;
+use crate::redlock::config::node_url::{NodeUrl, Target};
 
 mod pool;
 
@@ -248,13 +248,28 @@ async fn run_script(
     }
 }
 
-/// A client for `url`: with TLS (`rediss://`, feature `tls`) it trusts `tls_root` (PEM)
-/// when given, the system's roots otherwise.
+/// A client for a standalone node `url` (an error for other kinds): with TLS
+/// (`rediss://`, feature `tls`) it trusts `tls_root` (PEM) when given, the system's roots
+/// otherwise.
 pub(crate) fn client_for(url: &NodeUrl, tls_root: Option<&[u8]>) -> Result<Client, RedisError> {
+    match url.target() {
+        Target::Standalone(info) => client_at(info, tls_root),
+        Target::Cluster { .. } | Target::Sentinel { .. } => Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "not a standalone node",
+        ))),
+    }
+}
+
+/// A client for one server at `info` (see [`client_for`]).
+pub(crate) fn client_at(
+    info: &ConnectionInfo,
+    tls_root: Option<&[u8]>,
+) -> Result<Client, RedisError> {
     #[cfg(feature = "tls")]
     if let Some(root) = tls_root {
         return Client::build_with_tls(
-            url.connection_info().clone(),
+            info.clone(),
             redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(root.to_vec()),
@@ -262,7 +277,7 @@ pub(crate) fn client_for(url: &NodeUrl, tls_root: Option<&[u8]>) -> Result<Clien
         );
     }
     let _ = tls_root;
-    Client::open(url.connection_info().clone())
+    Client::open(info.clone())
 }
 
 fn mark_if_broken(err: RedisError, broken: &AtomicBool) -> NodeError {

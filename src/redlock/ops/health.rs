@@ -24,6 +24,7 @@ use redis::Value;
 use tokio::time::Instant;
 
 use crate::redlock::acquire;
+use crate::redlock::config::node_url::NodeKind;
 use crate::redlock::config::options::LockOptions;
 use crate::redlock::core::error::LockError;
 use crate::redlock::core::keys::LockKeys;
@@ -40,6 +41,11 @@ pub struct NodeHealth {
     pub index: usize,
     /// The node URL, password redacted.
     pub url: String,
+    /// What kind of Redis the node is.
+    pub kind: NodeKind,
+    /// For a Cluster or Sentinel node, its current primary (a Cluster's: every primary,
+    /// comma-separated) as `host:port`, when known.
+    pub primary: Option<String>,
     /// Whether the node answered `PING` within the node timeout.
     pub reachable: bool,
     /// Round-trip time of the `PING`.
@@ -126,6 +132,8 @@ fn unchecked(engine: &Engine, index: usize) -> NodeHealth {
     NodeHealth {
         index,
         url: node.url.redacted().to_owned(),
+        kind: node.kind(),
+        primary: None,
         reachable: false,
         latency: None,
         redis_version: None,
@@ -144,6 +152,7 @@ async fn probe(engine: Arc<Engine>, index: usize) -> (usize, NodeHealth) {
         Ok(_) => {
             health.reachable = true;
             health.latency = Some(start.elapsed());
+            health.primary = node.primary();
             node.answered();
         }
         Err(e) => {

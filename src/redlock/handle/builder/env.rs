@@ -18,12 +18,7 @@ pub(super) fn apply(
 ) -> Result<(), ConfigError> {
     match get("REDLOCK_NODES") {
         Some(list) => {
-            builder.nodes = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
+            builder.nodes = node_list(&list);
             if builder.nodes.is_empty() {
                 return Err(invalid("REDLOCK_NODES", "no node URL in the list"));
             }
@@ -91,6 +86,24 @@ pub(super) fn apply(
         builder.retry = retry_until(builder.retry, deadline);
     }
     Ok(())
+}
+
+/// The node URLs of a `REDLOCK_NODES` list: comma-separated, where a piece without
+/// `://` continues the previous URL's host list (a Cluster's seeds, a Sentinel group):
+/// `redis://a:6379,redis+cluster://c1:7000,c2:7000,redis+sentinel://s1:26379,s2:26379/m`
+/// is three nodes.
+fn node_list(list: &str) -> Vec<String> {
+    let mut nodes: Vec<String> = Vec::new();
+    for piece in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match nodes.last_mut() {
+            Some(previous) if !piece.contains("://") => {
+                previous.push(',');
+                previous.push_str(piece);
+            }
+            _ => nodes.push(piece.to_owned()),
+        }
+    }
+    nodes
 }
 
 fn invalid(var: &'static str, reason: &str) -> ConfigError {
@@ -166,4 +179,32 @@ fn tls_ca(_path: &str) -> Result<Vec<u8>, ConfigError> {
         "REDLOCK_TLS_CA",
         "set, but this build has no TLS support (enable the `tls` feature)",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_list;
+
+    #[test]
+    fn a_node_list_keeps_multi_host_urls_whole() {
+        assert_eq!(
+            node_list(
+                " redis://a:6379, redis+cluster://:pw@c1:7000,c2:7000 ,\
+                 redis+sentinel://s1:26379,s2:26379/orders,unix:///run/r.sock,"
+            ),
+            [
+                "redis://a:6379",
+                "redis+cluster://:pw@c1:7000,c2:7000",
+                "redis+sentinel://s1:26379,s2:26379/orders",
+                "unix:///run/r.sock",
+            ]
+        );
+        assert_eq!(
+            node_list("redis://a:1,redis://b:2"),
+            ["redis://a:1", "redis://b:2"]
+        );
+        // A host after a standalone URL joins it, and the URL is then refused as a whole.
+        assert_eq!(node_list("redis://a:1,b:2"), ["redis://a:1,b:2"]);
+        assert!(node_list(" , ").is_empty());
+    }
 }

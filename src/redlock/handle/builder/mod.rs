@@ -118,6 +118,12 @@ impl fmt::Debug for RedlockBuilder {
 
 impl RedlockBuilder {
     /// The node URLs (replacing any given before). Use 3, 5 or 7 independent masters.
+    ///
+    /// Each URL is one vote, whatever Redis it names: a standalone server
+    /// (`redis://`, `rediss://`, `redis+unix://`), a Redis Cluster
+    /// (`redis+cluster://host:port,host:port`) or a Sentinel-managed primary
+    /// (`redis+sentinel://host:port,host:port/master`); see [`NodeUrl`](crate::NodeUrl) for
+    /// the full syntax.
     pub fn nodes<I, S>(mut self, urls: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -127,10 +133,49 @@ impl RedlockBuilder {
         self
     }
 
-    /// Adds one node URL.
+    /// Adds one node URL (of any kind, see [`nodes`](Self::nodes)).
     pub fn node(mut self, url: impl Into<String>) -> Self {
         self.nodes.push(url.into());
         self
+    }
+
+    /// Adds a Redis Cluster as ONE node (one vote), given by seed addresses `host:port`:
+    /// the same as `.node("redis+cluster://host:port,host:port")` (use that form for a
+    /// password or TLS).
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), tower_redlock::ConfigError> {
+    /// let redlock = tower_redlock::Redlock::builder()
+    ///     .node("redis://10.0.0.1:6379")
+    ///     .node("redis://10.0.0.2:6379")
+    ///     .cluster_node(["10.0.1.1:7000", "10.0.1.2:7000", "10.0.1.3:7000"])
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_node<I, S>(self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let seeds: Vec<String> = seeds.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        self.node(format!("redis+cluster://{}", seeds.join(",")))
+    }
+
+    /// Adds the primary of Sentinel master `master` as ONE node (one vote), found through
+    /// the Sentinels at `sentinels` (`host:port`) and followed across failovers: the same
+    /// as `.node("redis+sentinel://host:port,host:port/master")` (use that form for
+    /// passwords, a database or TLS).
+    pub fn sentinel_node<I, S>(self, master: &str, sentinels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let sentinels: Vec<String> = sentinels
+            .into_iter()
+            .map(|s| s.as_ref().to_owned())
+            .collect();
+        self.node(format!("redis+sentinel://{}/{master}", sentinels.join(",")))
     }
 
     /// Runs the engine on `nodes` simulated Redis nodes in this process instead of real

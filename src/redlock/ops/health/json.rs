@@ -85,6 +85,8 @@ impl NodeHealth {
         let mut fields = vec![("index", Value::UInt(self.index as u64))];
         if view == View::Detailed {
             fields.push(("url", Value::Str(&self.url)));
+            fields.push(("kind", Value::Str(self.kind.as_str())));
+            fields.push(("primary", Value::opt_str(self.primary.as_deref())));
         }
         fields.push(("reachable", Value::Bool(self.reachable)));
         fields.push(("skipped", Value::Bool(self.skipped)));
@@ -155,11 +157,18 @@ fn write_value(out: &mut String, value: &Value<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redlock::config::node_url::NodeKind;
 
     fn report() -> HealthReport {
         let node = |index| NodeHealth {
             index,
             url: format!("redis://default:***@10.0.0.{index}:6379"),
+            kind: if index == 2 {
+                NodeKind::Cluster
+            } else {
+                NodeKind::Standalone
+            },
+            primary: (index == 2).then(|| "10.0.0.7:7000,10.0.0.8:7000".to_owned()),
             reachable: index != 1,
             latency: Some(Duration::from_micros(250)),
             redis_version: Some("7.2.4".to_owned()),
@@ -188,7 +197,8 @@ mod tests {
             r#"{"status":"up","reachable":2,"quorum":2,"quorum_reachable":true,"test_lock_ok":true,"breaker":"closed","nodes":[{"index":0,"reachable":true,"skipped":false,"behind":false},{"index":1,"reachable":false,"skipped":true,"behind":false},{"index":2,"reachable":true,"skipped":false,"behind":false}]}"#
         );
         for secret in [
-            "redis://", "10.0.0", "7.2.4", "1048576", "version", "memory", "refused",
+            "redis://", "10.0.0", "7.2.4", "1048576", "version", "memory", "refused", "kind",
+            "primary",
         ] {
             assert!(!json.contains(secret), "{secret} in {json}");
         }
@@ -204,6 +214,8 @@ mod tests {
             r#""latency_us":250"#,
             r#""error":"connection refused by 10.0.0.1\n\"x\"""#,
             r#""test_lock_latency_us":1000,"test_lock_error":null"#,
+            r#""kind":"standalone","primary":null"#,
+            r#""kind":"cluster","primary":"10.0.0.7:7000,10.0.0.8:7000""#,
         ] {
             assert!(json.contains(detail), "{detail} not in {json}");
         }
