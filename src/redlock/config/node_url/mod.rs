@@ -189,7 +189,7 @@ impl NodeUrl {
                     return Err(invalid("a redis+cluster:// URL takes no query"));
                 }
                 let seeds = hosts(&parts, |host| format!("{base}://{}{host}", parts.auth))
-                    .map_err(|reason| invalid(reason))?;
+                    .map_err(&invalid)?;
                 Target::Cluster { seeds }
             }
             NodeKind::Sentinel | NodeKind::InMemory => {
@@ -207,7 +207,7 @@ impl NodeUrl {
                     return Err(invalid(unknown));
                 }
                 let sentinels = hosts(&parts, |host| format!("{base}://{sentinel_auth}{host}"))
-                    .map_err(|reason| invalid(reason))?;
+                    .map_err(&invalid)?;
                 let primary = info(&format!("{base}://{}sentinel-primary/{db}", parts.auth))
                     .map_err(|()| invalid("not a valid database number or password"))?;
                 Target::Sentinel {
