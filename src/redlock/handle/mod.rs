@@ -56,8 +56,8 @@ impl Redlock {
         RedlockBuilder::default()
     }
 
-    /// Builds an engine from the environment: `REDLOCK_NODES` (comma-separated `redis://` or
-    /// `rediss://` URLs) and the optional variables listed at
+    /// Builds an engine from the environment: `REDLOCK_NODES` (comma-separated node URLs of
+    /// any kind, see [`NodeUrl`](crate::NodeUrl)) and the optional variables listed at
     /// [`RedlockBuilder::with_env`].
     pub async fn from_env() -> Result<Redlock, ConfigError> {
         RedlockBuilder::default().with_env()?.build().await
