@@ -14,7 +14,7 @@
 //! let redlock = cluster.builder().build().await.unwrap();
 //! cluster.inject(0, Fault::Partition(true));
 //! let lock = redlock.try_acquire("k").await.unwrap(); // 2 of 3 is a quorum
-//! assert!(cluster.keys(1).contains(&b"redlock:lock:k".to_vec()));
+//! assert!(cluster.keys(1).contains(&b"redlock:{k}:lock".to_vec()));
 //! lock.release().await.unwrap();
 //! # }
 //! ```

@@ -92,7 +92,7 @@ pub async fn run(seed: u64) -> Result<Outcome, String> {
     for node in 0..nodes {
         for key in cluster.keys(node) {
             let key = String::from_utf8_lossy(&key).into_owned();
-            if key.contains(":lock:") {
+            if key.ends_with(":lock") {
                 log.violation(format!("node {node} still holds {key}"));
             }
         }

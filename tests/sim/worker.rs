@@ -226,7 +226,7 @@ impl Worker {
         let holding = (0..nodes)
             .filter(|&n| {
                 keys.iter().all(|key| {
-                    let pttl = self.cluster.pttl(n, &format!("redlock:lock:{key}"));
+                    let pttl = self.cluster.pttl(n, &format!("redlock:{{{key}}}:lock"));
                     // PTTL is in whole milliseconds, rounded down.
                     pttl >= 0 && now + Duration::from_millis(pttl as u64 + 1) >= valid_until
                 })
@@ -255,7 +255,7 @@ async fn probe(
         .iter()
         .copied()
         .filter(|key| {
-            let name = format!("redlock:lock:{key}");
+            let name = format!("redlock:{{{key}}}:lock");
             (0..cluster.len())
                 .filter(|&n| cluster.value(n, &name).is_some())
                 .count()

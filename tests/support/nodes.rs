@@ -14,17 +14,17 @@ use super::{NO_HANG, PREFIX, eventually};
 
 /// The Redis key of `key`'s lock (holds the holder's token, with the lease as its PTTL).
 pub fn lock_key(key: &str) -> String {
-    format!("{PREFIX}lock:{key}")
+    format!("{PREFIX}{{{key}}}:lock")
 }
 
 /// The Redis key of `key`'s fencing counter.
 pub fn fence_key(key: &str) -> String {
-    format!("{PREFIX}fence:{key}")
+    format!("{PREFIX}{{{key}}}:fence")
 }
 
 /// The channel a release of `key` is published on (wakes waiters).
 pub fn released_channel(key: &str) -> String {
-    format!("{PREFIX}released:{key}")
+    format!("{PREFIX}{{{key}}}:released")
 }
 
 /// How long a direct question to a node that may be paused, cut off or down may take

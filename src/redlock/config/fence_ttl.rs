@@ -1,6 +1,6 @@
 //! How long a fencing counter outlives the last lock on its key.
 //!
-//! A fencing counter (`{prefix}fence:{key}`) is one key per locked resource. Without an
+//! A fencing counter (`{prefix}{{key}}:fence`) is one key per locked resource. Without an
 //! expiry, every order id ever locked would leave one key on every node for good. So every
 //! fenced acquisition gives the counters of its keys an expiry of `fence_ttl` (the
 //! acquire script on the nodes that said yes, the fencing write-back on every node it

@@ -46,9 +46,7 @@ impl LockKeys {
         user.sort_unstable();
         user.dedup();
         let named = |kind: &str| -> Box<[String]> {
-            user.iter()
-                .map(|key| format!("{prefix}{kind}:{key}"))
-                .collect()
+            user.iter().map(|key| redis_name(prefix, key, kind)).collect()
         };
         Ok(LockKeys {
             lock: named("lock"),
@@ -84,18 +82,20 @@ impl LockKeys {
     }
 
     /// Keys of one of the engine's own locks (`purpose`, e.g. `"health"`), under a fresh
-    /// random name: `{prefix}internal:lock:{purpose}:{random}` and likewise `fence`/
-    /// `released`. User keys all start with `{prefix}lock:`, `{prefix}fence:` or
-    /// `{prefix}released:`, so no user key (whatever its text) names these, and no two
-    /// calls (in this process or another) draw the same 128-bit name.
+    /// random name: `{prefix}internal:{{purpose}:{random}}:lock` and likewise `fence`/
+    /// `released` (one hash tag: one Cluster slot). Every user key's names have `{` right
+    /// after the prefix (see [`redis_name`]), these have `internal:`, so no user key
+    /// (whatever its text) names these, and no two calls (in this process or another) draw
+    /// the same 128-bit name.
     pub(crate) fn internal(prefix: &str, purpose: &str) -> LockKeys {
         let mut random = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
         let name: String = std::iter::once(format!("{purpose}:"))
             .chain(random.iter().map(|byte| format!("{byte:02x}")))
             .collect();
-        let named =
-            |kind: &str| -> Box<[String]> { [format!("{prefix}internal:{kind}:{name}")].into() };
+        let named = |kind: &str| -> Box<[String]> {
+            [format!("{prefix}internal:{{{name}}}:{kind}")].into()
+        };
         LockKeys {
             lock: named("lock"),
             fence: named("fence"),
@@ -119,6 +119,53 @@ impl<'a> QueueId<'a> {
     pub(crate) fn lock_keys(self) -> &'a [String] {
         self.0
     }
+}
+
+/// The Redis name of one of user key `key`'s objects (`kind`: `lock`, `fence`, `released`).
+///
+/// Every name of one key carries the same Redis Cluster hash tag (the text between the
+/// first `{` and the next `}`), so one script's `KEYS` always share a slot:
+///
+/// - `{prefix}{key}:lock` for a key without a hash tag of its own, e.g.
+///   `redlock:{order:42}:lock`, `redlock:{order:42}:fence`;
+/// - `{prefix}{tag}:lock:{key}` for a key with one (`tenant:{7}:export` has the tag `7`):
+///   keys with the same tag share a slot, so a multi-key lock over them works on a Cluster
+///   node too.
+///
+/// `%`, `{` and `}` in the key or tag are written as `%25`, `%7B` and `%7D`, so a key's text
+/// cannot end the tag early, and different keys always get different names (the tag part
+/// has no `}` of its own; what follows it tells the two shapes apart).
+pub(crate) fn redis_name(prefix: &str, key: &str, kind: &str) -> String {
+    match hash_tag(key) {
+        None => format!("{prefix}{{{}}}:{kind}", escape(key)),
+        Some(tag) => format!("{prefix}{{{}}}:{kind}:{}", escape(tag), escape(key)),
+    }
+}
+
+/// The key's own Redis Cluster hash tag: the text between its first `{` and the next `}`,
+/// when that text is not empty (Redis's own rule).
+pub(crate) fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let rest = &key[open + 1..];
+    let close = rest.find('}')?;
+    (close > 0).then(|| &rest[..close])
+}
+
+/// `text` with `%`, `{` and `}` percent-encoded.
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['%', '{', '}']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Checks one user key: non-empty, at most [`MAX_KEY_LEN`] bytes, no ASCII control
@@ -155,17 +202,53 @@ mod tests {
     fn layout_is_sorted_and_prefixed() {
         let keys = LockKeys::new("p:", ["b", "a", "b"]).unwrap();
         assert_eq!(&*keys.user, ["a", "b"]);
-        assert_eq!(keys.lock_keys(), ["p:lock:a", "p:lock:b"]);
-        assert_eq!(keys.fence_keys(), ["p:fence:a", "p:fence:b"]);
-        assert_eq!(keys.channels(), ["p:released:a", "p:released:b"]);
-        assert_eq!(keys.queue_id().lock_keys(), ["p:lock:a", "p:lock:b"]);
+        assert_eq!(keys.lock_keys(), ["p:{a}:lock", "p:{b}:lock"]);
+        assert_eq!(keys.fence_keys(), ["p:{a}:fence", "p:{b}:fence"]);
+        assert_eq!(keys.channels(), ["p:{a}:released", "p:{b}:released"]);
+        assert_eq!(keys.queue_id().lock_keys(), ["p:{a}:lock", "p:{b}:lock"]);
         let one = LockKeys::new("p:", ["x"]).unwrap();
-        assert_eq!(one.queue_id().lock_keys(), ["p:lock:x"]);
+        assert_eq!(one.queue_id().lock_keys(), ["p:{x}:lock"]);
+    }
+
+    #[test]
+    fn a_key_with_a_hash_tag_keeps_it() {
+        let keys = LockKeys::new("p:", ["t:{7}:b", "t:{7}:a"]).unwrap();
+        assert_eq!(keys.lock_keys(), ["p:{7}:lock:t:%7B7%7D:a", "p:{7}:lock:t:%7B7%7D:b"]);
+        assert_eq!(keys.fence_keys()[0], "p:{7}:fence:t:%7B7%7D:a");
+        // An empty tag is no tag (Redis's rule); braces in the key are escaped.
+        assert_eq!(redis_name("p:", "a{}b", "lock"), "p:{a%7B%7Db}:lock");
+        assert_eq!(redis_name("p:", "50%", "lock"), "p:{50%25}:lock");
+        assert_eq!(hash_tag("a{b}c{d}"), Some("b"));
+        assert_eq!(hash_tag("a}b{c"), None);
+    }
+
+    #[test]
+    fn different_keys_never_share_a_name() {
+        let keys = [
+            "a", "a}", "a}:lock", "{a}", "{a}:lock", "x{a}", "a%7D", "a}:lock:a", "{a}b", "{a",
+            "%", "%25", "}{", "{}", "{{a}}",
+        ];
+        let mut names = std::collections::HashSet::new();
+        for key in keys {
+            for kind in ["lock", "fence", "released"] {
+                assert!(names.insert(redis_name("p:", key, kind)), "{key} {kind}");
+            }
+        }
+        // Every name of one key has the same hash tag: one Cluster slot.
+        for key in keys {
+            let tag = |kind| {
+                let name = redis_name("p:", key, kind);
+                hash_tag(&name).map(str::to_owned)
+            };
+            assert_eq!(tag("lock"), tag("fence"), "{key}");
+            assert_eq!(tag("lock"), tag("released"), "{key}");
+            assert!(tag("lock").is_some(), "{key}");
+        }
     }
 
     /// A key set laid out without validation (as if a key with a NUL got through).
     fn unchecked(prefix: &str, user: &[&str]) -> LockKeys {
-        let named = |kind: &str| user.iter().map(|k| format!("{prefix}{kind}:{k}")).collect();
+        let named = |kind: &str| user.iter().map(|k| redis_name(prefix, k, kind)).collect();
         LockKeys {
             lock: named("lock"),
             fence: named("fence"),

@@ -270,7 +270,7 @@ mod tests {
         let other = handoff_on(&cluster, &engine, &["order:1"]).await;
         assert!(other.into_lock(waiter.queue_id(), &options).is_none());
         let released = eventually(std::time::Duration::from_secs(5), || async {
-            !exists(&cluster, "h:lock:order:1").await
+            !exists(&cluster, "h:{order:1}:lock").await
         });
         assert!(released.await, "the refused hand-off was not released");
 
@@ -281,6 +281,6 @@ mod tests {
             .expect("a hand-off on the waiter's keys is taken");
         assert_eq!(lock.keys(), ["order:1", "order:2"]);
         lock.release().await.unwrap();
-        assert!(!exists(&cluster, "h:lock:order:1").await);
+        assert!(!exists(&cluster, "h:{order:1}:lock").await);
     }
 }

@@ -244,17 +244,19 @@ mod tests {
         let b = LockKeys::internal("p:", "health");
         assert_ne!(a.lock_keys(), b.lock_keys());
         let lock = &a.lock_keys()[0];
-        assert!(lock.starts_with("p:internal:lock:health:"), "{lock}");
-        assert_eq!(lock.len(), "p:internal:lock:health:".len() + 32);
-        assert!(a.fence_keys()[0].starts_with("p:internal:fence:health:"));
-        assert!(a.channels()[0].starts_with("p:internal:released:health:"));
-        // Whatever text a user key has, its Redis names live under `lock:`, `fence:` and
-        // `released:`, never under `internal:`.
+        assert!(lock.starts_with("p:internal:{health:"), "{lock}");
+        assert!(lock.ends_with("}:lock"), "{lock}");
+        assert_eq!(lock.len(), "p:internal:{health:}:lock".len() + 32);
+        assert!(a.fence_keys()[0].ends_with("}:fence"));
+        assert!(a.channels()[0].ends_with("}:released"));
+        // Whatever text a user key has, its Redis names start with `{` after the prefix,
+        // never with `internal:`.
         let suffix = lock.strip_prefix("p:").unwrap();
         for user in [
             suffix,
             lock.as_str(),
             "internal:lock:health:0",
+            "internal:{health:0}",
             "__tower_redlock_health__",
         ] {
             let keys = LockKeys::new("p:", [user]).unwrap();

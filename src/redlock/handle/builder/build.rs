@@ -110,6 +110,13 @@ pub(super) async fn build(builder: RedlockBuilder) -> Result<Redlock, ConfigErro
             "contains control characters".to_owned(),
         ));
     }
+    // The hash tag that keeps one lock's keys in one Cluster slot follows the prefix: a brace
+    // in the prefix would become the tag and put every lock in one slot.
+    if key_prefix.contains(['{', '}']) {
+        return Err(ConfigError::InvalidKeyPrefix(
+            "contains `{` or `}` (the lock key's hash tag follows the prefix)".to_owned(),
+        ));
+    }
     retry.validate()?;
     // Checked before anything spawns a task or makes a timer (which would panic).
     if tokio::runtime::Handle::try_current().is_err() {
