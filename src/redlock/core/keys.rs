@@ -46,7 +46,9 @@ impl LockKeys {
         user.sort_unstable();
         user.dedup();
         let named = |kind: &str| -> Box<[String]> {
-            user.iter().map(|key| redis_name(prefix, key, kind)).collect()
+            user.iter()
+                .map(|key| redis_name(prefix, key, kind))
+                .collect()
         };
         Ok(LockKeys {
             lock: named("lock"),
@@ -213,7 +215,10 @@ mod tests {
     #[test]
     fn a_key_with_a_hash_tag_keeps_it() {
         let keys = LockKeys::new("p:", ["t:{7}:b", "t:{7}:a"]).unwrap();
-        assert_eq!(keys.lock_keys(), ["p:{7}:lock:t:%7B7%7D:a", "p:{7}:lock:t:%7B7%7D:b"]);
+        assert_eq!(
+            keys.lock_keys(),
+            ["p:{7}:lock:t:%7B7%7D:a", "p:{7}:lock:t:%7B7%7D:b"]
+        );
         assert_eq!(keys.fence_keys()[0], "p:{7}:fence:t:%7B7%7D:a");
         // An empty tag is no tag (Redis's rule); braces in the key are escaped.
         assert_eq!(redis_name("p:", "a{}b", "lock"), "p:{a%7B%7Db}:lock");
@@ -225,8 +230,21 @@ mod tests {
     #[test]
     fn different_keys_never_share_a_name() {
         let keys = [
-            "a", "a}", "a}:lock", "{a}", "{a}:lock", "x{a}", "a%7D", "a}:lock:a", "{a}b", "{a",
-            "%", "%25", "}{", "{}", "{{a}}",
+            "a",
+            "a}",
+            "a}:lock",
+            "{a}",
+            "{a}:lock",
+            "x{a}",
+            "a%7D",
+            "a}:lock:a",
+            "{a}b",
+            "{a",
+            "%",
+            "%25",
+            "}{",
+            "{}",
+            "{{a}}",
         ];
         let mut names = std::collections::HashSet::new();
         for key in keys {

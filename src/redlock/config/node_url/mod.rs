@@ -1,18 +1,6 @@
 //! Node URLs: parsed once, and never shown with their password.
 //!
-//! A node is one vote of the quorum, whatever Redis stands behind it:
-//!
-//! | URL | Node |
-//! |---|---|
-//! | `redis://[user[:password]@]host[:port][/db]`, `rediss://…` (TLS) | one standalone primary (or a managed endpoint) |
-//! | `redis+unix:///path/to/redis.sock[?db=N&user=U&pass=P]`, `unix:///…` | one standalone primary on a Unix socket |
-//! | `redis+cluster://[user[:password]@]host:port[,host:port…]`, `rediss+cluster://…` | a Redis Cluster, given by seed addresses: ONE vote |
-//! | `redis+sentinel://[user[:password]@]host:port[,host:port…]/master[/db][?sentinel_username=U&sentinel_password=P]`, `rediss+sentinel://…` | the primary of Sentinel master `master`, found through these Sentinels: ONE vote |
-//!
-//! The user and password before `@` are the data nodes' (the cluster's nodes, the
-//! Sentinel-managed primary); a Sentinel's own are given as `sentinel_username` and
-//! `sentinel_password`. Every password (before `@`, or `pass=`/`password=`/
-//! `sentinel_password=` in the query) is shown as `***`.
+//! Every kind of node URL is listed on [`NodeUrl`].
 
 use std::fmt;
 
@@ -83,7 +71,21 @@ pub(crate) enum Target {
     },
 }
 
-/// A parsed node URL: one vote of the quorum (see the [module docs](self) for every kind).
+/// A parsed node URL: one vote of the quorum.
+///
+/// A node is one vote of the quorum, whatever Redis stands behind it:
+///
+/// | URL | Node |
+/// |---|---|
+/// | `redis://[user[:password]@]host[:port][/db]`, `rediss://…` (TLS) | one standalone primary (or a managed endpoint) |
+/// | `redis+unix:///path/to/redis.sock[?db=N&user=U&pass=P]`, `unix:///…` | one standalone primary on a Unix socket |
+/// | `redis+cluster://[user[:password]@]host:port[,host:port…]`, `rediss+cluster://…` | a Redis Cluster, given by seed addresses: ONE vote |
+/// | `redis+sentinel://[user[:password]@]host:port[,host:port…]/master[/db][?sentinel_username=U&sentinel_password=P]`, `rediss+sentinel://…` | the primary of Sentinel master `master`, found through these Sentinels: ONE vote |
+///
+/// The user and password before `@` are the data nodes' (the cluster's nodes, the
+/// Sentinel-managed primary); a Sentinel's own are given as `sentinel_username` and
+/// `sentinel_password`. Every password (before `@`, or `pass=`/`password=`/
+/// `sentinel_password=` in the query) is shown as `***`.
 ///
 /// `Debug` and `Display` show the URL with any password replaced by `***`, so a `NodeUrl`
 /// is safe to log.
@@ -110,7 +112,7 @@ pub struct NodeUrl {
 }
 
 impl NodeUrl {
-    /// Parses a node URL of any kind (see the [module docs](self)).
+    /// Parses a node URL of any kind (see [`NodeUrl`]).
     pub fn parse(url: &str) -> Result<NodeUrl, ConfigError> {
         Self::parse_at(0, url)
     }
