@@ -1,6 +1,7 @@
 //! Lock keys: validated, prefixed, and laid out for the scripts.
 
 use super::error::LockError;
+use super::slot::slot;
 
 /// Longest user key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -46,7 +47,9 @@ impl LockKeys {
         user.sort_unstable();
         user.dedup();
         let named = |kind: &str| -> Box<[String]> {
-            user.iter().map(|key| redis_name(prefix, key, kind)).collect()
+            user.iter()
+                .map(|key| redis_name(prefix, key, kind))
+                .collect()
         };
         Ok(LockKeys {
             lock: named("lock"),
@@ -71,6 +74,23 @@ impl LockKeys {
     /// The wake-up channels, one per key.
     pub(crate) fn channels(&self) -> &[String] {
         &self.channel
+    }
+
+    /// The one Redis Cluster hash slot every name of this key set is in, or
+    /// [`LockError::InvalidKey`] when the keys are in several (a script's keys must share a
+    /// slot on a Cluster node; keys with a common `{tag}` always do).
+    pub(crate) fn one_slot(&self) -> Result<u16, LockError> {
+        let mut slots = self.lock.iter().map(|name| slot(name.as_bytes()));
+        let first = slots.next().unwrap_or(0);
+        if slots.all(|other| other == first) {
+            return Ok(first);
+        }
+        Err(LockError::InvalidKey {
+            reason: "the keys are in different Redis Cluster hash slots, and a node is a \
+                     Cluster: give them a common hash tag (e.g. `order:{42}:a`, \
+                     `order:{42}:b`)"
+                .to_owned(),
+        })
     }
 
     /// Identifies the key set in the local queue: the lock keys themselves, compared key by
@@ -213,7 +233,10 @@ mod tests {
     #[test]
     fn a_key_with_a_hash_tag_keeps_it() {
         let keys = LockKeys::new("p:", ["t:{7}:b", "t:{7}:a"]).unwrap();
-        assert_eq!(keys.lock_keys(), ["p:{7}:lock:t:%7B7%7D:a", "p:{7}:lock:t:%7B7%7D:b"]);
+        assert_eq!(
+            keys.lock_keys(),
+            ["p:{7}:lock:t:%7B7%7D:a", "p:{7}:lock:t:%7B7%7D:b"]
+        );
         assert_eq!(keys.fence_keys()[0], "p:{7}:fence:t:%7B7%7D:a");
         // An empty tag is no tag (Redis's rule); braces in the key are escaped.
         assert_eq!(redis_name("p:", "a{}b", "lock"), "p:{a%7B%7Db}:lock");
@@ -225,8 +248,21 @@ mod tests {
     #[test]
     fn different_keys_never_share_a_name() {
         let keys = [
-            "a", "a}", "a}:lock", "{a}", "{a}:lock", "x{a}", "a%7D", "a}:lock:a", "{a}b", "{a",
-            "%", "%25", "}{", "{}", "{{a}}",
+            "a",
+            "a}",
+            "a}:lock",
+            "{a}",
+            "{a}:lock",
+            "x{a}",
+            "a%7D",
+            "a}:lock:a",
+            "{a}b",
+            "{a",
+            "%",
+            "%25",
+            "}{",
+            "{}",
+            "{{a}}",
         ];
         let mut names = std::collections::HashSet::new();
         for key in keys {
@@ -303,5 +339,20 @@ mod tests {
         }
         // Printable text, non-ASCII included, is fine.
         assert!(LockKeys::new("p:", ["a b/c:d%00é"]).is_ok());
+    }
+
+    #[test]
+    fn keys_in_several_slots_have_no_one_slot() {
+        let one = LockKeys::new("p:", ["order:42"]).unwrap();
+        assert_eq!(one.one_slot().unwrap(), slot(b"order:42"));
+        let tagged = LockKeys::new("p:", ["t:{7}:a", "t:{7}:b", "u:{7}"]).unwrap();
+        assert_eq!(tagged.one_slot().unwrap(), slot(b"7"));
+        let spread = LockKeys::new("p:", ["a", "b"]).unwrap();
+        assert_ne!(slot(b"a"), slot(b"b"));
+        let err = spread.one_slot().unwrap_err();
+        assert!(matches!(err, LockError::InvalidKey { .. }), "{err}");
+        assert!(err.to_string().contains("hash tag"), "{err}");
+        // Internal keys are one slot.
+        assert!(LockKeys::internal("p:", "health").one_slot().is_ok());
     }
 }
