@@ -47,8 +47,6 @@ pub use self::config::retry::RetryPolicy;
 pub use self::core::error::{ConfigError, LockError};
 pub(crate) use self::core::json;
 pub use self::core::keys::{MAX_KEY_LEN, MAX_KEYS_PER_LOCK};
-#[cfg(feature = "testkit")]
-pub(crate) use self::core::slot::slot as hash_slot;
 pub use self::handle::Redlock;
 pub use self::handle::builder::RedlockBuilder;
 pub use self::lease::{HeldLock, ReleaseOutcome};

@@ -38,7 +38,7 @@ const MIGRATE_BATCH: usize = 100;
 ///
 /// let cluster = RedisCluster::start(3, 1).await?;
 /// let url = cluster.url(); // "redis+cluster://127.0.0.1:P1,127.0.0.1:P2,..."
-/// let slot = RedisCluster::slot_of("redlock:{order:42}:lock");
+/// let slot = cluster.slot_of("redlock:{order:42}:lock").await?;
 /// let owner = cluster.owner(slot).await?;
 /// let replica = cluster.replicas_of(owner).await?[0];
 /// cluster.failover(replica).await?; // graceful: the replica is the slot's primary now
@@ -139,9 +139,18 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// The hash slot of a Redis key (by its hash tag, as Redis computes it).
-    pub fn slot_of(key: &str) -> u16 {
-        crate::redlock::hash_slot(key.as_bytes())
+    /// The hash slot of a Redis key (`CLUSTER KEYSLOT`, asked of a running node).
+    pub async fn slot_of(&self, key: &str) -> Result<u16, TestkitError> {
+        let mut keyslot = redis::cmd("CLUSTER");
+        keyslot.arg("KEYSLOT").arg(key);
+        let node = self
+            .running()
+            .next()
+            .ok_or_else(|| failed("no node is running"))?;
+        match self.command(node, &keyslot).await? {
+            Value::Int(slot) => u16::try_from(slot).map_err(|_| failed("a slot out of range")),
+            other => Err(failed(format!("CLUSTER KEYSLOT: {other:?}"))),
+        }
     }
 
     /// The node (index) serving `slot` now, as the first running node sees it.

@@ -12,10 +12,8 @@ use crate::support::*;
 
 /// The slot owner's copy of `redis_key`, asked directly.
 async fn stored(cluster: &RedisCluster, redis_key: &str) -> Option<String> {
-    let owner = cluster
-        .owner(RedisCluster::slot_of(redis_key))
-        .await
-        .unwrap();
+    let slot = cluster.slot_of(redis_key).await.unwrap();
+    let owner = cluster.owner(slot).await.unwrap();
     let mut get = redis::cmd("GET");
     get.arg(redis_key);
     match cluster.command(owner, &get).await.unwrap() {
@@ -39,20 +37,8 @@ async fn locks_on_keys_in_every_shard_work_through_one_cluster_node() {
     let mut owners = BTreeSet::new();
     let mut last_token = 0;
     for key in &keys {
-        // Our slot function agrees with the cluster's.
-        let mut keyslot = redis::cmd("CLUSTER");
-        keyslot.arg("KEYSLOT").arg(lock_key(key));
-        let slot = cluster.command(0, &keyslot).await.unwrap();
-        assert_eq!(
-            slot,
-            Value::Int(RedisCluster::slot_of(&lock_key(key)).into())
-        );
-        owners.insert(
-            cluster
-                .owner(RedisCluster::slot_of(&lock_key(key)))
-                .await
-                .unwrap(),
-        );
+        let slot = cluster.slot_of(&lock_key(key)).await.unwrap();
+        owners.insert(cluster.owner(slot).await.unwrap());
 
         let lock = redlock.acquire(key).await.expect("a free key");
         let token = lock.fencing_token().expect("fencing is on");

@@ -58,7 +58,7 @@ async fn a_slot_moved_while_a_lease_is_held_keeps_the_lease() {
     let rival = builder([cluster.url()]).build().await.unwrap();
     let key = "move:{m}:a";
     let redis_key = tagged_lock_key("m", key);
-    let slot = RedisCluster::slot_of(&redis_key);
+    let slot = cluster.slot_of(&redis_key).await.unwrap();
     let lease = holder.acquire(key).await.unwrap();
     let from = cluster.owner(slot).await.unwrap();
     let to = *cluster
@@ -116,7 +116,7 @@ async fn a_graceful_failover_while_a_lease_is_held_keeps_the_lease() {
     let key = "failover:a";
     let lease = holder.acquire(key).await.unwrap();
     let owner = cluster
-        .owner(RedisCluster::slot_of(&lock_key(key)))
+        .owner(cluster.slot_of(&lock_key(key)).await.unwrap())
         .await
         .unwrap();
     let replica = cluster.replicas_of(owner).await.unwrap()[0];
@@ -155,7 +155,7 @@ async fn a_killed_primary_costs_one_vote_of_three() {
     let key = "kill:a";
     let lease = holder.acquire(key).await.unwrap();
     let owner = cluster
-        .owner(RedisCluster::slot_of(&lock_key(key)))
+        .owner(cluster.slot_of(&lock_key(key)).await.unwrap())
         .await
         .unwrap();
     let replica = cluster.replicas_of(owner).await.unwrap()[0];
