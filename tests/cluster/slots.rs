@@ -143,3 +143,35 @@ async fn leases_in_many_slots_are_extended_in_batches() {
         lease.release().await.unwrap();
     }
 }
+
+/// Calls on one lock reach its primary in order: the cleanup of an acquisition cancelled
+/// at any point (a release sent after it on the cluster's one handle) never runs before
+/// it, or the key would stay for its whole (long) ttl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_acquisitions_leave_no_key_behind() {
+    let cluster = redis_cluster(3, 0).await;
+    let redlock = builder([cluster.url()])
+        .ttl(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..6).map(|i| format!("cancel:{i}")).collect();
+    for micros in (0..3000).step_by(150) {
+        for key in &keys {
+            let attempt = redlock.acquire_with(key, LockOptions::new().no_retry());
+            match tokio::time::timeout(Duration::from_micros(micros), attempt).await {
+                Ok(Ok(lock)) => drop(lock),
+                Ok(Err(e)) if e.is_contended() => {}
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => {}
+            }
+        }
+    }
+    for key in &keys {
+        let cleaned = eventually(Duration::from_secs(10), || async {
+            stored(&cluster, &lock_key(key)).await.is_none()
+        })
+        .await;
+        assert!(cleaned, "{key}: a cancelled acquisition left its key behind");
+    }
+}
