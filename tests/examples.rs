@@ -55,6 +55,29 @@ fn quickstart_self_test() {
     );
 }
 
+/// The quickstart runs unchanged with one Redis Cluster as its only node
+/// (`REDLOCK_NODES=redis+cluster://h:p,h:p,...`, a local 3-primary cluster).
+#[test]
+#[cfg(feature = "axum")]
+fn quickstart_self_test_on_a_redis_cluster() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = runtime
+        .block_on(tower_redlock::testkit::RedisCluster::start(3, 0))
+        .expect("a local redis cluster");
+    run_example(
+        "quickstart",
+        &[
+            ("QUICKSTART_SELF_TEST", "1"),
+            ("PORT", "0"),
+            ("REDLOCK_NODES", &cluster.url()),
+        ],
+        "self-test passed",
+    );
+}
+
 /// With `EXAMPLE_SELF_TEST=1` the `handler_lock` server, on a free port, checks early
 /// release, `Locked<K>` (`200`/`423`/`400`), a job stopping on lease loss (`503`),
 /// `acquire()?` in a handler (`200`/`423`) and a payment retried safely after its lease was

@@ -12,6 +12,9 @@
 //! * [`FaultProxy`] sits in front of one node and injects latency, jitter,
 //!   partitions ([`blackhole`](FaultProxy::blackhole)) and connection resets.
 //!   [`LocalCluster::proxies`] puts one in front of every node.
+//! * [`RedisCluster`]: a real Redis Cluster (`--cluster-enabled yes`, joined with
+//!   `redis-cli --cluster create`) as one node of the quorum, with helpers to move a slot,
+//!   fail over gracefully, kill a primary and wait for its replica to take over.
 //! * `tower_redlock::sim::SimCluster` (same feature): simulated nodes in this process (no
 //!   `redis-server`), with faults per node, for deterministic tests under paused time.
 //!
@@ -49,6 +52,7 @@
 
 mod cluster;
 mod proxy;
+mod redis_cluster;
 
 use std::{
     io,
@@ -64,6 +68,7 @@ use tokio::{
 
 pub use cluster::{ClusterOptions, LocalCluster, NodeState};
 pub use proxy::FaultProxy;
+pub use redis_cluster::{CLUSTER_NODE_TIMEOUT, RedisCluster};
 
 /// Errors from [`LocalCluster`].
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +120,12 @@ pub enum TestkitError {
     NodeDown {
         /// The node's index.
         index: usize,
+    },
+    /// Setting up or changing a [`RedisCluster`] failed.
+    #[error("redis cluster: {detail}")]
+    Cluster {
+        /// What failed.
+        detail: String,
     },
     /// Sending a signal with `kill` failed.
     #[error("failed to send SIG{signal} to pid {pid}: {detail}")]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
-use tower_redlock::testkit::{FaultProxy, LocalCluster};
+use tower_redlock::testkit::{FaultProxy, LocalCluster, RedisCluster};
 
 use crate::chaos::{self, ChaosLog};
 use crate::history::{self, Section, Verdict, mono_now};
@@ -26,6 +26,9 @@ pub struct Scenario {
     pub faults: bool,
     /// Each worker process locks on a single, different node: no mutual exclusion.
     pub broken: bool,
+    /// How many of the five nodes are Redis Clusters (3 primaries each, one vote each);
+    /// the others are standalone servers behind fault proxies.
+    pub cluster_nodes: usize,
 }
 
 impl Scenario {
@@ -38,6 +41,7 @@ impl Scenario {
             ttl: Duration::from_secs(1),
             faults: false,
             broken: false,
+            cluster_nodes: 0,
         }
     }
 }
@@ -153,7 +157,8 @@ fn spawn_worker(
             "--test-threads=1",
         ])
         .env(worker::WORKER_VAR, id.to_string())
-        .env(worker::NODES_VAR, nodes.join(","))
+        // Space-separated: a cluster node's URL has commas.
+        .env(worker::NODES_VAR, nodes.join(" "))
         .env(worker::COUNTER_VAR, counter)
         .env(worker::OUT_VAR, dir.join(format!("history-{id}.txt")))
         .env(worker::UNTIL_VAR, until_ns.to_string())
@@ -223,11 +228,24 @@ fn collect(dir: &Path, processes: usize) -> (Vec<Section>, Stats) {
 pub async fn run(scenario: Scenario) -> Outcome {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let (nodes, counter_node) = tokio::join!(LocalCluster::start(5), LocalCluster::start(1));
-    let nodes = nodes.expect("start 5 lock nodes");
+    let standalone = 5 - scenario.cluster_nodes;
+    let clusters = futures_util::future::join_all(
+        (0..scenario.cluster_nodes).map(|_| RedisCluster::start(3, 0)),
+    );
+    let (nodes, counter_node, clusters) = tokio::join!(
+        LocalCluster::start(standalone),
+        LocalCluster::start(1),
+        clusters
+    );
+    let nodes = nodes.expect("start the standalone lock nodes");
     let counter_node = counter_node.expect("start the counter server");
+    let clusters: Vec<RedisCluster> = clusters
+        .into_iter()
+        .map(|c| c.expect("start a redis cluster"))
+        .collect();
     let proxies: Vec<FaultProxy> = nodes.proxies().await.expect("fault proxies");
-    let urls: Vec<String> = proxies.iter().map(FaultProxy::url).collect();
+    let mut urls: Vec<String> = proxies.iter().map(FaultProxy::url).collect();
+    urls.extend(clusters.iter().map(RedisCluster::url));
     let dir = TempDir::new(scenario.name);
 
     // Workers start taking locks at once and stop at one shared deadline (startup of a

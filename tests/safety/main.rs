@@ -9,8 +9,8 @@
 //!   restart, pause/resume, proxy latency).
 //! - `harness`: one run: nodes, workers, faults, history, verdict.
 //!
-//! CI runs bounded versions (a clean run, a faulty run, and a deliberately broken lock that
-//! the checker must catch). The soak is ignored by default:
+//! CI runs bounded versions (a clean run, a faulty run, a run with a Redis Cluster as one of
+//! the five nodes, and a deliberately broken lock that the checker must catch). The soak is ignored by default:
 //!
 //! ```sh
 //! SAFETY_SOAK_SECS=600 cargo test --all-features --test safety -- --ignored soak --nocapture
@@ -52,6 +52,18 @@ async fn minority_faults_run_is_safe() {
     );
     assert!(chaos.max_faulty <= chaos::MAX_FAULTY);
     assert!(outcome.verdict.writes >= 10, "{}", outcome.summary());
+}
+
+/// One of the five nodes is a Redis Cluster (3 primaries, one vote): the lock stays safe
+/// (each worker's lock key lives on one of its shards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_cluster_node_is_safe() {
+    let mut scenario = Scenario::new("cluster-node", Duration::from_secs(8));
+    scenario.cluster_nodes = 1;
+    let outcome = run(scenario).await;
+    println!("{}", outcome.summary());
+    assert!(outcome.verdict.is_safe(), "{}", outcome.summary());
+    assert!(outcome.verdict.writes >= 20, "{}", outcome.summary());
 }
 
 /// The checker is not vacuous: with a lock that does not exclude (each process locks on a

@@ -60,7 +60,10 @@ async fn worker_process() {
     };
     exit_when_parent_goes();
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
-    let nodes: Vec<String> = var(NODES_VAR).split(',').map(str::to_owned).collect();
+    let nodes: Vec<String> = var(NODES_VAR)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     let until: u64 = var(UNTIL_VAR).parse().unwrap();
     let tasks: usize = var(TASKS_VAR).parse().unwrap();
     let ttl = Duration::from_millis(var(TTL_VAR).parse().unwrap());

@@ -1,6 +1,7 @@
 //! Lock keys: validated, prefixed, and laid out for the scripts.
 
 use super::error::LockError;
+use super::slot::slot;
 
 /// Longest user key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -73,6 +74,23 @@ impl LockKeys {
     /// The wake-up channels, one per key.
     pub(crate) fn channels(&self) -> &[String] {
         &self.channel
+    }
+
+    /// The one Redis Cluster hash slot every name of this key set is in, or
+    /// [`LockError::InvalidKey`] when the keys are in several (a script's keys must share a
+    /// slot on a Cluster node; keys with a common `{tag}` always do).
+    pub(crate) fn one_slot(&self) -> Result<u16, LockError> {
+        let mut slots = self.lock.iter().map(|name| slot(name.as_bytes()));
+        let first = slots.next().unwrap_or(0);
+        if slots.all(|other| other == first) {
+            return Ok(first);
+        }
+        Err(LockError::InvalidKey {
+            reason: "the keys are in different Redis Cluster hash slots, and a node is a \
+                     Cluster: give them a common hash tag (e.g. `order:{42}:a`, \
+                     `order:{42}:b`)"
+                .to_owned(),
+        })
     }
 
     /// Identifies the key set in the local queue: the lock keys themselves, compared key by
@@ -321,5 +339,20 @@ mod tests {
         }
         // Printable text, non-ASCII included, is fine.
         assert!(LockKeys::new("p:", ["a b/c:d%00é"]).is_ok());
+    }
+
+    #[test]
+    fn keys_in_several_slots_have_no_one_slot() {
+        let one = LockKeys::new("p:", ["order:42"]).unwrap();
+        assert_eq!(one.one_slot().unwrap(), slot(b"order:42"));
+        let tagged = LockKeys::new("p:", ["t:{7}:a", "t:{7}:b", "u:{7}"]).unwrap();
+        assert_eq!(tagged.one_slot().unwrap(), slot(b"7"));
+        let spread = LockKeys::new("p:", ["a", "b"]).unwrap();
+        assert_ne!(slot(b"a"), slot(b"b"));
+        let err = spread.one_slot().unwrap_err();
+        assert!(matches!(err, LockError::InvalidKey { .. }), "{err}");
+        assert!(err.to_string().contains("hash tag"), "{err}");
+        // Internal keys are one slot.
+        assert!(LockKeys::internal("p:", "health").one_slot().is_ok());
     }
 }

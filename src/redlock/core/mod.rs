@@ -6,6 +6,7 @@ pub(crate) mod error;
 pub(crate) mod json;
 pub(crate) mod keys;
 pub(crate) mod scripts;
+pub(crate) mod slot;
 pub(crate) mod telemetry;
 pub(crate) mod token;
 pub(crate) mod validity;

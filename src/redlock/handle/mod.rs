@@ -137,6 +137,7 @@ impl Redlock {
         let keys = LockKeys::new(&engine.settings.key_prefix, keys);
         async move {
             let keys = Arc::new(keys?);
+            engine.nodes().check_keys(&keys)?;
             let resolved = engine.resolve(&options, &keys.user)?;
             let lifecycle = engine.lifecycle();
             // Counted before the closing flag is read (see `lifecycle`), and until the

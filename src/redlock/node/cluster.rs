@@ -1,44 +1,173 @@
-//! A Redis Cluster as ONE node (one vote): each call goes to the owner of its keys' slot.
+//! A Redis Cluster as ONE node (one vote): each call goes to the primary owning its keys'
+//! slot, through redis-rs's async cluster client.
 //!
-//! Not implemented yet: [`ClusterLink::new`] refuses every URL, so the rest of the engine
-//! never meets one.
+//! # Routing
+//!
+//! A script call is routed by its first key (`EVALSHA sha n key..`): every script's keys
+//! share one hash tag (see `core/keys.rs`), so one slot and one primary; a lock whose keys
+//! span several slots is refused before anything is sent (`LockKeys::one_slot`), and the
+//! batched extension groups leases by slot (`lease/batch/send.rs`). The client follows
+//! `MOVED` (refreshing its slot map) and `ASK` (with `ASKING`), and retries a few times
+//! while a shard has no primary (`CLUSTERDOWN`, `TRYAGAIN`), all within the node timeout.
+//! `PING` goes to every primary (the node answers when the whole cluster does); `INFO`
+//! goes to one.
+//!
+//! # Timeouts
+//!
+//! The client is built with the node timeout as its connect timeout, its per-reply timeout
+//! and its overall timeout (retries and redirections included); the connection itself is
+//! made lazily, on the first call, bounded by the node timeout. Any error is a "no" vote.
+//!
+//! # Scripts
+//!
+//! Scripts go by SHA. The script cache is per server: on connect every script is loaded on
+//! every node (`SCRIPT LOAD` goes to all of them, replicas included, so a promoted replica
+//! has them), best effort; a primary that does not know a script (a new node after a
+//! reshard, a restart) answers `NOSCRIPT` and the call is sent again as `EVAL`. A call sent
+//! without waiting for its reply (a release to a node passed by) is still awaited here, in a
+//! task of its own, with the same fallback: a `NOSCRIPT` there must not lose it.
+//!
+//! # Order of calls
+//!
+//! The seam promises that calls on one handle reach the node in order. The cluster client
+//! has one handle for the whole cluster: every request goes through one channel to one task,
+//! which dispatches them in the order received onto one multiplexed connection per node
+//! (FIFO, pipelined). So in steady state, calls on one lock (one slot, one primary) reach it
+//! in the order they were made, as on a standalone node. The order can break only around a
+//! topology change: a request redirected by `MOVED`/`ASK`, or retried after a reconnect,
+//! is sent again after requests made later. That is safe for every call the engine makes:
+//! - a release (or a hand-off) that overtakes the acquisition it undoes finds nothing and
+//!   the key expires by its ttl: the lock is blocked for up to one ttl, never doubly held
+//!   (nobody believes they hold it: the attempt did not count that vote);
+//! - an acquisition retried is compare-first (`EXISTS`), an extension compare-only: one
+//!   run late finds the key gone or someone else's and changes nothing;
+//! - a fencing write-back only raises counters.
+//!
+//! The client, like the multiplexed connection, drops a queued request whose caller went
+//! away; the engine's cleanups run in tasks of their own (see [`super`]), and the unanswered
+//! sends here do too.
+//!
+//! # Not here
+//!
+//! Wake-on-release (pub/sub) is off for cluster nodes: waiters of other processes are woken
+//! by their fallback timer (their own process's releases still wake them at once).
+//!
+//! [`super`]: super
 
-use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use redis::{ErrorKind, RedisError, Value};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, ConnectionInfo, ErrorKind, RedisError, ServerErrorKind, Value};
 
+use self::primaries::Primaries;
 use super::call::Call;
 use super::error::NodeError;
 use super::transport::{Connection, Transport};
+use crate::redlock::core::scripts;
 
-/// The node's connections.
-pub(crate) struct ClusterLink {
-    never: Infallible,
-}
+mod primaries;
 
-/// A handle on one of the node's connections.
+/// How often the client retries one request (redirections, a shard without a primary),
+/// all within the node timeout.
+const RETRIES: u32 = 4;
+
+/// A handle on the node's cluster connection (one for the whole cluster).
 #[derive(Clone)]
 pub(crate) struct ClusterConn {
-    never: Infallible,
+    conn: ClusterConnection,
+    broken: Arc<AtomicBool>,
+    timeout: Duration,
+}
+
+/// The node's cluster connection, made on first use and replaced once marked broken.
+pub(crate) struct ClusterLink {
+    /// Boxed: the client is large, and the link sits beside the others in an enum.
+    client: Box<ClusterClient>,
+    timeout: Duration,
+    current: RwLock<Option<ClusterConn>>,
+    setup: tokio::sync::Mutex<()>,
+    primaries: Arc<Primaries>,
 }
 
 impl ClusterLink {
-    /// The node's link, without connecting.
+    /// The node's link, without connecting: `seeds` (with the data nodes' credentials and
+    /// TLS mode) are where the client first learns the cluster's layout.
     pub(crate) fn new(
-        _seeds: &[redis::ConnectionInfo],
-        _timeout: Duration,
-        _tls_root: Option<&[u8]>,
+        seeds: &[ConnectionInfo],
+        timeout: Duration,
+        tls_root: Option<&[u8]>,
     ) -> Result<ClusterLink, RedisError> {
-        Err(RedisError::from((
-            ErrorKind::InvalidClientConfig,
-            "not supported yet",
-        )))
+        let max_wait = u64::try_from((timeout / 4).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let builder = ClusterClientBuilder::new(seeds.to_vec())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .overall_response_timeout(Some(timeout))
+            .retries(RETRIES)
+            .min_retry_wait(1)
+            .max_retry_wait(max_wait);
+        #[cfg(feature = "tls")]
+        let builder = match tls_root {
+            Some(root) => builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.to_vec()),
+            }),
+            None => builder,
+        };
+        #[cfg(not(feature = "tls"))]
+        let _ = tls_root;
+        Ok(ClusterLink {
+            client: Box::new(builder.build()?),
+            timeout,
+            current: RwLock::default(),
+            setup: tokio::sync::Mutex::default(),
+            primaries: Arc::default(),
+        })
     }
 
-    /// The current primary (or primaries), as `host:port`, when known.
+    /// The current primaries, as `host:port` in slot order, when known (last looked up
+    /// when the connection was made or, since, at the previous call of this).
     pub(crate) fn primary(&self) -> Option<String> {
-        match self.never {}
+        if let Some(conn) = self.healthy_current() {
+            self.primaries.refresh(conn.conn, self.timeout);
+        }
+        self.primaries.get()
+    }
+
+    fn healthy_current(&self) -> Option<ClusterConn> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().filter(|c| !c.is_broken()).cloned()
+    }
+
+    /// Makes the next connection (one caller at a time, FIFO; everyone uses it), bounded
+    /// by the node timeout.
+    async fn replace_connection(&self) -> Result<ClusterConn, NodeError> {
+        let _setup = self.setup.lock().await;
+        if let Some(current) = self.healthy_current() {
+            return Ok(current);
+        }
+        let mut conn = tokio::time::timeout(self.timeout, self.client.get_async_connection())
+            .await
+            .map_err(|_| NodeError::Timeout(self.timeout))??;
+        // Best effort: a node that misses them answers NOSCRIPT, and the call goes as EVAL.
+        let mut load = redis::pipe();
+        for script in scripts::ALL.iter() {
+            load.cmd("SCRIPT").arg("LOAD").arg(script.body).ignore();
+        }
+        let _ = tokio::time::timeout(self.timeout, load.exec_async(&mut conn)).await;
+        let fresh = ClusterConn {
+            conn,
+            broken: Arc::default(),
+            timeout: self.timeout,
+        };
+        self.primaries.refresh(fresh.conn.clone(), self.timeout);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
     }
 }
 
@@ -46,32 +175,129 @@ impl Transport for ClusterLink {
     type Conn = ClusterConn;
 
     async fn connection(&self, _call: &Call) -> Result<ClusterConn, NodeError> {
-        match self.never {}
+        match self.healthy_current() {
+            Some(current) => Ok(current),
+            // Boxed: large and rarely needed.
+            None => Box::pin(self.replace_connection()).await,
+        }
     }
 
     fn current(&self, _call: &Call) -> Option<ClusterConn> {
-        match self.never {}
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn warm_up(&self) {
-        match self.never {}
+        let _ = self.connection(&Call::Command(redis::cmd("PING"))).await;
     }
 
-    fn is_current(&self, _conn: &ClusterConn) -> bool {
-        match self.never {}
+    fn is_current(&self, conn: &ClusterConn) -> bool {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(&current.broken, &conn.broken))
     }
 }
 
 impl Connection for ClusterConn {
-    async fn send(self, _call: &Call) -> Result<Value, NodeError> {
-        match self.never {}
+    async fn send(mut self, call: &Call) -> Result<Value, NodeError> {
+        let reply = match call {
+            Call::Command(cmd) if cmd.is_no_response() => {
+                self.send_unanswered(cmd);
+                Ok(Value::Nil)
+            }
+            Call::Command(cmd) => send_on(&mut self.conn, cmd).await,
+            Call::Script(call) => {
+                run_script(&mut self.conn, call.evalsha(), || Some(call.eval())).await
+            }
+        };
+        reply.map_err(|e| {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                self.mark_broken();
+            }
+            NodeError::Redis(e)
+        })
     }
 
     fn mark_broken(&self) {
-        match self.never {}
+        self.broken.store(true, Ordering::Relaxed);
     }
 
     fn is_broken(&self) -> bool {
-        match self.never {}
+        self.broken.load(Ordering::Relaxed)
     }
+}
+
+impl ClusterConn {
+    /// Sends `cmd` (sent without waiting for its reply on a standalone node) and awaits its
+    /// reply in a task of its own, bounded by the node timeout: the client would drop a
+    /// request nobody waits for, and a script that the primary does not know must go again
+    /// as `EVAL`. Queued on the connection now, before this returns, so it keeps its place
+    /// in the order of calls.
+    fn send_unanswered(&self, cmd: &Cmd) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut cmd = cmd.clone();
+        cmd.set_no_response(false);
+        let (mut conn, timeout) = (self.conn.clone(), self.timeout);
+        let mut send = Box::pin(async move {
+            let eval = || eval_of(&cmd);
+            let _ = tokio::time::timeout(timeout, run_script(&mut conn, &cmd, eval)).await;
+        });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if send.as_mut().poll(&mut cx).is_pending() {
+            drop(runtime.spawn(send));
+        }
+    }
+}
+
+/// Sends one command, routed by redis-rs (a script by its first key), and reads its reply
+/// (a server error reply becomes an error). `INFO` goes to one node, not to each.
+async fn send_on(conn: &mut ClusterConnection, cmd: &Cmd) -> Result<Value, RedisError> {
+    let name = cmd.args_iter().next();
+    let reply = if matches!(name, Some(redis::Arg::Simple(b"INFO" | b"info"))) {
+        let random = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        Box::pin(conn.route_command(cmd.clone(), random)).await?
+    } else {
+        Box::pin(redis::aio::ConnectionLike::req_packed_command(conn, cmd)).await?
+    };
+    reply.extract_error()
+}
+
+/// Runs a script by SHA (`evalsha`), sending it again as `EVAL` (`eval()`) when the
+/// primary does not know it.
+async fn run_script(
+    conn: &mut ClusterConnection,
+    evalsha: &Cmd,
+    eval: impl FnOnce() -> Option<Cmd>,
+) -> Result<Value, RedisError> {
+    match send_on(conn, evalsha).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => match eval() {
+            Some(eval) => send_on(conn, &eval).await,
+            None => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// The `EVAL` form of an `EVALSHA` command of one of the engine's scripts (found by SHA).
+fn eval_of(evalsha: &Cmd) -> Option<Cmd> {
+    let mut args = evalsha.args_iter();
+    let (Some(redis::Arg::Simple(b"EVALSHA")), Some(redis::Arg::Simple(sha))) =
+        (args.next(), args.next())
+    else {
+        return None;
+    };
+    let script = scripts::ALL.iter().find(|s| s.sha.as_bytes() == sha)?;
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(script.body);
+    for arg in args {
+        if let redis::Arg::Simple(bytes) = arg {
+            eval.arg(bytes);
+        }
+    }
+    Some(eval)
 }

@@ -5,12 +5,17 @@ use std::time::Duration;
 
 use super::member::Node;
 use crate::redlock::background::janitor::Janitor;
+use crate::redlock::config::node_url::NodeKind;
+use crate::redlock::core::error::LockError;
+use crate::redlock::core::keys::LockKeys;
 
 /// The engine's N nodes: a call goes to each, and a majority (`N / 2 + 1`) decides.
 pub(crate) struct NodeSet {
     members: Box<[Node]>,
     quorum: usize,
     timeout: Duration,
+    /// A node is a Redis Cluster: every lock's keys must share one hash slot.
+    has_cluster: bool,
     /// Runs what is left of a call once its caller has decided (late replies, cleanups).
     pub(crate) janitor: Janitor,
 }
@@ -19,12 +24,24 @@ impl NodeSet {
     /// `members` in order (a node's index is its position), each call bounded by `timeout`.
     pub(crate) fn new(members: Box<[Node]>, timeout: Duration, janitor: Janitor) -> NodeSet {
         let quorum = members.len() / 2 + 1;
+        let has_cluster = members.iter().any(|node| node.kind() == NodeKind::Cluster);
         NodeSet {
             members,
             quorum,
             timeout,
+            has_cluster,
             janitor,
         }
+    }
+
+    /// Checks, before anything is sent, that a lock over `keys` can be taken on every
+    /// node: with a Redis Cluster among them, its keys must share one hash slot (a script's
+    /// keys must, there). Free when no node is a Cluster.
+    pub(crate) fn check_keys(&self, keys: &LockKeys) -> Result<(), LockError> {
+        if self.has_cluster && keys.len() > 1 {
+            keys.one_slot()?;
+        }
+        Ok(())
     }
 
     /// Number of nodes.

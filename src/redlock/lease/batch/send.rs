@@ -1,7 +1,8 @@
-//! One batch on the wire: per node, its leases grouped by connection lane into
-//! `EXTEND_MANY` calls of at most [`CHUNK`] leases, sent at once (one pipeline on each
+//! One batch on the wire: per node, its leases grouped by connection lane (by hash slot on
+//! a Redis Cluster node) into `EXTEND_MANY` calls of at most [`CHUNK`] leases, sent at once (one pipeline on each
 //! lane's multiplexed connection) under one deadline; the replies tallied per lease.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ use tokio::time::Instant;
 
 use super::retry_pause;
 use super::{Member, Outcome};
+use crate::redlock::config::node_url::NodeKind;
 use crate::redlock::core::scripts::EXTEND_MANY;
+use crate::redlock::core::slot::slot;
 use crate::redlock::core::validity;
 use crate::redlock::lease::Leases;
 use crate::redlock::node::reply::{ExtendManyReply, ExtendReply};
@@ -66,6 +69,19 @@ fn lanes(batch: &[Member], lane_of: impl Fn(&[u8]) -> usize) -> Vec<Vec<u32>> {
     lanes
 }
 
+/// The members grouped by the hash slot of their keys, for a Redis Cluster node: one call's
+/// keys must share a slot there (a lease's keys always do: see `NodeSet::check_keys`).
+/// Each group goes to its slot's primary, in calls of at most [`CHUNK`].
+fn slots(batch: &[Member]) -> Vec<Vec<u32>> {
+    let mut slots: BTreeMap<u16, Vec<u32>> = BTreeMap::new();
+    for (index, member) in batch.iter().enumerate() {
+        let key = member.core.claim.keys.lock_keys()[0].as_bytes();
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        slots.entry(slot(key)).or_default().push(index);
+    }
+    slots.into_values().collect()
+}
+
 fn plan(batch: &[Member], lanes: &[Vec<u32>]) -> Plan {
     lanes
         .iter()
@@ -97,7 +113,10 @@ fn plans(nodes: &NodeSet, batch: &[Member]) -> Vec<Plan> {
     nodes
         .iter()
         .map(|node| {
-            let lanes = lanes(batch, |key| node.lane_of_key(key));
+            let lanes = match node.kind() {
+                NodeKind::Cluster => slots(batch),
+                _ => lanes(batch, |key| node.lane_of_key(key)),
+            };
             if let Some((_, plan)) = built.iter().find(|(same, _)| *same == lanes) {
                 return plan.clone();
             }
