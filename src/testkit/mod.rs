@@ -12,6 +12,8 @@
 //! * [`FaultProxy`] sits in front of one node and injects latency, jitter,
 //!   partitions ([`blackhole`](FaultProxy::blackhole)) and connection resets.
 //!   [`LocalCluster::proxies`] puts one in front of every node.
+//! * [`SentinelGroup`]: a Sentinel-managed primary, its replica and three Sentinels, with
+//!   forced and crash failovers and a replication link that can be cut.
 //! * `tower_redlock::sim::SimCluster` (same feature): simulated nodes in this process (no
 //!   `redis-server`), with faults per node, for deterministic tests under paused time.
 //!
@@ -49,6 +51,7 @@
 
 mod cluster;
 mod proxy;
+mod sentinel;
 
 use std::{
     io,
@@ -64,6 +67,7 @@ use tokio::{
 
 pub use cluster::{ClusterOptions, LocalCluster, NodeState};
 pub use proxy::FaultProxy;
+pub use sentinel::SentinelGroup;
 
 /// Errors from [`LocalCluster`].
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,9 @@ pub enum TestkitError {
         /// The node's index.
         index: usize,
     },
+    /// A [`SentinelGroup`] did not start, or did not fail over, as asked.
+    #[error("sentinel group: {0}")]
+    Sentinel(String),
     /// Sending a signal with `kill` failed.
     #[error("failed to send SIG{signal} to pid {pid}: {detail}")]
     Signal {
