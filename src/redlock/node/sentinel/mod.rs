@@ -47,7 +47,8 @@ struct Primary {
 pub(crate) struct SentinelLink {
     sentinels: Arc<Sentinels>,
     /// The primary's credentials, database and TLS (its address is the Sentinels').
-    template: ConnectionInfo,
+    /// Boxed: large, and the link sits beside the others in an enum.
+    template: Box<ConnectionInfo>,
     timeout: Duration,
     current: RwLock<Option<Arc<Primary>>>,
     /// One caller at a time finds the primary (and everyone uses what it found).
@@ -81,7 +82,7 @@ impl SentinelLink {
         }
         Ok(SentinelLink {
             sentinels: Arc::new(Sentinels::new(sentinels, master, timeout, tls_root)),
-            template: primary.clone(),
+            template: Box::new(primary.clone()),
             timeout,
             current: RwLock::default(),
             setup: tokio::sync::Mutex::new(()),
