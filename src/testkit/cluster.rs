@@ -16,7 +16,7 @@ use std::{
 use super::{TestkitError, exchange, find_redis_server, first_line, ping, proxy::FaultProxy};
 
 /// How often a node is re-spawned on a fresh port when it exits during start-up.
-const START_ATTEMPTS: usize = 5;
+pub(super) const START_ATTEMPTS: usize = 5;
 /// Upper bound on readiness polls, on top of the time limit.
 const MAX_POLLS: usize = 5_000;
 /// Time limit for one readiness probe (connect + request + reply).
@@ -24,7 +24,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a killed process may take to be reaped before we stop waiting.
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Name of the combined stdout/stderr log inside each node directory.
-const LOG_FILE: &str = "redis.log";
+pub(super) const LOG_FILE: &str = "redis.log";
 
 /// Options for [`LocalCluster::start_with`].
 ///
@@ -378,7 +378,7 @@ async fn probe(addr: SocketAddr, timeout: Duration) -> Option<Probe> {
 }
 
 /// Polls until `proc` answers on `port`, it exits, or `timeout` passes.
-async fn wait_ready(
+pub(super) async fn wait_ready(
     proc: &mut Proc,
     port: u16,
     timeout: Duration,
@@ -472,10 +472,10 @@ fn spawn(
 
 /// A child process that is `SIGKILL`ed and reaped (bounded) on drop.
 #[derive(Debug)]
-struct Proc(Child);
+pub(super) struct Proc(pub(super) Child);
 
 impl Proc {
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.0.id()
     }
 }
@@ -492,7 +492,7 @@ impl Drop for Proc {
 }
 
 /// `SIGKILL`s and reaps without blocking the runtime (bounded).
-async fn kill_and_reap(mut proc: Proc) {
+pub(super) async fn kill_and_reap(mut proc: Proc) {
     let _ = proc.0.kill();
     let deadline = Instant::now() + REAP_TIMEOUT;
     for _ in 0..5_000 {
@@ -561,17 +561,17 @@ fn wait_proc_stopped(pid: u32, stopped: bool) {
 }
 
 /// Picks a currently free loopback port (bind to port 0, then release it).
-fn free_port() -> io::Result<u16> {
+pub(super) fn free_port() -> io::Result<u16> {
     let listener = StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }
 
-fn loopback(port: u16) -> SocketAddr {
+pub(super) fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
 /// Empties (or creates) a node directory.
-fn reset_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn reset_dir(dir: &Path) -> io::Result<()> {
     match fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -593,10 +593,10 @@ fn log_tail(dir: &Path) -> String {
 
 /// A uniquely named directory under the system temp dir, removed on drop.
 #[derive(Debug)]
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn create() -> io::Result<Self> {
+    pub(super) fn create() -> io::Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)

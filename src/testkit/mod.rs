@@ -15,6 +15,8 @@
 //! * [`RedisCluster`]: a real Redis Cluster (`--cluster-enabled yes`, joined with
 //!   `redis-cli --cluster create`) as one node of the quorum, with helpers to move a slot,
 //!   fail over gracefully, kill a primary and wait for its replica to take over.
+//! * [`SentinelGroup`]: a Sentinel-managed primary, its replica and three Sentinels, with
+//!   forced and crash failovers and a replication link that can be cut.
 //! * `tower_redlock::sim::SimCluster` (same feature): simulated nodes in this process (no
 //!   `redis-server`), with faults per node, for deterministic tests under paused time.
 //!
@@ -53,6 +55,7 @@
 mod cluster;
 mod proxy;
 mod redis_cluster;
+mod sentinel;
 
 use std::{
     io,
@@ -69,6 +72,7 @@ use tokio::{
 pub use cluster::{ClusterOptions, LocalCluster, NodeState};
 pub use proxy::FaultProxy;
 pub use redis_cluster::{CLUSTER_NODE_TIMEOUT, RedisCluster};
+pub use sentinel::SentinelGroup;
 
 /// Errors from [`LocalCluster`].
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +131,9 @@ pub enum TestkitError {
         /// What failed.
         detail: String,
     },
+    /// A [`SentinelGroup`] did not start, or did not fail over, as asked.
+    #[error("sentinel group: {0}")]
+    Sentinel(String),
     /// Sending a signal with `kill` failed.
     #[error("failed to send SIG{signal} to pid {pid}: {detail}")]
     Signal {

@@ -94,13 +94,35 @@ impl RedisLink {
         pool_size: usize,
         tls_root: Option<&[u8]>,
     ) -> Result<RedisLink, RedisError> {
-        let client = client_for(url, tls_root)?;
+        Ok(RedisLink::with_client(
+            client_for(url, tls_root)?,
+            timeout,
+            pool_size,
+        ))
+    }
+
+    /// The link to the one server at `info` (e.g. the primary a Sentinel reported), made
+    /// as [`new`](Self::new) makes it.
+    pub(crate) fn at(
+        info: &ConnectionInfo,
+        timeout: Duration,
+        pool_size: usize,
+        tls_root: Option<&[u8]>,
+    ) -> Result<RedisLink, RedisError> {
+        Ok(RedisLink::with_client(
+            client_at(info, tls_root)?,
+            timeout,
+            pool_size,
+        ))
+    }
+
+    fn with_client(client: Client, timeout: Duration, pool_size: usize) -> RedisLink {
         let pool_size = pool_size.max(1);
-        Ok(RedisLink {
+        RedisLink {
             pool: NodePool::new(client, pool_size, timeout),
             lanes: (0..pool_size).map(|_| Lane::default()).collect(),
             hasher: std::hash::RandomState::new(),
-        })
+        }
     }
 
     /// The lane of `call`: from its first key (so calls on one key set share a socket).

@@ -1,0 +1,64 @@
+//! Locking through a Sentinel node works as through a standalone one.
+
+use std::time::Duration;
+
+use tower_redlock::testkit::SentinelGroup;
+use tower_redlock::{LockError, LockOptions, NodeKind};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_sentinel_node_locks_extends_releases_and_fences() {
+    let group = SentinelGroup::start("basic")
+        .await
+        .expect("a Sentinel group");
+    let redlock = builder([group.url()])
+        .fencing(true)
+        .build()
+        .await
+        .expect("an engine on one Sentinel node");
+    assert_eq!((redlock.node_count(), redlock.quorum()), (1, 1));
+
+    let lock = redlock.acquire("sentinel:a").await.expect("free");
+    let token = lock.fencing_token().expect("fencing is on");
+    let busy = redlock
+        .acquire_with("sentinel:a", LockOptions::new().no_retry())
+        .await
+        .unwrap_err();
+    assert!(matches!(busy, LockError::Contended { .. }), "{busy:?}");
+    lock.extend(Duration::from_secs(5)).await.expect("extend");
+
+    // The lock is on the primary the Sentinels name, and nowhere else was written to.
+    let primary = group.primary().await.unwrap();
+    assert_eq!(primary, group.data().addr(0));
+    let stored = lock_value(group.data(), 0, "sentinel:a").await;
+    assert!(stored.is_some(), "the lock is on the primary");
+
+    let health = redlock.health().await;
+    assert!(health.is_healthy(), "{health:?}");
+    let node = &health.nodes[0];
+    assert_eq!(node.kind, NodeKind::Sentinel);
+    assert_eq!(node.primary.as_deref(), Some(primary.to_string().as_str()));
+
+    lock.release().await.expect("release");
+    let again = redlock.acquire("sentinel:a").await.expect("free again");
+    assert!(again.fencing_token().unwrap() > token, "tokens only go up");
+    again.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_master_the_sentinels_do_not_know_fails_closed() {
+    // The Sentinels are asked for a master they do not monitor: no primary, no lock.
+    let group = SentinelGroup::start("named")
+        .await
+        .expect("a Sentinel group");
+    let wrong = group.url().replace("/named", "/unknown");
+    let redlock = builder([wrong])
+        .retry(tower_redlock::RetryPolicy::none())
+        .build()
+        .await
+        .expect("an engine (nodes connect on first use)");
+    let err = redlock.acquire("sentinel:b").await.unwrap_err();
+    assert!(matches!(err, LockError::Unavailable { .. }), "{err:?}");
+    assert_eq!(holders(group.data(), "sentinel:b").await, 0);
+}

@@ -1,0 +1,16 @@
+//! A Sentinel-managed primary as one node, against real `redis-server --sentinel` groups.
+//!
+//! - `basic`: locking through a Sentinel node (acquire, extend, release, fencing; health
+//!   names the primary);
+//! - `failover`: a failover while a lease is held keeps it or ends it, never leaves a
+//!   silent second holder;
+//! - `caveat`: with replication cut, the promoted replica lacks the lock: one Sentinel node
+//!   alone lets a rival in (the documented caveat); among three votes it cannot.
+#![cfg(feature = "testkit")]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod basic;
+mod caveat;
+mod failover;
