@@ -172,6 +172,9 @@ async fn cancelled_acquisitions_leave_no_key_behind() {
             stored(&cluster, &lock_key(key)).await.is_none()
         })
         .await;
-        assert!(cleaned, "{key}: a cancelled acquisition left its key behind");
+        assert!(
+            cleaned,
+            "{key}: a cancelled acquisition left its key behind"
+        );
     }
 }
