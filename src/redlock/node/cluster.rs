@@ -10,7 +10,9 @@
 //! `MOVED` (refreshing its slot map) and `ASK` (with `ASKING`), and retries a few times
 //! while a shard has no primary (`CLUSTERDOWN`, `TRYAGAIN`), all within the node timeout.
 //! `PING` goes to every primary (the node answers when the whole cluster does); `INFO`
-//! goes to one.
+//! goes to one. So a primary that stops answering gets the whole node skipped (see
+//! [`super`]) until the recovery probe's `PING` is answered by every primary: once its
+//! replica took over, or it is back.
 //!
 //! # Timeouts
 //!
