@@ -130,7 +130,7 @@ async fn leases_in_many_slots_are_extended_in_batches() {
     // Past the first validity by a whole ttl: only extension (one EXTEND_MANY per slot on
     // the cluster node; one call over every slot would be CROSSSLOT) kept them.
     let first_end = leases[0].valid_until();
-    tokio::time::sleep_until((first_end + SHORT_TTL).into()).await;
+    tokio::time::sleep_until(first_end + SHORT_TTL).await;
     for (i, lease) in leases.iter().enumerate() {
         assert!(lease.is_held(), "lease {i}");
         let busy = rival

@@ -41,10 +41,11 @@ async fn stored_at(cluster: &RedisCluster, i: usize, redis_key: &str) -> Option<
     }
 }
 
-/// Holds a short-ttl lease (auto-extended) until a whole ttl past `since` went by.
+/// Waits until a whole ttl past the lease's current validity went by (only extensions keep
+/// it held then).
 async fn outlive_a_ttl(lease: &HeldLock) {
     let end = lease.valid_until();
-    tokio::time::sleep_until((end + SHORT_TTL).into()).await;
+    tokio::time::sleep_until(end + SHORT_TTL).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,9 @@
 //! `MOVED` (refreshing its slot map) and `ASK` (with `ASKING`), and retries a few times
 //! while a shard has no primary (`CLUSTERDOWN`, `TRYAGAIN`), all within the node timeout.
 //! `PING` goes to every primary (the node answers when the whole cluster does); `INFO`
-//! goes to one.
+//! goes to one. So a primary that stops answering gets the whole node skipped (see
+//! [`super`]) until the recovery probe's `PING` is answered by every primary: once its
+//! replica took over, or it is back.
 //!
 //! # Timeouts
 //!
@@ -31,17 +33,32 @@
 //!
 //! The seam promises that calls on one handle reach the node in order. The cluster client
 //! has one handle for the whole cluster: every request goes through one channel to one task,
-//! which dispatches them in the order received onto one multiplexed connection per node
-//! (FIFO, pipelined). So in steady state, calls on one lock (one slot, one primary) reach it
-//! in the order they were made, as on a standalone node. The order can break only around a
-//! topology change: a request redirected by `MOVED`/`ASK`, or retried after a reconnect,
-//! is sent again after requests made later. That is safe for every call the engine makes:
-//! - a release (or a hand-off) that overtakes the acquisition it undoes finds nothing and
-//!   the key expires by its ttl: the lock is blocked for up to one ttl, never doubly held
-//!   (nobody believes they hold it: the attempt did not count that vote);
-//! - an acquisition retried is compare-first (`EXISTS`), an extension compare-only: one
-//!   run late finds the key gone or someone else's and changes nothing;
+//! which starts them in the order received; each takes the slot map (a read lock, FIFO
+//! behind a refresh) and queues onto the slot owner's one multiplexed connection (FIFO,
+//! pipelined). So in steady state, calls on one lock (one slot, one primary) reach it in
+//! the order they were made, as on a standalone node (`tests/cluster` cancels acquisitions
+//! at every point and finds no key left). The order can break only around a topology
+//! change: a request redirected by `MOVED`/`ASK`, or retried after a reconnect, is sent
+//! again after requests made later, and a handle marked broken (an I/O error, an
+//! unanswered probe) is replaced by a new cluster connection. That is safe for every call
+//! the engine makes:
+//! - a release that overtakes the acquisition it undoes finds nothing, and the key expires
+//!   by its ttl: the lock is blocked for up to one ttl, never doubly held (the attempt did
+//!   not count that vote, so nobody believes they hold it);
+//! - an acquisition run late is compare-first (`EXISTS`): it takes a key only if nobody
+//!   holds it, as any acquisition; an extension is compare-only: run late it finds the key
+//!   gone or someone else's and changes nothing, or extends our own key past what the
+//!   engine counted (which counts validity from the call's start);
 //! - a fencing write-back only raises counters.
+//!
+//! # While a slot migrates
+//!
+//! Redis answers `TRYAGAIN` to a script some of whose keys are missing on the node asked
+//! (the client retries within the node timeout, then it is a "no" vote). A release declares
+//! its wake-up channels as keys, which are never stored: in a migrating slot it fails on
+//! this node and the lock key expires by its ttl; an acquisition whose fencing counter
+//! exists while its lock key does not fails likewise. Extensions and fresh keys work
+//! (`ASK`).
 //!
 //! The client, like the multiplexed connection, drops a queued request whose caller went
 //! away; the engine's cleanups run in tasks of their own (see [`super`]), and the unanswered

@@ -9,6 +9,8 @@
 //! - [`transport`]: the seam ([`Transport`](transport::Transport)); [`link`]: the enums
 //!   that dispatch to each implementation;
 //! - [`redis`]: the Redis transport (bb8 pool, multiplexed connections, scripts by SHA);
+//! - [`cluster`]: a Redis Cluster as one node (redis-rs's cluster client: calls routed by
+//!   their keys' slot, `MOVED`/`ASK` followed);
 //! - [`sim_link`]: the simulated transport (a [`SimNode`](super::sim::SimNode) in this
 //!   process);
 //! - [`error`]: why a node did not answer usefully ([`NodeError`]);

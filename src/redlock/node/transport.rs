@@ -17,10 +17,12 @@
 //!   tell whether it is.
 //!
 //! Dispatch is static: [`Link`] and [`Conn`] (in [`link`](super::link)) are enums over the
-//! implementations, so a call costs a `match`, not a boxed future. There are two:
-//! [`RedisLink`](super::redis::RedisLink) (see [`redis`](super::redis)) and
-//! [`SimLink`](super::sim_link::SimLink), a simulated node in this process (see
-//! [`sim_link`](super::sim_link); `Node::simulated` makes one).
+//! implementations, so a call costs a `match`, not a boxed future. They are
+//! [`RedisLink`](super::redis::RedisLink) (one server, see [`redis`](super::redis)),
+//! [`ClusterLink`](super::cluster::ClusterLink) (a whole Redis Cluster as one node, one
+//! handle for the cluster; see [`cluster`](super::cluster) for what its order of calls
+//! is), the Sentinel link, and [`SimLink`](super::sim_link::SimLink), a simulated node in
+//! this process (see [`sim_link`](super::sim_link); `Node::simulated` makes one).
 //!
 //! # Adding an implementation
 //!

@@ -11,6 +11,11 @@
 //! that died with the node's restart) is noted and made again, in the background, the next
 //! time a waiter starts waiting, for as long as the channel is wanted.
 //!
+//! Standalone nodes only: a Redis Cluster or Sentinel node has no pub/sub connection here
+//! (its client is not a single server's), so waiters in other processes hear a release on
+//! such a node by their fallback timer; this process's own releases still wake its
+//! waiters at once ([`WakeHub::notify_local`]). The other nodes' messages still arrive.
+//!
 //! When its last waiter leaves, a channel is unsubscribed in the background. Subscriptions
 //! and unsubscriptions are decided and queued on the nodes' connections under one lock
 //! ([`Channels::serial`], not held while their confirmations are awaited), and a channel is
