@@ -154,7 +154,7 @@ impl SentinelGroup {
         Err(failed("no Sentinel gave the primary's address"))
     }
 
-    /// Waits (bounded, about a second) until a replica has every write the primary took so
+    /// Waits (bounded: 5 s) until a replica has every write the primary took so
     /// far (its replication offset reached the primary's); `false` when none did in time
     /// (e.g. replication is cut).
     pub async fn wait_replicated(&self) -> bool {
@@ -168,7 +168,7 @@ impl SentinelGroup {
             .map(|i| self.data.addr(i))
             .filter(|&addr| addr != primary)
             .collect();
-        wait_for(2 * ASK, || async {
+        wait_for(Duration::from_secs(5), || async {
             for &replica in &replicas {
                 if offset(replica, "slave_repl_offset")
                     .await
