@@ -1,11 +1,11 @@
 //! A Sentinel-managed primary as ONE node (one vote): found through the Sentinels, followed
 //! across failovers.
 //!
-//! - **Finding it** ([`discover`]): every Sentinel is asked at once
-//!   (`SENTINEL GET-MASTER-ADDR-BY-NAME`, each bounded by the node timeout, with the
-//!   Sentinels' own credentials); the first answer is checked with `ROLE` on the very
-//!   connection calls then use, and only a `master` is used: a lock call never goes to a
-//!   replica.
+//! - **Finding it** ([`discover`]): every Sentinel is asked at once (`SENTINEL MASTER`,
+//!   each bounded by the node timeout, with the Sentinels' own credentials); of the answers
+//!   that come in shortly after the first, the newest (highest config epoch) is checked with
+//!   `ROLE` on the very connection calls then use, and only a `master` is used: a lock call
+//!   never goes to a replica (which would refuse every write anyway: `READONLY`).
 //! - **Talking to it**: the standalone transport ([`RedisLink`]: pool, lanes, scripts by
 //!   SHA) at the address found; calls on one key set keep one socket, as on a standalone
 //!   node.
@@ -55,7 +55,7 @@ pub(crate) struct SentinelLink {
     setup: tokio::sync::Mutex<()>,
     /// Failovers announced by the Sentinels (see [`watch`]).
     switches: Arc<AtomicU64>,
-    watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    watch: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A handle on one connection to the primary, and the primary it goes to.
@@ -166,17 +166,17 @@ impl SentinelLink {
     /// Starts the `+switch-master` watch, or starts it again if its runtime went away.
     fn ensure_watch(&self) {
         let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
-        if watch.as_ref().is_some_and(|task| !task.is_finished()) {
+        if watch.iter().any(|task| !task.is_finished()) {
             return;
         }
-        *watch = watch::spawn(Arc::clone(&self.sentinels), Arc::clone(&self.switches));
+        *watch = watch::spawn(&self.sentinels, &self.switches);
     }
 }
 
 impl Drop for SentinelLink {
     fn drop(&mut self) {
         let watch = self.watch.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(task) = watch.take() {
+        for task in watch.drain(..) {
             task.abort();
         }
     }
