@@ -6,9 +6,12 @@
 //!   that come in shortly after the first, the newest (highest config epoch) is checked with
 //!   `ROLE` on the very connection calls then use, and only a `master` is used: a lock call
 //!   never goes to a replica (which would refuse every write anyway: `READONLY`).
-//! - **Talking to it**: the standalone transport ([`RedisLink`]: pool, lanes, scripts by
-//!   SHA) at the address found; calls on one key set keep one socket, as on a standalone
-//!   node.
+//! - **Talking to it**: the standalone transport ([`RedisLink`]: pool, scripts by SHA) at
+//!   the address found, with ONE connection (lane): every call keeps its order on one
+//!   socket, and the lane of a key never depends on which primary is current
+//!   ([`Link::lane_of_key`](super::link::Link::lane_of_key) is 0), so `pool_size` applies to
+//!   standalone nodes only. A new primary gets a new pool; the old one closes with its last
+//!   handle (a cleanup still follows its request down the old socket).
 //! - **Following a failover**: a reply of `READONLY` or `MASTERDOWN`, a connection error,
 //!   a connection marked broken, or a `+switch-master` notice ([`watch`]) makes the primary
 //!   *stale*: the call that saw it fails (a "no" vote) and the next call finds the primary
@@ -32,6 +35,9 @@ use super::transport::{Connection, Transport};
 
 mod discover;
 mod watch;
+
+/// Connections to the primary: one (see the module docs).
+const ONE_LANE: usize = 1;
 
 /// The primary in use, and whether it is still to be trusted.
 struct Primary {
@@ -130,7 +136,7 @@ impl SentinelLink {
             _ => Arc::new(RedisLink::at(
                 &address.info(&self.template),
                 self.timeout,
-                1,
+                ONE_LANE,
                 self.sentinels_tls_root(),
             )?),
         };
