@@ -13,7 +13,7 @@ use redis::Value;
 
 use super::cluster::{
     LOG_FILE, Proc, START_ATTEMPTS, TempDir, free_port, kill_and_reap, loopback, reset_dir,
-    wait_ready,
+    send_signal, wait_proc_stopped, wait_ready,
 };
 use super::{ClusterOptions, FaultProxy, LocalCluster, TestkitError, find_redis_server};
 
@@ -72,7 +72,7 @@ pub struct SentinelGroup {
 #[derive(Debug)]
 struct Sentinel {
     port: u16,
-    _proc: Proc,
+    proc: Proc,
 }
 
 impl SentinelGroup {
@@ -142,6 +142,18 @@ impl SentinelGroup {
     /// directly.
     pub fn data(&self) -> &LocalCluster {
         &self.data
+    }
+
+    /// `SIGSTOP`s Sentinel `i` (its port stays open, nothing is answered) or, with
+    /// `frozen == false`, `SIGCONT`s it.
+    ///
+    /// # Panics
+    /// If `i` is not a Sentinel's index.
+    pub fn freeze_sentinel(&self, i: usize, frozen: bool) -> Result<(), TestkitError> {
+        let pid = self.sentinels[i].proc.pid();
+        send_signal(pid, if frozen { "STOP" } else { "CONT" })?;
+        wait_proc_stopped(pid, frozen);
+        Ok(())
     }
 
     /// The primary's address, as the first Sentinel that answers gives it.
@@ -327,7 +339,7 @@ async fn launch_sentinel(
             .stderr(log);
         let mut proc = Proc(cmd.spawn().map_err(TestkitError::Spawn)?);
         match wait_ready(&mut proc, port, Duration::from_secs(10), dir).await {
-            Ok(()) => return Ok(Sentinel { port, _proc: proc }),
+            Ok(()) => return Ok(Sentinel { port, proc }),
             Err(TestkitError::Exited { .. }) if attempt < START_ATTEMPTS => {
                 kill_and_reap(proc).await;
             }

@@ -140,3 +140,19 @@ async fn the_sentinels_and_the_primary_get_their_passwords_from_the_url_and_neve
         assert!(!shown.contains("s3cret"), "a password shown: {shown}");
     }
 }
+
+#[tokio::test]
+async fn a_frozen_sentinel_holds_no_call_up() {
+    let group = SentinelGroup::start("frozen")
+        .await
+        .expect("a Sentinel group");
+    // It accepts connections and never answers: asked first, it would use up the whole
+    // node timeout of every call that looks for the primary.
+    group.freeze_sentinel(0, true).unwrap();
+    let redlock = builder([group.url()]).build().await.unwrap();
+    let lock = redlock
+        .acquire_with("sentinel:frozen", LockOptions::new().no_retry())
+        .await
+        .expect("found through the other two Sentinels within one node timeout");
+    lock.release().await.unwrap();
+}
