@@ -4,6 +4,16 @@
 #   compose/local-nodes.sh start [N]   # N defaults to 5; prints the `export REDLOCK_NODES=...` line
 #   compose/local-nodes.sh status [N]
 #   compose/local-nodes.sh stop [N]
+#   compose/local-nodes.sh --topologies start|status|stop
+#
+# --topologies starts the layout of docker-compose.topologies.yml instead (fixed ports; state
+# under $REDLOCK_NODES_DIR, default ${TMPDIR:-/tmp}/tower-redlock-topologies):
+#   7001, 7002            standalone masters                        (2 votes)
+#   7101, 7102, 7103      a Redis Cluster of 3 primaries            (1 vote)
+#   7201 (+ replica 7202) Sentinel master lock-a                    (1 vote)
+#   7211 (+ replica 7212) Sentinel master lock-b                    (1 vote)
+#   26401, 26402, 26403   Sentinels monitoring lock-a and lock-b (quorum 2)
+# `start` prints the `export REDLOCK_NODES=...` line for these 5 votes.
 #
 # Each node is daemonized with its own directory, pidfile and log under
 # $REDLOCK_NODES_DIR (default: ${TMPDIR:-/tmp}/tower-redlock-nodes) and persists with
@@ -18,8 +28,14 @@ WAIT_STEPS=100 # x 0.1 s: how long start and stop wait for a node
 
 usage() {
   echo "usage: $0 start|stop|status [N]   (N: number of nodes, default 5)" >&2
+  echo "       $0 --topologies start|stop|status" >&2
   exit 2
 }
+
+if [ "${1:-}" = "--topologies" ]; then
+  [ $# -eq 2 ] || usage
+  exec "$(dirname "$0")/local-topologies.sh" "$2"
+fi
 
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 command_name="$1"
@@ -29,36 +45,13 @@ case "$count" in '' | *[!0-9]*) usage ;; esac
 
 node_dir() { echo "$STATE_DIR/node-$1"; }
 
-# PID from the node's pidfile, when that process is alive and is a redis-server.
-node_pid() {
-  local pidfile pid
-  pidfile="$(node_dir "$1")/redis.pid"
-  [ -f "$pidfile" ] || return 1
-  pid="$(cat "$pidfile" 2>/dev/null)" || return 1
-  case "$pid" in '' | *[!0-9]*) return 1 ;; esac
-  kill -0 "$pid" 2>/dev/null || return 1
-  if [ -r "/proc/$pid/comm" ]; then
-    case "$(cat "/proc/$pid/comm")" in redis-server* | redis-check*) ;; *) return 1 ;; esac
-  fi
-  echo "$pid"
-}
+# shellcheck source=compose/procs.sh
+. "$(dirname "$0")/procs.sh"
 
-# PING over plain TCP (no redis-cli needed).
-ping_node() {
-  local reply
-  reply="$(
-    { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || exit 1
-    printf 'PING\r\n' >&3
-    IFS= read -r -t 1 line <&3 && printf '%s' "$line"
-  )" || return 1
-  [ "${reply%$'\r'}" = "+PONG" ]
-}
+node_pid() { pid_in "$(node_dir "$1")"; }
 
 start() {
-  command -v redis-server >/dev/null 2>&1 || {
-    echo "redis-server not found: install it (apt-get install redis-server / brew install redis)" >&2
-    exit 1
-  }
+  need_redis_server
   mkdir -p "$STATE_DIR"
   local urls=() i port dir
   for ((i = 0; i < count; i++)); do
@@ -77,62 +70,26 @@ start() {
   done
   for ((i = 0; i < count; i++)); do
     port=$((BASE_PORT + i))
-    local step=0
-    until node_pid "$port" >/dev/null && ping_node "$port"; do
-      step=$((step + 1))
-      if [ "$step" -ge "$WAIT_STEPS" ]; then
-        echo "node $port did not come up; log: $(node_dir "$port")/redis.log" >&2
-        tail -n 5 "$(node_dir "$port")/redis.log" >&2 2>/dev/null || true
-        exit 1
-      fi
-      sleep 0.1
-    done
-    echo "node $port up (pid $(node_pid "$port"))"
+    wait_up "$(node_dir "$port")" "$port" "node $port"
   done
   local IFS=,
   echo "export REDLOCK_NODES=${urls[*]}"
 }
 
 stop() {
-  local i port pid step
+  local i port
   for ((i = 0; i < count; i++)); do
     port=$((BASE_PORT + i))
-    if ! pid="$(node_pid "$port")"; then
-      echo "node $port not running"
-      continue
-    fi
-    kill -TERM "$pid"
-    step=0
-    while kill -0 "$pid" 2>/dev/null; do
-      step=$((step + 1))
-      if [ "$step" -ge "$WAIT_STEPS" ]; then
-        echo "node $port (pid $pid) ignored SIGTERM; sending SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-        break
-      fi
-      sleep 0.1
-    done
-    rm -f "$(node_dir "$port")/redis.pid"
-    echo "node $port stopped (pid $pid)"
+    stop_in "$(node_dir "$port")" "node $port"
   done
   echo "data kept in $STATE_DIR (remove it for a clean start)"
 }
 
 status() {
-  local i port pid down=0
+  local i port down=0
   for ((i = 0; i < count; i++)); do
     port=$((BASE_PORT + i))
-    if pid="$(node_pid "$port")"; then
-      if ping_node "$port"; then
-        echo "node $port running (pid $pid), answers PING"
-      else
-        echo "node $port running (pid $pid), NOT answering PING"
-        down=$((down + 1))
-      fi
-    else
-      echo "node $port not running"
-      down=$((down + 1))
-    fi
+    status_in "$(node_dir "$port")" "$port" "node $port" || down=$((down + 1))
   done
   [ "$down" -eq 0 ]
 }

@@ -505,7 +505,7 @@ pub(super) async fn kill_and_reap(mut proc: Proc) {
 }
 
 /// Sends `SIG<signal>` with the `kill` utility (no `unsafe` needed).
-fn send_signal(pid: u32, signal: &'static str) -> Result<(), TestkitError> {
+pub(super) fn send_signal(pid: u32, signal: &'static str) -> Result<(), TestkitError> {
     let run = |program: &str, args: &[String]| {
         Command::new(program)
             .args(args)
@@ -541,7 +541,7 @@ fn send_signal(pid: u32, signal: &'static str) -> Result<(), TestkitError> {
 /// Waits (bounded, Linux only) until `/proc/<pid>/stat` shows the process
 /// stopped (`stopped == true`) or not stopped, so pause/resume take effect
 /// before they return. Elsewhere it returns at once.
-fn wait_proc_stopped(pid: u32, stopped: bool) {
+pub(super) fn wait_proc_stopped(pid: u32, stopped: bool) {
     let path = format!("/proc/{pid}/stat");
     let deadline = Instant::now() + Duration::from_secs(1);
     for _ in 0..1_000 {

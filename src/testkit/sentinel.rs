@@ -13,7 +13,7 @@ use redis::Value;
 
 use super::cluster::{
     LOG_FILE, Proc, START_ATTEMPTS, TempDir, free_port, kill_and_reap, loopback, reset_dir,
-    wait_ready,
+    send_signal, wait_proc_stopped, wait_ready,
 };
 use super::{ClusterOptions, FaultProxy, LocalCluster, TestkitError, find_redis_server};
 
@@ -72,7 +72,7 @@ pub struct SentinelGroup {
 #[derive(Debug)]
 struct Sentinel {
     port: u16,
-    _proc: Proc,
+    proc: Proc,
 }
 
 impl SentinelGroup {
@@ -144,6 +144,18 @@ impl SentinelGroup {
         &self.data
     }
 
+    /// `SIGSTOP`s Sentinel `i` (its port stays open, nothing is answered) or, with
+    /// `frozen == false`, `SIGCONT`s it.
+    ///
+    /// # Panics
+    /// If `i` is not a Sentinel's index.
+    pub fn freeze_sentinel(&self, i: usize, frozen: bool) -> Result<(), TestkitError> {
+        let pid = self.sentinels[i].proc.pid();
+        send_signal(pid, if frozen { "STOP" } else { "CONT" })?;
+        wait_proc_stopped(pid, frozen);
+        Ok(())
+    }
+
     /// The primary's address, as the first Sentinel that answers gives it.
     pub async fn primary(&self) -> Result<SocketAddr, TestkitError> {
         for sentinel in self.sentinel_addrs() {
@@ -154,7 +166,7 @@ impl SentinelGroup {
         Err(failed("no Sentinel gave the primary's address"))
     }
 
-    /// Waits (bounded, about a second) until a replica has every write the primary took so
+    /// Waits (bounded: 5 s) until a replica has every write the primary took so
     /// far (its replication offset reached the primary's); `false` when none did in time
     /// (e.g. replication is cut).
     pub async fn wait_replicated(&self) -> bool {
@@ -168,7 +180,7 @@ impl SentinelGroup {
             .map(|i| self.data.addr(i))
             .filter(|&addr| addr != primary)
             .collect();
-        wait_for(2 * ASK, || async {
+        wait_for(Duration::from_secs(5), || async {
             for &replica in &replicas {
                 if offset(replica, "slave_repl_offset")
                     .await
@@ -327,7 +339,7 @@ async fn launch_sentinel(
             .stderr(log);
         let mut proc = Proc(cmd.spawn().map_err(TestkitError::Spawn)?);
         match wait_ready(&mut proc, port, Duration::from_secs(10), dir).await {
-            Ok(()) => return Ok(Sentinel { port, _proc: proc }),
+            Ok(()) => return Ok(Sentinel { port, proc }),
             Err(TestkitError::Exited { .. }) if attempt < START_ATTEMPTS => {
                 kill_and_reap(proc).await;
             }

@@ -1,7 +1,8 @@
 //! A Sentinel-managed primary as one node, against real `redis-server --sentinel` groups.
 //!
 //! - `basic`: locking through a Sentinel node (acquire, extend, release, fencing; health
-//!   names the primary);
+//!   names the primary); passwords for the Sentinels and the primary from the URL, never
+//!   shown; an unknown master fails closed;
 //! - `failover`: a failover while a lease is held keeps it or ends it, never leaves a
 //!   silent second holder;
 //! - `caveat`: with replication cut, the promoted replica lacks the lock: one Sentinel node

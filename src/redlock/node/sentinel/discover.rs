@@ -1,5 +1,13 @@
-//! Finding a Sentinel master's primary: every Sentinel asked at once, the first answer
-//! taken (the link then checks it with `ROLE` before sending anything else there).
+//! Finding a Sentinel master's primary: every Sentinel asked at once (`SENTINEL MASTER`),
+//! the newest answer taken (the link then checks it with `ROLE` before sending anything
+//! else there).
+//!
+//! Sentinels learn of a failover one after the other (the leader first, the others from its
+//! hello messages, within seconds), and an old primary demoted while it is up still says
+//! `master` until Sentinel reconfigures it. So the answers that come in within a short
+//! window after the first are compared by their `config-epoch` (raised by each failover),
+//! and the highest wins; a Sentinel that does not answer in that window does not hold the
+//! call up.
 
 use std::fmt;
 use std::time::Duration;
@@ -96,23 +104,44 @@ impl Sentinels {
         client_at(info, self.tls_root.as_deref())
     }
 
-    /// The primary's address, as the first Sentinel to answer gives it (all are asked at
-    /// once, each bounded by the node timeout); the last failure when none knows it.
+    /// The primary's address: of the answers that come in by [`GRACE`] after the first
+    /// (each Sentinel bounded by the node timeout), the one with the highest config epoch;
+    /// the last failure when no Sentinel knows the master.
     pub(super) async fn primary(&self) -> Result<Address, NodeError> {
         let mut asks: FuturesUnordered<_> = self.infos.iter().map(|info| self.ask(info)).collect();
         let mut failure = NodeError::Reply("no Sentinel given");
-        while let Some(answer) = asks.next().await {
-            match answer {
-                Ok(address) => return Ok(address),
-                Err(e) => failure = e,
+        let mut newest: Option<Answer> = None;
+        let mut window = None;
+        loop {
+            let next = match window {
+                None => asks.next().await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, asks.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            match next {
+                None => break,
+                Some(Ok(answer)) => {
+                    window.get_or_insert_with(|| tokio::time::Instant::now() + self.grace());
+                    if newest.as_ref().is_none_or(|n| answer.epoch > n.epoch) {
+                        newest = Some(answer);
+                    }
+                }
+                Some(Err(e)) => failure = e,
             }
         }
-        Err(failure)
+        newest.map(|answer| answer.address).ok_or(failure)
     }
 
-    /// `SENTINEL GET-MASTER-ADDR-BY-NAME master` on the Sentinel at `info`, bounded by the
-    /// node timeout.
-    async fn ask(&self, info: &ConnectionInfo) -> Result<Address, NodeError> {
+    /// How long answers are still awaited after the first: a tenth of the node timeout,
+    /// within 10..=100 ms.
+    fn grace(&self) -> Duration {
+        (self.timeout / 10).clamp(Duration::from_millis(10), GRACE)
+    }
+
+    /// `SENTINEL MASTER master` on the Sentinel at `info`, bounded by the node timeout.
+    async fn ask(&self, info: &ConnectionInfo) -> Result<Answer, NodeError> {
         let ask = async {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(self.timeout))
@@ -121,12 +150,24 @@ impl Sentinels {
                 .client(info)?
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
-            let reply: Value = redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
+            let master = redis::cmd("SENTINEL")
+                .arg("MASTER")
                 .arg(&self.master)
-                .query_async(&mut conn)
-                .await?;
-            parse_address(&reply)
+                .query_async::<Value>(&mut conn)
+                .await;
+            match master {
+                Ok(reply) => parse_master(&reply),
+                // A Sentinel user allowed only the address (no epoch: the lowest).
+                Err(e) if e.code() == Some("NOPERM") => {
+                    let reply: Value = redis::cmd("SENTINEL")
+                        .arg("GET-MASTER-ADDR-BY-NAME")
+                        .arg(&self.master)
+                        .query_async(&mut conn)
+                        .await?;
+                    parse_address(&reply).map(|address| Answer { address, epoch: 0 })
+                }
+                Err(e) => Err(e.into()),
+            }
         };
         tokio::time::timeout(self.timeout, ask)
             .await
@@ -134,30 +175,68 @@ impl Sentinels {
     }
 }
 
+/// The longest wait for more answers after the first.
+const GRACE: Duration = Duration::from_millis(100);
+
+/// One Sentinel's view of the master.
+struct Answer {
+    address: Address,
+    /// The master's config epoch: raised by each failover.
+    epoch: u64,
+}
+
+/// A `SENTINEL MASTER` reply: the master's fields as name, value pairs (an array in RESP2,
+/// a map in RESP3); an error reply for a master the Sentinel does not monitor.
+fn parse_master(reply: &Value) -> Result<Answer, NodeError> {
+    let field = |name: &str| -> Option<String> {
+        let text = |value: &Value| match value {
+            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+            Value::SimpleString(text) => Some(text.clone()),
+            Value::Int(n) => Some(n.to_string()),
+            _ => None,
+        };
+        match reply {
+            Value::Array(items) => items
+                .chunks(2)
+                .find(|pair| text(&pair[0]).as_deref() == Some(name))
+                .and_then(|pair| pair.get(1).and_then(text)),
+            Value::Map(pairs) => pairs
+                .iter()
+                .find(|(key, _)| text(key).as_deref() == Some(name))
+                .and_then(|(_, value)| text(value)),
+            _ => None,
+        }
+    };
+    let host = field("ip").filter(|host| !host.is_empty());
+    let port = field("port").and_then(|port| port.parse().ok());
+    let epoch = field("config-epoch").and_then(|epoch| epoch.parse().ok());
+    match (host, port) {
+        (Some(host), Some(port)) => Ok(Answer {
+            address: Address { host, port },
+            epoch: epoch.unwrap_or(0),
+        }),
+        _ => Err(NodeError::Reply(
+            "a Sentinel's SENTINEL MASTER reply has no ip and port",
+        )),
+    }
+}
+
 /// A `GET-MASTER-ADDR-BY-NAME` reply: `[host, port]`, or nil for a master it does not know.
 fn parse_address(reply: &Value) -> Result<Address, NodeError> {
+    let bad = NodeError::Reply("a Sentinel's address reply is not host, port");
     let Value::Array(parts) = reply else {
-        return Err(NodeError::Reply("the Sentinel does not know the master"));
+        return Err(bad);
     };
     let text = |value: &Value| match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(text) => Some(text.clone()),
         _ => None,
     };
     match parts.as_slice() {
-        [host, port] => {
-            let host = text(host).filter(|h| !h.is_empty());
-            let port = text(port).and_then(|p| p.parse().ok());
-            match (host, port) {
-                (Some(host), Some(port)) => Ok(Address { host, port }),
-                _ => Err(NodeError::Reply(
-                    "a Sentinel's address reply is not host, port",
-                )),
-            }
-        }
-        _ => Err(NodeError::Reply(
-            "a Sentinel's address reply is not host, port",
-        )),
+        [host, port] => match (text(host), text(port).and_then(|p| p.parse().ok())) {
+            (Some(host), Some(port)) if !host.is_empty() => Ok(Address { host, port }),
+            _ => Err(bad),
+        },
+        _ => Err(bad),
     }
 }
 
@@ -182,12 +261,34 @@ mod tests {
     }
 
     #[test]
-    fn replies_are_read_into_addresses_and_roles() {
-        let reply = Value::Array(vec![bulk("10.0.0.7"), bulk("6380")]);
-        let address = parse_address(&reply).unwrap();
-        assert_eq!(address.to_string(), "10.0.0.7:6380");
+    fn replies_are_read_into_addresses_epochs_and_roles() {
+        let reply = Value::Array(
+            [
+                "name",
+                "m",
+                "ip",
+                "10.0.0.7",
+                "port",
+                "6380",
+                "config-epoch",
+                "4",
+            ]
+            .into_iter()
+            .map(bulk)
+            .collect(),
+        );
+        let answer = parse_master(&reply).unwrap();
+        assert_eq!(answer.address.to_string(), "10.0.0.7:6380");
+        assert_eq!(answer.epoch, 4);
+        assert!(parse_master(&Value::Nil).is_err());
+        let no_port = Value::Array(["ip", "h", "port", "x"].into_iter().map(bulk).collect());
+        assert!(parse_master(&no_port).is_err());
+        let address = Value::Array(vec![bulk("10.0.0.8"), bulk("6381")]);
+        assert_eq!(
+            parse_address(&address).unwrap().to_string(),
+            "10.0.0.8:6381"
+        );
         assert!(parse_address(&Value::Nil).is_err());
-        assert!(parse_address(&Value::Array(vec![bulk("h"), bulk("port")])).is_err());
 
         assert!(is_master(&Value::Array(vec![
             bulk("master"),

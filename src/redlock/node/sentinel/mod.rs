@@ -1,14 +1,17 @@
 //! A Sentinel-managed primary as ONE node (one vote): found through the Sentinels, followed
 //! across failovers.
 //!
-//! - **Finding it** ([`discover`]): every Sentinel is asked at once
-//!   (`SENTINEL GET-MASTER-ADDR-BY-NAME`, each bounded by the node timeout, with the
-//!   Sentinels' own credentials); the first answer is checked with `ROLE` on the very
-//!   connection calls then use, and only a `master` is used: a lock call never goes to a
-//!   replica.
-//! - **Talking to it**: the standalone transport ([`RedisLink`]: pool, lanes, scripts by
-//!   SHA) at the address found; calls on one key set keep one socket, as on a standalone
-//!   node.
+//! - **Finding it** ([`discover`]): every Sentinel is asked at once (`SENTINEL MASTER`,
+//!   each bounded by the node timeout, with the Sentinels' own credentials); of the answers
+//!   that come in shortly after the first, the newest (highest config epoch) is checked with
+//!   `ROLE` on the very connection calls then use, and only a `master` is used: a lock call
+//!   never goes to a replica (which would refuse every write anyway: `READONLY`).
+//! - **Talking to it**: the standalone transport ([`RedisLink`]: pool, scripts by SHA) at
+//!   the address found, with ONE connection (lane): every call keeps its order on one
+//!   socket, and the lane of a key never depends on which primary is current
+//!   ([`Link::lane_of_key`](super::link::Link::lane_of_key) is 0), so `pool_size` applies to
+//!   standalone nodes only. A new primary gets a new pool; the old one closes with its last
+//!   handle (a cleanup still follows its request down the old socket).
 //! - **Following a failover**: a reply of `READONLY` or `MASTERDOWN`, a connection error,
 //!   a connection marked broken, or a `+switch-master` notice ([`watch`]) makes the primary
 //!   *stale*: the call that saw it fails (a "no" vote) and the next call finds the primary
@@ -33,6 +36,9 @@ use super::transport::{Connection, Transport};
 mod discover;
 mod watch;
 
+/// Connections to the primary: one (see the module docs).
+const ONE_LANE: usize = 1;
+
 /// The primary in use, and whether it is still to be trusted.
 struct Primary {
     address: Address,
@@ -55,7 +61,7 @@ pub(crate) struct SentinelLink {
     setup: tokio::sync::Mutex<()>,
     /// Failovers announced by the Sentinels (see [`watch`]).
     switches: Arc<AtomicU64>,
-    watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    watch: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A handle on one connection to the primary, and the primary it goes to.
@@ -130,7 +136,7 @@ impl SentinelLink {
             _ => Arc::new(RedisLink::at(
                 &address.info(&self.template),
                 self.timeout,
-                1,
+                ONE_LANE,
                 self.sentinels_tls_root(),
             )?),
         };
@@ -166,17 +172,17 @@ impl SentinelLink {
     /// Starts the `+switch-master` watch, or starts it again if its runtime went away.
     fn ensure_watch(&self) {
         let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
-        if watch.as_ref().is_some_and(|task| !task.is_finished()) {
+        if watch.iter().any(|task| !task.is_finished()) {
             return;
         }
-        *watch = watch::spawn(Arc::clone(&self.sentinels), Arc::clone(&self.switches));
+        *watch = watch::spawn(&self.sentinels, &self.switches);
     }
 }
 
 impl Drop for SentinelLink {
     fn drop(&mut self) {
         let watch = self.watch.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(task) = watch.take() {
+        for task in watch.drain(..) {
             task.abort();
         }
     }
