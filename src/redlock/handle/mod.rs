@@ -2,6 +2,7 @@
 //! in [`builder`].
 
 pub(crate) mod builder;
+mod shared;
 
 use std::fmt;
 use std::future::Future;
@@ -12,7 +13,7 @@ use self::builder::RedlockBuilder;
 use crate::redlock::acquire;
 use crate::redlock::config::options::LockOptions;
 use crate::redlock::core::error::{ConfigError, LockError};
-use crate::redlock::core::keys::LockKeys;
+use crate::redlock::core::keys::{LockKeys, Shape};
 use crate::redlock::core::telemetry::Waiting;
 use crate::redlock::engine::Engine;
 use crate::redlock::lease::HeldLock;
@@ -133,11 +134,28 @@ impl Redlock {
         I: IntoIterator<Item = K>,
         K: AsRef<str>,
     {
+        let keys = LockKeys::new(&self.engine.settings.key_prefix, keys);
+        self.acquire_keys(keys, options)
+    }
+
+    /// Acquires the key set `keys` (of any shape) with `options`.
+    fn acquire_keys(
+        &self,
+        keys: Result<LockKeys, LockError>,
+        options: LockOptions,
+    ) -> impl Future<Output = Result<HeldLock, LockError>> + Send + 'static {
         let engine = self.engine.clone();
-        let keys = LockKeys::new(&engine.settings.key_prefix, keys);
         async move {
             let keys = Arc::new(keys?);
             let resolved = engine.resolve(&options, &keys.user)?;
+            if resolved.fencing && matches!(keys.shape, Shape::Read { .. } | Shape::Permits { .. })
+            {
+                return Err(LockError::InvalidOptions {
+                    reason: "read leases and permits carry no fencing token; acquire them \
+                             with LockOptions::fencing(false)"
+                        .to_owned(),
+                });
+            }
             let lifecycle = engine.lifecycle();
             // Counted before the closing flag is read (see `lifecycle`), and until the
             // attempt, or its cancellation, handed any cleanup to the janitor.
