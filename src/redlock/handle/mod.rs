@@ -11,15 +11,17 @@ use std::time::Duration;
 
 use self::builder::RedlockBuilder;
 use crate::redlock::acquire;
+use crate::redlock::config::node_url::NodeKind;
 use crate::redlock::config::options::LockOptions;
 use crate::redlock::core::error::{ConfigError, LockError};
-use crate::redlock::core::keys::{LockKeys, Shape};
+use crate::redlock::core::keys::LockKeys;
 use crate::redlock::core::telemetry::Waiting;
 use crate::redlock::engine::Engine;
 use crate::redlock::lease::HeldLock;
 use crate::redlock::ops::health::settings::{self, SettingsReport};
 use crate::redlock::ops::health::{self, HealthReport};
 use crate::redlock::ops::shutdown;
+use crate::redlock::shared::check_shape;
 
 /// The Redlock engine: a handle on N independent Redis masters.
 ///
@@ -148,14 +150,11 @@ impl Redlock {
         async move {
             let keys = Arc::new(keys?);
             let resolved = engine.resolve(&options, &keys.user)?;
-            if resolved.fencing && matches!(keys.shape, Shape::Read { .. } | Shape::Permits { .. })
-            {
-                return Err(LockError::InvalidOptions {
-                    reason: "read leases and permits carry no fencing token; acquire them \
-                             with LockOptions::fencing(false)"
-                        .to_owned(),
-                });
-            }
+            let in_memory = engine
+                .nodes()
+                .iter()
+                .any(|n| n.kind() == NodeKind::InMemory);
+            check_shape(&keys, resolved.fencing, in_memory)?;
             let lifecycle = engine.lifecycle();
             // Counted before the closing flag is read (see `lifecycle`), and until the
             // attempt, or its cancellation, handed any cleanup to the janitor.

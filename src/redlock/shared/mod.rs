@@ -71,4 +71,8 @@
 pub(crate) mod calls;
 mod mode;
 
+pub(crate) use self::mode::check_shape;
 pub use self::mode::{LeaseMode, MAX_PERMITS};
+
+#[cfg(test)]
+mod tests;

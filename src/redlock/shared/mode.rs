@@ -1,7 +1,7 @@
 //! [`LeaseMode`]: which kind of lease an acquisition takes.
 
 use crate::redlock::core::error::LockError;
-use crate::redlock::core::keys::LockKeys;
+use crate::redlock::core::keys::{LockKeys, Shape};
 
 /// Most permits one key may have ([`LeaseMode::Permit`]).
 pub const MAX_PERMITS: u32 = 256;
@@ -33,5 +33,31 @@ impl LeaseMode {
             }),
             LeaseMode::Permit(n) => LockKeys::permits(prefix, key, n),
         }
+    }
+}
+
+/// Refuses what a key set's shape cannot do: a fencing token for a reader or a permit
+/// (never silently off), and read/write leases on simulated nodes (which run only the
+/// exclusive scripts).
+pub(crate) fn check_shape(
+    keys: &LockKeys,
+    fencing: bool,
+    in_memory: bool,
+) -> Result<(), LockError> {
+    let refuse = |reason: &str| {
+        Err(LockError::InvalidOptions {
+            reason: reason.to_owned(),
+        })
+    };
+    match keys.shape {
+        Shape::Read { .. } | Shape::Write { .. } if in_memory => refuse(
+            "read/write leases are not simulated: in-memory nodes run only the exclusive \
+             scripts (permits work)",
+        ),
+        Shape::Read { .. } | Shape::Permits { .. } if fencing => refuse(
+            "read leases and permits carry no fencing token; acquire them with \
+             LockOptions::fencing(false)",
+        ),
+        _ => Ok(()),
     }
 }
