@@ -34,7 +34,7 @@ use http::request::Parts;
 
 use crate::layer::key::KeyError;
 use crate::layer::{HeldLocks, REJECTION_TARGET, Rejection};
-use crate::redlock::{HeldLock, LockError, LockOptions, Redlock};
+use crate::redlock::{HeldLock, LeaseMode, LockError, LockOptions, Redlock};
 
 /// The default response (see [`Rejection::to_response`]); logged at `TRACE` on the
 /// `tower_redlock::rejection` target.
@@ -187,6 +187,33 @@ pub trait LockKey {
     fn options() -> LockOptions {
         LockOptions::new().no_retry()
     }
+
+    /// Which lease to take (default: [`LeaseMode::Exclusive`]): [`LeaseMode::Read`] shares
+    /// the key with other readers, [`LeaseMode::Write`] excludes them, and
+    /// [`LeaseMode::Permit`]`(n)` lets `n` holders in (the next one is rejected with
+    /// `429 Too Many Requests`, [`Rejection::Capacity`]).
+    ///
+    /// ```
+    /// use http::request::Parts;
+    /// use tower_redlock::LeaseMode;
+    /// use tower_redlock::extract::LockKey;
+    /// use tower_redlock::layer::key::KeyError;
+    ///
+    /// /// Readers of report 7 share it; at most 3 exports per tenant go the other way.
+    /// struct ReportRead;
+    ///
+    /// impl LockKey for ReportRead {
+    ///     fn key(_: &Parts) -> Result<String, KeyError> {
+    ///         Ok("report:7".to_owned())
+    ///     }
+    ///     fn mode() -> LeaseMode {
+    ///         LeaseMode::Read
+    ///     }
+    /// }
+    /// ```
+    fn mode() -> LeaseMode {
+        LeaseMode::Exclusive
+    }
 }
 
 /// A handler-level lock: extracting it acquires the key [`K::key`](LockKey::key) derives
@@ -195,8 +222,8 @@ pub trait LockKey {
 /// `Redlock` field and `#[derive(FromRef)]` or a hand-written `impl FromRef<AppState> for
 /// Redlock`).
 ///
-/// Rejects like [`RedlockLayer`](crate::layer::RedlockLayer): `423` when held elsewhere, `503`,
-/// `400`. Derefs to [`HeldLock`]; dropped at the end of the handler, it is released in the
+/// Rejects like [`RedlockLayer`](crate::layer::RedlockLayer): `423` when held elsewhere
+/// (`429` when every permit is taken, see [`LockKey::mode`]), `503`, `400`. Derefs to [`HeldLock`]; dropped at the end of the handler, it is released in the
 /// background — call `locked.into_inner().release().await` to release before answering.
 ///
 /// ```no_run
@@ -278,8 +305,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let key = K::key(parts)?;
         let lock = Redlock::from_ref(state)
-            .acquire_with(key, K::options())
-            .await?;
+            .acquire_mode_with(key, K::mode(), K::options())
+            .await
+            .map_err(|error| Rejection::of(error, K::mode()))?;
         Ok(Locked {
             lock,
             key: PhantomData,

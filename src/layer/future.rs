@@ -89,8 +89,9 @@ where
             Ok(Some(key)) => {
                 let route = settings.routes.of(request.extensions());
                 let options = settings.request_options(&route);
+                let mode = settings.sharing.mode(&method);
                 State::Acquiring {
-                    acquire: Box::pin(settings.redlock.acquire_with(key, options)),
+                    acquire: Box::pin(settings.redlock.acquire_mode_with(key, mode, options)),
                     call: Some((inner, request)),
                     holds: route.holds,
                 }
@@ -164,8 +165,10 @@ where
                         }
                         Err(error) => {
                             let error = Settings::estimated(error, &holds);
+                            let rejection =
+                                Rejection::of(error, this.settings.sharing.mode(this.method));
                             this.state.set(State::Done);
-                            return Poll::Ready(Ok(this.settings.reject(&Rejection::Lock(error))));
+                            return Poll::Ready(Ok(this.settings.reject(&rejection)));
                         }
                     }
                 }

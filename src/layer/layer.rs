@@ -14,6 +14,7 @@ use super::policy::{OnLost, Release};
 use super::response::Rejection;
 use super::service::RedlockService;
 use super::settings::{Settings, merge};
+use super::sharing::Sharing;
 use crate::redlock::{LockOptions, Redlock, RetryPolicy};
 
 /// Tower layer that runs each request under a distributed lock whose key is derived from
@@ -168,6 +169,34 @@ impl<K> RedlockLayer<K> {
         self
     }
 
+    /// Requests with one of `methods` (e.g. `[GET, HEAD]`) take **read** leases, shared
+    /// with each other; every other method takes a **write** lease, which excludes readers
+    /// and writers (see the README's *Shared leases*; a waiting writer blocks new readers).
+    /// A refused request gets `423 Locked`, as with exclusive leases.
+    ///
+    /// ```
+    /// use http::Method;
+    /// # fn demo(layer: tower_redlock::layer::RedlockLayer<tower_redlock::layer::key::Path>) {
+    /// let layer = layer.shared_for(&[Method::GET, Method::HEAD]);
+    /// # let _ = layer; }
+    /// ```
+    ///
+    /// Read leases carry no fencing token: with fencing on, readers are refused (`500`).
+    pub fn shared_for(mut self, methods: &[http::Method]) -> Self {
+        self.settings.sharing = Sharing::ReadWrite(methods.into());
+        self
+    }
+
+    /// At most `n` requests per key at once, across every instance: each takes one of `n`
+    /// permits (1 to [`MAX_PERMITS`](crate::MAX_PERMITS)). The next one is answered
+    /// `429 Too Many Requests` with `Retry-After` ([`Rejection::Capacity`]): the resource is
+    /// not locked (`423` would say so) — its capacity is used up, which is what 429 means
+    /// (RFC 6585 §4: too many requests, with `Retry-After` saying when to come back).
+    pub fn permits(mut self, n: u32) -> Self {
+        self.settings.sharing = Sharing::Permits(n);
+        self
+    }
+
     /// Stop auto-extending a request's lease after `limit` (see
     /// [`LockOptions::max_hold`]): a runaway handler then loses its lease (see [`OnLost`]).
     pub fn max_hold(mut self, limit: Duration) -> Self {
@@ -277,6 +306,7 @@ impl<K> fmt::Debug for RedlockLayer<K> {
             .field("on_lost", &self.settings.on_lost)
             .field("release", &self.settings.release)
             .field("hold_until_body_end", &self.settings.hold_body)
+            .field("sharing", &self.settings.sharing)
             .field("on_rejection", &self.settings.on_rejection.is_some())
             .finish()
     }

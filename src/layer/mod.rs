@@ -9,6 +9,9 @@
 //! - The [`HeldLock`](crate::HeldLock) is a request extension (an axum extractor with the
 //!   `axum` feature): handlers can read the fencing token, watch for loss, or release early.
 //!   Nested layers: [`HeldLocks`] lists every layer's lease, outermost first.
+//! - Shared keys: [`shared_for`](RedlockLayer::shared_for) gives some methods read leases
+//!   (the others write leases); [`permits`](RedlockLayer::permits) lets `n` requests per key
+//!   in at once, the next one gets `429 Too Many Requests` ([`Rejection::Capacity`]).
 //! - A lost lease cancels the inner future and answers `503` ([`OnLost`]).
 //! - The lease lasts exactly the request, whatever clones exist: released when the response
 //!   is produced (or the body's last frame, with
@@ -46,6 +49,7 @@ mod response;
 mod routes;
 mod service;
 mod settings;
+mod sharing;
 
 pub use self::body::{BoxError, ResponseBody};
 pub use self::future::ResponseFuture;

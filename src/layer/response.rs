@@ -19,6 +19,7 @@ pub(crate) const REJECTION_TARGET: &str = "tower_redlock::rejection";
 /// | cause | status | `Retry-After` |
 /// |---|---|---|
 /// | [`LockError::Contended`] | `423 Locked` | an estimate: see below |
+/// | [`Rejection::Capacity`] (every permit taken) | `429 Too Many Requests` | yes |
 /// | [`LockError::Unavailable`], [`LockError::Expired`] | `503 Service Unavailable` | yes |
 /// | [`LockError::Lost`] (while the handler ran), [`LockError::ShutDown`] | `503 Service Unavailable` | no |
 /// | [`LockError::InvalidKey`], [`KeyError::new`] | `400 Bad Request` | no |
@@ -51,6 +52,14 @@ pub enum Rejection {
     /// The lock could not be acquired, or was lost while the handler ran
     /// ([`LockError::Lost`]).
     Lock(LockError),
+    /// Every permit of the key is taken ([`RedlockLayer::permits`](super::RedlockLayer::permits)):
+    /// `429 Too Many Requests`. Not `423 Locked`: the resource is not locked, its capacity
+    /// is used up (RFC 6585 §4).
+    #[non_exhaustive]
+    Capacity {
+        /// When a permit may be free (the estimate of a `423`'s, see above).
+        retry_after: Duration,
+    },
 }
 
 impl Rejection {
@@ -59,6 +68,7 @@ impl Rejection {
         match self {
             Rejection::Key(error) => error.status(),
             Rejection::Lock(error) => lock_status(error),
+            Rejection::Capacity { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -68,6 +78,9 @@ impl Rejection {
         match self {
             Rejection::Key(_) => None,
             Rejection::Lock(error) => error.retry_after(),
+            Rejection::Capacity { retry_after } => {
+                Some((*retry_after).max(Duration::from_millis(1)))
+            }
         }
     }
 
@@ -123,6 +136,11 @@ impl Rejection {
                 "invalid-lock-key",
                 "Invalid lock key",
                 error.message().to_owned(),
+            ),
+            Rejection::Capacity { .. } => (
+                "capacity",
+                "Too many concurrent requests",
+                "Every permit of this resource is taken; retry later.".to_owned(),
             ),
             Rejection::Lock(error) => match error {
                 LockError::Contended { .. } => (
@@ -180,6 +198,11 @@ impl fmt::Display for Rejection {
         match self {
             Rejection::Key(error) => write!(f, "no lock key: {error}"),
             Rejection::Lock(error) => fmt::Display::fmt(error, f),
+            Rejection::Capacity { retry_after } => write!(
+                f,
+                "every permit is taken; retry after {} ms",
+                retry_after.as_millis()
+            ),
         }
     }
 }
@@ -189,6 +212,7 @@ impl std::error::Error for Rejection {
         match self {
             Rejection::Key(error) => Some(error),
             Rejection::Lock(error) => Some(error),
+            Rejection::Capacity { .. } => None,
         }
     }
 }

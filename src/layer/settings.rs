@@ -13,6 +13,7 @@ use super::key::KeyError;
 use super::policy::{OnLost, Release};
 use super::response::{REJECTION_TARGET, Rejection};
 use super::routes::{RouteState, Routes};
+use super::sharing::Sharing;
 use crate::redlock::{LockError, LockOptions, Redlock};
 
 pub(crate) type RejectFn = dyn Fn(&Rejection) -> Response<BoxBody> + Send + Sync + 'static;
@@ -25,6 +26,8 @@ pub(crate) struct Settings {
     pub(crate) on_lost: OnLost,
     pub(crate) release: Release,
     pub(crate) hold_body: bool,
+    /// Exclusive, read/write by method, or permits.
+    pub(crate) sharing: Sharing,
     pub(crate) on_rejection: Option<Arc<RejectFn>>,
     /// Set once the self-contention of nested layers on one key was logged.
     pub(crate) nesting_logged: Arc<AtomicBool>,
@@ -40,6 +43,7 @@ impl Settings {
             on_lost: OnLost::default(),
             release: Release::default(),
             hold_body: false,
+            sharing: Sharing::default(),
             on_rejection: None,
             nesting_logged: Arc::default(),
             routes: Arc::default(),

@@ -21,6 +21,7 @@
 //! | `acquire/` | one attempt, its cleanup, retries, fencing write-back, waiting |
 //! | `handover/` | local hand-over: per-key lines, hand-off, carried hand-off (one switch) |
 //! | `lease/` | a held lease: extension, timers, release, the ending decision |
+//! | `shared/` | read/write leases and permits: the safety argument, their node calls |
 //! | `wake/` | wake-on-release (pub/sub) |
 //! | `node/` | node I/O behind one seam, fan-out, the quorum tally, availability |
 //! | `sim/` | simulated nodes (the seam's second implementation) |
@@ -37,6 +38,7 @@ mod lease;
 mod node;
 pub(crate) mod ops;
 // The test kit's `sim` drives every fault; without it only `in_memory` uses the nodes.
+mod shared;
 #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
 pub(crate) mod sim;
 mod wake;
@@ -51,3 +53,4 @@ pub use self::handle::Redlock;
 pub use self::handle::builder::RedlockBuilder;
 pub use self::lease::{HeldLock, ReleaseOutcome};
 pub use self::node::breaker::{BreakerState, CircuitBreaker};
+pub use self::shared::{LeaseMode, MAX_PERMITS};

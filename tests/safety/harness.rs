@@ -11,6 +11,7 @@ use tower_redlock::testkit::{FaultProxy, LocalCluster, RedisCluster};
 
 use crate::chaos::{self, ChaosLog};
 use crate::history::{self, Section, Verdict, mono_now};
+use crate::shared::{self, LEASE_VAR, Lease, SharedVerdict};
 use crate::worker::{self, Stats};
 
 /// One run of the workers.
@@ -29,6 +30,8 @@ pub struct Scenario {
     /// How many of the five nodes are Redis Clusters (3 primaries each, one vote each);
     /// the others are standalone servers behind fault proxies.
     pub cluster_nodes: usize,
+    /// A shared lease instead of the exclusive one (see `shared`).
+    pub lease: Option<Lease>,
 }
 
 impl Scenario {
@@ -42,6 +45,7 @@ impl Scenario {
             faults: false,
             broken: false,
             cluster_nodes: 0,
+            lease: None,
         }
     }
 }
@@ -50,6 +54,8 @@ impl Scenario {
 pub struct Outcome {
     pub scenario: Scenario,
     pub verdict: Verdict,
+    /// The shared-lease checker's verdict, for a shared-lease run.
+    pub shared: Option<SharedVerdict>,
     pub stats: Stats,
     pub chaos: Option<ChaosLog>,
     pub took: Duration,
@@ -68,13 +74,20 @@ impl Outcome {
             self.scenario.tasks_per_process,
             self.scenario.duration,
             self.took.as_secs_f64(),
-            self.verdict,
+            // A shared-lease run is judged by its own checker (below).
+            match &self.shared {
+                Some(_) => "see the shared-lease verdict".to_owned(),
+                None => self.verdict.to_string(),
+            },
             s.acquired,
             s.unavailable,
             s.contended,
             s.other,
             s.skipped_writes
         );
+        if let Some(shared) = &self.shared {
+            text.push_str(&format!("\n  shared leases: {shared}"));
+        }
         let (p50, p99, max) = self.handovers;
         text.push_str(&format!(
             "\n  hand-over between holders: median {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
@@ -164,6 +177,10 @@ fn spawn_worker(
         .env(worker::UNTIL_VAR, until_ns.to_string())
         .env(worker::TASKS_VAR, scenario.tasks_per_process.to_string())
         .env(worker::TTL_VAR, scenario.ttl.as_millis().to_string())
+        .env(
+            LEASE_VAR,
+            scenario.lease.map(Lease::to_var).unwrap_or_default(),
+        )
         // The worker exits when this pipe closes, even if we are killed.
         .stdin(Stdio::piped())
         .stdout(log("stdout"))
@@ -290,7 +307,9 @@ pub async fn run(scenario: Scenario) -> Outcome {
     let mut conn = worker::counter_connection(&counter_node.url(0)).await;
     let counter: Option<i64> = conn.get(worker::COUNTER_KEY).await.unwrap();
     let verdict = history::check(&sections, counter.unwrap_or(0));
+    let shared = scenario.lease.map(|lease| shared::check(&sections, lease));
     Outcome {
+        shared,
         handovers: history::handovers(&sections),
         scenario,
         verdict,

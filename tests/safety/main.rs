@@ -22,11 +22,13 @@
 mod chaos;
 mod harness;
 mod history;
+mod shared;
 mod worker;
 
 use std::time::Duration;
 
 use harness::{Scenario, run};
+use shared::Lease;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_run_is_safe() {
@@ -84,6 +86,54 @@ async fn checker_catches_a_broken_lock() {
         verdict.lost_updates() > 0 || verdict.stale_reads > 0,
         "{verdict}"
     );
+}
+
+/// Read/write leases under minority faults: no writer section overlaps any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_write_run_is_safe() {
+    let mut scenario = Scenario::new("read-write", Duration::from_secs(8));
+    scenario.faults = true;
+    scenario.lease = Some(Lease::ReadWrite);
+    let outcome = run(scenario).await;
+    println!("{}", outcome.summary());
+    let shared = outcome.shared.as_ref().unwrap();
+    assert!(shared.is_safe(), "{}", outcome.summary());
+    // Not vacuous: readers shared, and writers ran.
+    assert!(
+        shared.writers >= 5 && shared.most_at_once >= 2,
+        "{}",
+        outcome.summary()
+    );
+}
+
+/// Two permits under minority faults: never more than two holders at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permits_run_is_safe() {
+    let mut scenario = Scenario::new("permits", Duration::from_secs(8));
+    scenario.faults = true;
+    scenario.lease = Some(Lease::Permits(2));
+    let outcome = run(scenario).await;
+    println!("{}", outcome.summary());
+    let shared = outcome.shared.as_ref().unwrap();
+    assert!(shared.is_safe(), "{}", outcome.summary());
+    assert_eq!(shared.most_at_once, 2, "{}", outcome.summary());
+}
+
+/// The checker catches the majority-quorum permit counter (see `shared`): three holders of
+/// two permits, though no node ever admitted more than two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_catches_a_majority_quorum_permit_counter() {
+    let mut scenario = Scenario::new("broken-permits", Duration::from_secs(3));
+    scenario.tasks_per_process = 1;
+    scenario.lease = Some(Lease::BrokenPermits(2));
+    let outcome = run(scenario).await;
+    println!("{}", outcome.summary());
+    let shared = outcome.shared.as_ref().unwrap();
+    assert!(
+        !shared.is_safe(),
+        "the checker missed the broken permits: {shared}"
+    );
+    assert_eq!(shared.most_at_once, 3, "{shared}");
 }
 
 /// Long run under faults; duration from `SAFETY_SOAK_SECS` (default 600).

@@ -67,13 +67,15 @@ async fn worker_process() {
     let until: u64 = var(UNTIL_VAR).parse().unwrap();
     let tasks: usize = var(TASKS_VAR).parse().unwrap();
     let ttl = Duration::from_millis(var(TTL_VAR).parse().unwrap());
+    let lease = crate::shared::Lease::from_env();
 
     let redlock = Redlock::builder()
         .nodes(nodes)
         .key_prefix(PREFIX)
         .ttl(ttl)
         .node_timeout(NODE_TIMEOUT)
-        .fencing(true)
+        // Readers and permits carry no fencing token.
+        .fencing(lease.is_none())
         .retry(RetryPolicy::until(Duration::from_secs(3)))
         .build()
         .await
@@ -82,12 +84,17 @@ async fn worker_process() {
 
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
-            tokio::spawn(client_task(
-                format!("p{id}t{t}"),
-                redlock.clone(),
-                counter.clone(),
-                until,
-            ))
+            let client = format!("p{id}t{t}");
+            match lease {
+                Some(lease) => tokio::spawn(crate::shared::client_task(
+                    client,
+                    redlock.clone(),
+                    lease,
+                    until,
+                    id.parse().unwrap(),
+                )),
+                None => tokio::spawn(client_task(client, redlock.clone(), counter.clone(), until)),
+            }
         })
         .collect();
     let mut out = String::new();

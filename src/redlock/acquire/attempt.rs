@@ -11,47 +11,10 @@ use super::vote::{Vote, acquire_call, vote};
 use crate::redlock::config::options::Resolved;
 use crate::redlock::core::error::LockError;
 use crate::redlock::core::keys::LockKeys;
-use crate::redlock::core::telemetry;
 use crate::redlock::core::validity;
 use crate::redlock::engine::Engine;
 use crate::redlock::lease::{Claim, HeldLock};
 use crate::redlock::node::{Call, Fanout, Reply, SentOn, Tally, warn_node};
-
-/// One attempt, unless the circuit breaker says to fail fast. The breaker's ticket lives
-/// across the attempt: dropped with it (the caller cancelled), it gives a probe slot back.
-pub(crate) async fn guarded_attempt(
-    engine: &Arc<Engine>,
-    keys: &Arc<LockKeys>,
-    options: &Resolved,
-) -> Result<HeldLock, LockError> {
-    let ticket = match engine.breaker.admit() {
-        Ok(ticket) => ticket,
-        Err(wait) => {
-            return Err(LockError::Unavailable {
-                reachable: 0,
-                total: engine.nodes().total(),
-                required: engine.nodes().quorum(),
-                retry_after: wait.max(Duration::from_millis(1)),
-                circuit_open: true,
-            });
-        }
-    };
-    let start = Instant::now();
-    let result = attempt(engine, keys, options).await;
-    let outcome = telemetry::acquire_outcome(&result.as_ref().map(drop));
-    telemetry::attempt(&options.label, outcome, start.elapsed());
-    let unavailable = matches!(result, Err(LockError::Unavailable { .. }));
-    let probe = ticket.is_probe();
-    let opened = ticket.record(unavailable);
-    if opened {
-        tracing::warn!("Redlock circuit breaker opened: the quorum was unreachable repeatedly");
-        telemetry::circuit(true, true);
-    } else if probe && !unavailable {
-        tracing::info!("Redlock circuit breaker closed: the quorum is reachable again");
-        telemetry::circuit(false, false);
-    }
-    result
-}
 
 /// The per-node acquire call.
 async fn acquire_on(engine: Arc<Engine>, call: Arc<Call>, sent: Sent, index: usize) -> Reply<Vote> {
@@ -59,8 +22,9 @@ async fn acquire_on(engine: Arc<Engine>, call: Arc<Call>, sent: Sent, index: usi
     (index, reply.and_then(|value| vote(&call, value)))
 }
 
-/// One attempt: returns as soon as a quorum said yes or can no longer say yes.
-pub(crate) async fn attempt(
+/// One attempt on one key set: returns as soon as a quorum said yes or can no longer say
+/// yes (permits: see [`permits`](super::permits)).
+pub(super) async fn attempt_one(
     engine: &Arc<Engine>,
     keys: &Arc<LockKeys>,
     options: &Resolved,
@@ -79,11 +43,18 @@ pub(crate) async fn attempt(
     // The clock starts before the first request is sent.
     let start = Instant::now();
     let sent: Sent = (0..total).map(|_| SentOn::default()).collect();
+    // A writer that will try again leaves its intent for one ttl (see `shared/`).
+    let intent_ms = if options.retry.max_attempts() > 1 {
+        ttl_ms
+    } else {
+        0
+    };
     let call = Arc::new(acquire_call(
         &claim,
         ttl_ms,
         options.fencing,
         engine.settings.fence_ttl,
+        intent_ms,
     ));
     let fanout = Fanout::new(total, nodes.timeout(), |index| {
         acquire_on(engine.clone(), call.clone(), sent.clone(), index)

@@ -14,6 +14,7 @@ use crate::redlock::core::scripts::MARK;
 use crate::redlock::engine::Engine;
 use crate::redlock::node::reply::{MarkReply, PttlReply};
 use crate::redlock::node::{Call, Tally, broadcast};
+use crate::redlock::shared::calls;
 
 /// What marking the keys found.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,6 +64,14 @@ pub(crate) async fn mark_awaited(engine: &Arc<Engine>, keys: &Arc<LockKeys>) -> 
     mark
 }
 
+/// A writer got in or gave up: its write intent, if it left one, is deleted from every
+/// node in the background (see `shared/`); nothing for other shapes.
+pub(crate) fn withdraw_intent(engine: &Arc<Engine>, keys: &LockKeys) {
+    if let Some(call) = calls::withdraw_intent(keys) {
+        broadcast(engine.nodes(), call).finish_in_background(engine.nodes());
+    }
+}
+
 /// Fills in the holder's remaining time of a contended error about to be returned, when
 /// the attempts were bare `SET`s, unless the caller has its own estimate
 /// (`skip_holder_ttl`: the error keeps this call's ttl).
@@ -72,6 +81,7 @@ pub(crate) async fn settle(
     options: &Resolved,
     error: LockError,
 ) -> LockError {
+    withdraw_intent(engine, keys);
     match error {
         LockError::Contended { .. }
             if bare_set(keys, options.fencing) && !options.skip_holder_ttl =>

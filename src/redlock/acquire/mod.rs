@@ -2,8 +2,10 @@
 //! retried per policy, waiting in this process's line for the keys when local hand-over is
 //! on (see `handover/`) and woken by the holder's release (see `wake/`).
 //!
-//! - [`vote`]: the request and the nodes' votes; [`attempt`]: one attempt;
+//! - [`vote`]: the request and the nodes' votes; [`attempt`]: one attempt; [`guard`]: the
+//!   circuit breaker around it;
 //! - [`cleanup`]: undoing what a failed or cancelled attempt left, late replies included;
+//! - [`permits`]: one of `N` permits, tried in a random rotation;
 //! - [`fence`]: the fencing write-back; [`contention`]: marking a held lock awaited and
 //!   asking its holder's time left.
 //!
@@ -14,6 +16,8 @@ mod attempt;
 mod cleanup;
 mod contention;
 mod fence;
+mod guard;
+mod permits;
 mod vote;
 
 use std::sync::Arc;
@@ -21,9 +25,9 @@ use std::sync::Arc;
 use rand::Rng;
 use tokio::time::Instant;
 
-pub(crate) use self::attempt::attempt;
-use self::attempt::guarded_attempt;
-use self::contention::{Mark, mark_awaited, settle};
+use self::contention::{Mark, mark_awaited, settle, withdraw_intent};
+use self::guard::guarded_attempt;
+pub(crate) use self::permits::attempt;
 use self::vote::bare_set;
 use crate::redlock::config::options::Resolved;
 use crate::redlock::core::error::LockError;
@@ -75,7 +79,11 @@ async fn retry_loop(
     let mut finished = 0u32;
     let mut looked_again = false;
     let wake = &engine.leases.wake;
-    let queues = engine.queues.as_ref().filter(|_| waits);
+    // Shared leases never take the local hand-over path (see `shared/`).
+    let queues = engine
+        .queues
+        .as_ref()
+        .filter(|_| waits && keys.is_exclusive());
     if let Some(queues) = queues.filter(|q| q.is_busy(&keys.queue_id())) {
         // Others of this process already wait: queue behind them instead of barging in.
         let Some((local, _)) = queues.turn(&keys.queue_id(), deadline).await else {
@@ -97,6 +105,9 @@ async fn retry_loop(
         }
         let error = match guarded_attempt(engine, keys, options).await {
             Ok(lock) => {
+                if finished > 0 {
+                    withdraw_intent(engine, keys);
+                }
                 tracing::Span::current().record("attempts", finished + 1);
                 lock.hold_turn(turn.map(|turn| Box::new(turn) as _));
                 return Ok(lock);

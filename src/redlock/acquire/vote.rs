@@ -10,6 +10,7 @@ use crate::redlock::core::validity;
 use crate::redlock::lease::Claim;
 use crate::redlock::node::reply::{AcquireReply, SetReply};
 use crate::redlock::node::{Call, NodeError};
+use crate::redlock::shared::calls;
 
 /// What one node said to an acquire request.
 #[derive(Debug, Clone, Copy)]
@@ -25,14 +26,27 @@ pub(crate) enum Vote {
 /// case) rather than the acquire script. A refused `SET` does not tell the holder's
 /// remaining time; it is asked (`holder_pttl`) only when a contended error is returned.
 pub(crate) fn bare_set(keys: &LockKeys, fencing: bool) -> bool {
-    keys.len() == 1 && !fencing
+    keys.len() == 1 && !fencing && keys.is_exclusive()
 }
 
 /// The acquire request, built once per attempt and sent as is to every node: a bare
 /// `SET key token NX PX ttl`, or else one script that checks and sets every key, and bumps
 /// the fencing counters (refreshing their expiry to `fence_ttl`), atomically.
-pub(crate) fn acquire_call(claim: &Claim, ttl_ms: u64, fencing: bool, fence_ttl: Duration) -> Call {
+/// Readers and writers have their own scripts (see `shared/`); `intent_ms`: how long a
+/// refused writer's intent lasts (0: it will not try again, and leaves none).
+pub(crate) fn acquire_call(
+    claim: &Claim,
+    ttl_ms: u64,
+    fencing: bool,
+    fence_ttl: Duration,
+    intent_ms: u64,
+) -> Call {
     let keys = &claim.keys;
+    let fence_ttl_ms = validity::millis_ceil(fence_ttl);
+    let token = claim.token.as_bytes();
+    if let Some(call) = calls::acquire(keys, token, ttl_ms, fencing, fence_ttl_ms, intent_ms) {
+        return call;
+    }
     if bare_set(keys, fencing) {
         let mut cmd = Cmd::with_capacity(6, 64 + keys.lock_keys()[0].len());
         cmd.arg("SET")
@@ -50,7 +64,7 @@ pub(crate) fn acquire_call(claim: &Claim, ttl_ms: u64, fencing: bool, fence_ttl:
             .arg(ttl_ms)
             .arg(keys.len())
             .arg(if fencing { "1" } else { "0" })
-            .arg(validity::millis_ceil(fence_ttl));
+            .arg(fence_ttl_ms);
     })
 }
 

@@ -19,6 +19,29 @@ pub(crate) struct LockKeys {
     lock: Box<[String]>,
     fence: Box<[String]>,
     channel: Box<[String]>,
+    /// Exclusive, or one of the shared kinds (see `redlock/shared/`).
+    pub(crate) shape: Shape,
+}
+
+/// What kind of lease a key set is for, with the extra Redis names the shared kinds use.
+/// Every name of one resource carries its hash tag (built by [`redis_name`]).
+#[derive(Debug)]
+pub(crate) enum Shape {
+    /// An ordinary lease: the lock keys hold the token.
+    Exclusive,
+    /// A reader: the lock key holds the readers' marker, the readers ZSET our token.
+    Read { readers: String, intent: String },
+    /// A writer: the lock key (the exclusive one) holds our token; while it waits, the
+    /// intent key holds `waiter` (one per acquisition, the same on every attempt).
+    Write {
+        intent: String,
+        waiter: super::token::Token,
+    },
+    /// `N` permits: the slot key sets, each an exclusive lease of its own; the lock keys
+    /// are every slot's (to mark them all awaited).
+    Permits {
+        slots: Box<[std::sync::Arc<LockKeys>]>,
+    },
 }
 
 impl LockKeys {
@@ -56,7 +79,62 @@ impl LockKeys {
             fence: named("fence"),
             channel: named("released"),
             user: user.into_boxed_slice(),
+            shape: Shape::Exclusive,
         })
+    }
+
+    /// The key set of a read (`write == false`) or write lease on the single key `key`:
+    /// its lock key is the exclusive one (`{prefix}{key}:lock`), so exclusive leases and
+    /// writers exclude each other, and the readers' marker there excludes both.
+    pub(crate) fn read_write(prefix: &str, key: &str, write: bool) -> Result<LockKeys, LockError> {
+        let mut keys = LockKeys::new(prefix, [key])?;
+        let intent = redis_name(prefix, key, "rw.intent");
+        keys.shape = if write {
+            Shape::Write {
+                intent,
+                waiter: super::token::Token::generate(),
+            }
+        } else {
+            Shape::Read {
+                readers: redis_name(prefix, key, "rw.readers"),
+                intent,
+            }
+        };
+        Ok(keys)
+    }
+
+    /// The key set of `permits` permits of `key`: slot `i` is an exclusive lease on
+    /// `{prefix}{key}:permit{i}:lock` (fence `...:permit{i}:fence`); every slot announces
+    /// its release on one channel, `{prefix}{key}:permits:released`.
+    pub(crate) fn permits(prefix: &str, key: &str, permits: u32) -> Result<LockKeys, LockError> {
+        validate(key)?;
+        let channel: Box<[String]> = [redis_name(prefix, key, "permits:released")].into();
+        let slots: Box<[std::sync::Arc<LockKeys>]> = (0..permits)
+            .map(|i| {
+                let named = |kind: &str| -> Box<[String]> {
+                    [redis_name(prefix, key, &format!("permit{i}:{kind}"))].into()
+                };
+                std::sync::Arc::new(LockKeys {
+                    lock: named("lock"),
+                    fence: named("fence"),
+                    channel: channel.clone(),
+                    user: [key.to_owned()].into(),
+                    shape: Shape::Exclusive,
+                })
+            })
+            .collect();
+        Ok(LockKeys {
+            lock: slots.iter().map(|s| s.lock[0].clone()).collect(),
+            fence: slots.iter().map(|s| s.fence[0].clone()).collect(),
+            channel,
+            user: [key.to_owned()].into(),
+            shape: Shape::Permits { slots },
+        })
+    }
+
+    /// Whether this is an ordinary (exclusive) lease's key set.
+    pub(crate) fn is_exclusive(&self) -> bool {
+        matches!(self.shape, Shape::Exclusive)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -121,6 +199,7 @@ impl LockKeys {
             fence: named("fence"),
             channel: named("released"),
             user: [format!("internal:{name}")].into(),
+            shape: Shape::Exclusive,
         }
     }
 }
@@ -290,6 +369,7 @@ mod tests {
             fence: named("fence"),
             channel: named("released"),
             user: user.iter().map(|k| k.to_string()).collect(),
+            shape: Shape::Exclusive,
         }
     }
 
@@ -307,6 +387,25 @@ mod tests {
             unchecked("p:", &["ab", "c"]).queue_id(),
             unchecked("p:", &["a", "bc"]).queue_id()
         );
+    }
+
+    #[test]
+    fn shared_names_share_the_key_tag() {
+        let rw = LockKeys::read_write("p:", "r:{7}:x", false).unwrap();
+        assert_eq!(rw.lock_keys(), ["p:{7}:lock:r:%7B7%7D:x"]);
+        let Shape::Read { readers, intent } = &rw.shape else {
+            panic!("not a reader");
+        };
+        assert_eq!(readers, "p:{7}:rw.readers:r:%7B7%7D:x");
+        assert_eq!(intent, "p:{7}:rw.intent:r:%7B7%7D:x");
+        let permits = LockKeys::permits("p:", "export", 3).unwrap();
+        assert_eq!(permits.lock_keys()[2], "p:{export}:permit2:lock");
+        assert_eq!(permits.channels(), ["p:{export}:permits:released"]);
+        let Shape::Permits { slots } = &permits.shape else {
+            panic!("not permits");
+        };
+        assert_eq!(slots[1].fence_keys(), ["p:{export}:permit1:fence"]);
+        assert_eq!(slots[1].channels(), permits.channels());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 pub(crate) mod error;
 pub(crate) mod json;
 pub(crate) mod keys;
+pub(crate) mod script;
 pub(crate) mod scripts;
 pub(crate) mod slot;
+pub(crate) mod shared_scripts;
 pub(crate) mod telemetry;
 pub(crate) mod token;
 pub(crate) mod validity;

@@ -5,36 +5,7 @@
 
 use std::sync::LazyLock;
 
-/// A script body with its SHA1, computed once.
-pub(crate) struct Script {
-    pub(crate) body: &'static str,
-    pub(crate) sha: String,
-    /// It must reach every node that will later vote, even one passed by or skipped
-    /// (sent there without waiting for the reply, see [`Call::must_reach`]): a release (a
-    /// key it leaves would block that node until its ttl) or a fencing write-back (a
-    /// counter it leaves low could let a later token go backwards).
-    ///
-    /// [`Call::must_reach`]: super::node::Call::must_reach
-    pub(crate) must_reach: bool,
-}
-
-impl Script {
-    fn new(body: &'static str) -> Script {
-        Script {
-            body,
-            sha: redis::Script::new(body).get_hash().to_owned(),
-            must_reach: false,
-        }
-    }
-
-    /// A script that must reach every node (see [`Script::must_reach`]).
-    fn must_reach(body: &'static str) -> Script {
-        Script {
-            must_reach: true,
-            ..Script::new(body)
-        }
-    }
-}
+pub(crate) use super::script::Script;
 
 /// Acquire: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` fencing counters;
 /// `ARGV = [token, ttl_ms, n, fencing, fence_ttl_ms]`.
@@ -236,8 +207,14 @@ return 1",
 });
 
 /// Every script, for loading on connect.
-pub(crate) static ALL: LazyLock<[&'static Script; 7]> = LazyLock::new(|| {
+pub(crate) static ALL: LazyLock<[&'static Script; 12]> = LazyLock::new(|| {
+    use super::shared_scripts as shared;
     [
+        &*shared::READ_ACQUIRE,
+        &*shared::READ_EXTEND,
+        &*shared::READ_RELEASE,
+        &*shared::WRITE_ACQUIRE,
+        &*shared::INTENT_WITHDRAW,
         &*ACQUIRE,
         &*EXTEND,
         &*EXTEND_MANY,

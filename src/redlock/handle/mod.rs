@@ -2,6 +2,7 @@
 //! in [`builder`].
 
 pub(crate) mod builder;
+mod shared;
 
 use std::fmt;
 use std::future::Future;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use self::builder::RedlockBuilder;
 use crate::redlock::acquire;
+use crate::redlock::config::node_url::NodeKind;
 use crate::redlock::config::options::LockOptions;
 use crate::redlock::core::error::{ConfigError, LockError};
 use crate::redlock::core::keys::LockKeys;
@@ -19,6 +21,7 @@ use crate::redlock::lease::HeldLock;
 use crate::redlock::ops::health::settings::{self, SettingsReport};
 use crate::redlock::ops::health::{self, HealthReport};
 use crate::redlock::ops::shutdown;
+use crate::redlock::shared::check_shape;
 
 /// The Redlock engine: a handle on N independent Redis masters.
 ///
@@ -133,12 +136,26 @@ impl Redlock {
         I: IntoIterator<Item = K>,
         K: AsRef<str>,
     {
+        let keys = LockKeys::new(&self.engine.settings.key_prefix, keys);
+        self.acquire_keys(keys, options)
+    }
+
+    /// Acquires the key set `keys` (of any shape) with `options`.
+    fn acquire_keys(
+        &self,
+        keys: Result<LockKeys, LockError>,
+        options: LockOptions,
+    ) -> impl Future<Output = Result<HeldLock, LockError>> + Send + 'static {
         let engine = self.engine.clone();
-        let keys = LockKeys::new(&engine.settings.key_prefix, keys);
         async move {
             let keys = Arc::new(keys?);
             engine.nodes().check_keys(&keys)?;
             let resolved = engine.resolve(&options, &keys.user)?;
+            let in_memory = engine
+                .nodes()
+                .iter()
+                .any(|n| n.kind() == NodeKind::InMemory);
+            check_shape(&keys, resolved.fencing, in_memory)?;
             let lifecycle = engine.lifecycle();
             // Counted before the closing flag is read (see `lifecycle`), and until the
             // attempt, or its cancellation, handed any cleanup to the janitor.

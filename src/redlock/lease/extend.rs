@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{LeaseCore, LeaseState, batch};
+use super::{Claim, LeaseCore, LeaseState, batch};
 use crate::redlock::core::error::LockError;
 use crate::redlock::core::scripts::EXTEND;
 use crate::redlock::core::telemetry::{self, KeyHash};
 use crate::redlock::core::validity;
 use crate::redlock::node::reply::ExtendReply;
 use crate::redlock::node::{Call, Tally, broadcast, node_failed, warn_node};
+use crate::redlock::shared::calls;
 
 /// Extends every key to `ttl` from now, if a quorum still holds our token.
 ///
@@ -50,6 +51,20 @@ pub(crate) async fn extend(core: &Arc<LeaseCore>, ttl: Duration) -> Result<(), L
     result
 }
 
+/// The extension call of one lease: a reader's own (see `shared/`), else [`EXTEND`].
+pub(crate) fn extend_call(claim: &Claim, ttl_ms: u64) -> Call {
+    let keys = &claim.keys;
+    if let Some(call) = calls::extend(keys, claim.token.as_bytes(), ttl_ms) {
+        return call;
+    }
+    Call::script(&EXTEND, keys.len(), |cmd| {
+        cmd.arg(keys.lock_keys())
+            .arg(claim.token.as_bytes())
+            .arg(ttl_ms)
+            .arg(keys.len());
+    })
+}
+
 async fn extend_inner(core: &Arc<LeaseCore>, ttl: Duration) -> Result<(), LockError> {
     // Our turn: held until every reply of this extension is in (see `extend`).
     let turn = core.extending.clone().lock_owned().await;
@@ -73,16 +88,7 @@ async fn extend_inner(core: &Arc<LeaseCore>, ttl: Duration) -> Result<(), LockEr
     batch::wake_by(core, core.valid_until());
     let ttl_ms = validity::millis_ceil(ttl);
     let (nodes, claim) = (&core.leases.nodes, &core.claim);
-    let keys = &claim.keys;
-    let mut fanout = broadcast(
-        nodes,
-        Call::script(&EXTEND, keys.len(), |cmd| {
-            cmd.arg(keys.lock_keys())
-                .arg(claim.token.as_bytes())
-                .arg(ttl_ms)
-                .arg(keys.len());
-        }),
-    );
+    let mut fanout = broadcast(nodes, extend_call(claim, ttl_ms));
     let mut tally = Tally::new(nodes);
     while let Some((index, reply)) = fanout.next().await {
         match reply.and_then(|v| ExtendReply::parse(&v)) {

@@ -11,7 +11,7 @@
 
 mod barrier;
 pub(crate) mod batch;
-mod extend;
+pub(crate) mod extend;
 mod held;
 mod registry;
 pub(crate) mod release;

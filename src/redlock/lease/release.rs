@@ -8,6 +8,7 @@ use crate::redlock::core::error::LockError;
 use crate::redlock::core::scripts::{RELEASE, RELEASE_ONE};
 use crate::redlock::node::reply::ReleaseReply;
 use crate::redlock::node::{self, Call, Tally, broadcast, warn_node};
+use crate::redlock::shared::calls;
 
 /// How a release ended, from what the nodes found: our token was gone from some node
 /// (`released`), else another token held the keys (`foreign`), else they had expired
@@ -44,6 +45,10 @@ pub(crate) fn hand_on_call(claim: &Claim, next: &Claim, ttl_ms: u64, carried: bo
 
 fn release_script(claim: &Claim, announce: bool, next: Option<(&Claim, u64, bool)>) -> Call {
     let keys = &claim.keys;
+    // A reader removes its own member (never handed on: see `shared/`).
+    if let Some(call) = calls::release(keys, claim.token.as_bytes(), announce) {
+        return call;
+    }
     if announce && next.is_none() && keys.len() == 1 {
         return Call::script(&RELEASE_ONE, 2, |cmd| {
             cmd.arg(&keys.lock_keys()[0])

@@ -58,6 +58,7 @@
 //!
 //! [`ExtendManyReply`]: crate::redlock::node::reply::ExtendManyReply
 
+mod alone;
 mod send;
 #[cfg(test)]
 mod tests;
@@ -160,13 +161,17 @@ enum Outcome {
 pub(crate) fn start_due(due: Vec<Arc<LeaseCore>>) {
     // Before any lease is taken: each one's validity counts from here.
     let start = Instant::now();
-    let batch: Vec<Member> = due
+    let (batch, alone): (Vec<Member>, Vec<Member>) = due
         .into_iter()
         .filter_map(|core| {
             let turn = take_due(&core, start)?;
             Some(Member { core, turn })
         })
-        .collect();
+        .partition(alone::batched);
+    for member in alone {
+        // The engine's own task, as for a batch.
+        drop(tokio::spawn(alone::extend_alone(member, start)));
+    }
     let Some(first) = batch.first() else {
         return;
     };
