@@ -5,7 +5,8 @@
 //! Each run is bounded by a timeout; the example runs in its own process group, so that on
 //! timeout or panic it is killed together with the `redis-server` nodes it started, and the
 //! test fails if the example leaves any process behind. The examples run one at a time, on
-//! local nodes (`REDLOCK_NODES` is removed from their environment).
+//! local nodes (`REDLOCK_NODES` is removed from their environment, except where a test sets
+//! it: the quickstart against a local Redis Cluster).
 #![cfg(feature = "testkit")]
 
 use std::io::Read;

@@ -178,3 +178,29 @@ async fn cancelled_acquisitions_leave_no_key_behind() {
         );
     }
 }
+
+/// The script cache is per server: after `SCRIPT FLUSH` on every node (as after a restart
+/// or on a node added by a reshard), calls go again as `EVAL`.
+#[tokio::test]
+async fn flushed_scripts_are_sent_again() {
+    let cluster = redis_cluster(3, 0).await;
+    let redlock = builder([cluster.url()])
+        .fencing(true)
+        .build()
+        .await
+        .unwrap();
+    let first = redlock.acquire("flush:a").await.unwrap();
+    let mut flush = redis::cmd("SCRIPT");
+    flush.arg("FLUSH");
+    for node in 0..cluster.nodes().len() {
+        cluster.command(node, &flush).await.unwrap();
+    }
+    first
+        .extend(Duration::from_secs(5))
+        .await
+        .expect("EXTEND as EVAL");
+    first.release().await.expect("RELEASE as EVAL");
+    assert_eq!(stored(&cluster, &lock_key("flush:a")).await, None);
+    let second = redlock.acquire("flush:a").await.expect("ACQUIRE as EVAL");
+    second.release().await.unwrap();
+}

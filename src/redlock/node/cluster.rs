@@ -318,3 +318,32 @@ fn eval_of(evalsha: &Cmd) -> Option<Cmd> {
     }
     Some(eval)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redlock::core::scripts::RELEASE_ONE;
+
+    #[test]
+    fn an_unanswered_script_call_has_its_eval_form() {
+        let call = Call::script(&RELEASE_ONE, 2, |cmd| {
+            cmd.arg("p:{a}:lock").arg("p:{a}:released").arg("token");
+        });
+        let Call::Command(unanswered) = call.unanswered().expect("a release must reach") else {
+            panic!("a command")
+        };
+        let Call::Script(script) = &call else {
+            panic!("a script call")
+        };
+        let eval = eval_of(&unanswered).expect("one of the engine's scripts");
+        assert_eq!(
+            eval.get_packed_command(),
+            script.eval().get_packed_command()
+        );
+        // Anything else has none.
+        assert!(eval_of(&redis::cmd("PING")).is_none());
+        let mut unknown = redis::cmd("EVALSHA");
+        unknown.arg("0000").arg(0);
+        assert!(eval_of(&unknown).is_none());
+    }
+}
