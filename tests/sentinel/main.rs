@@ -6,7 +6,9 @@
 //! - `failover`: a failover while a lease is held keeps it or ends it, never leaves a
 //!   silent second holder;
 //! - `caveat`: with replication cut, the promoted replica lacks the lock: one Sentinel node
-//!   alone lets a rival in (the documented caveat); among three votes it cannot.
+//!   alone lets a rival in (the documented caveat); among three votes it cannot;
+//! - `mixed`: five votes from standalone masters and two Sentinel groups, through two
+//!   failovers.
 #![cfg(feature = "testkit")]
 
 #[path = "../support/mod.rs"]
@@ -15,3 +17,4 @@ mod support;
 mod basic;
 mod caveat;
 mod failover;
+mod mixed;
