@@ -100,7 +100,7 @@ make_cluster() {
   local step=0 addrs=() port
   if ! cluster_ok; then
     for port in "${CLUSTER_PORTS[@]}"; do addrs+=("127.0.0.1:$port"); done
-    if redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q '^cluster_known_nodes:1'; then
+    if redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | tr -d '\r' | grep -qx 'cluster_known_nodes:1'; then
       redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
     fi
   fi

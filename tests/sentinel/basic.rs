@@ -156,3 +156,37 @@ async fn a_frozen_sentinel_holds_no_call_up() {
         .expect("found through the other two Sentinels within one node timeout");
     lock.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_replica_the_sentinels_name_as_primary_gets_no_lock_call() {
+    let group = SentinelGroup::start("named-replica")
+        .await
+        .expect("a Sentinel group");
+    // A writable replica, monitored as master "wrong" (Sentinel names it as the primary
+    // until it notices the role, seconds later): only the ROLE check keeps locks off it.
+    let replica = group.data().addr(1);
+    send(replica, &["CONFIG", "SET", "replica-read-only", "no"]).await;
+    let port = replica.port().to_string();
+    for sentinel in group.sentinel_addrs() {
+        send(
+            sentinel,
+            &["SENTINEL", "MONITOR", "wrong", "127.0.0.1", &port, "2"],
+        )
+        .await;
+    }
+    let url = group.url().replace("/named-replica", "/wrong");
+    let redlock = builder([url])
+        .retry(tower_redlock::RetryPolicy::none())
+        .build()
+        .await
+        .unwrap();
+    let err = redlock.acquire("sentinel:replica").await.unwrap_err();
+    assert!(matches!(err, LockError::Unavailable { .. }), "{err:?}");
+    assert!(
+        lock_value(group.data(), 1, "sentinel:replica")
+            .await
+            .is_none()
+    );
+    let health = redlock.health().await;
+    assert!(!health.is_healthy(), "{health:?}");
+}

@@ -17,23 +17,27 @@
 //!   *stale*: the call that saw it fails (a "no" vote) and the next call finds the primary
 //!   again (keeping the connections when it did not move).
 //!
-//! Everything happens inside a call, so the caller's node timeout bounds it all. Wake on
-//! release (pub/sub) is off for a Sentinel node: waiters poll (see
-//! [`client_for`](super::redis::client_for)).
+//! The lookup runs in the background ([`find`]): a call waits for it within its own node
+//! timeout (a "no" vote when it does not end in time), and a lookup that takes longer still
+//! serves the next call. Wake on release (pub/sub) is off for a Sentinel node: waiters poll
+//! (see [`client_for`](super::redis::client_for)).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::{ConnectionInfo, ErrorKind, RedisError, ServerErrorKind, Value};
+use tokio::task::JoinHandle;
 
-use self::discover::{Address, Sentinels, is_master};
+use self::discover::{Address, Sentinels};
+use self::find::Shared;
 use super::call::Call;
 use super::error::NodeError;
 use super::redis::{RedisConn, RedisLink};
 use super::transport::{Connection, Transport};
 
 mod discover;
+mod find;
 mod watch;
 
 /// Connections to the primary: one (see the module docs).
@@ -45,23 +49,17 @@ struct Primary {
     link: Arc<RedisLink>,
     /// Set when a reply or a failure showed it may no longer be the primary.
     stale: AtomicBool,
-    /// [`SentinelLink::switches`] when it was found.
+    /// The Sentinels' switch count when it was found (see [`watch`]).
     switches: u64,
 }
 
 /// The node's connections: those of its current primary.
 pub(crate) struct SentinelLink {
-    sentinels: Arc<Sentinels>,
-    /// The primary's credentials, database and TLS (its address is the Sentinels').
-    /// Boxed: large, and the link sits beside the others in an enum.
-    template: Box<ConnectionInfo>,
-    timeout: Duration,
-    current: RwLock<Option<Arc<Primary>>>,
-    /// One caller at a time finds the primary (and everyone uses what it found).
-    setup: tokio::sync::Mutex<()>,
-    /// Failovers announced by the Sentinels (see [`watch`]).
-    switches: Arc<AtomicU64>,
-    watch: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    /// The lookup under way, if any: one at a time (see [`find`]).
+    finding: Mutex<Option<JoinHandle<()>>>,
+    /// The `+switch-master` subscriptions (see [`watch`]).
+    watch: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A handle on one connection to the primary, and the primary it goes to.
@@ -86,87 +84,53 @@ impl SentinelLink {
                 "no Sentinel address",
             )));
         }
+        let sentinels = Sentinels::new(sentinels, master, timeout, tls_root);
         Ok(SentinelLink {
-            sentinels: Arc::new(Sentinels::new(sentinels, master, timeout, tls_root)),
-            template: Box::new(primary.clone()),
-            timeout,
-            current: RwLock::default(),
-            setup: tokio::sync::Mutex::new(()),
-            switches: Arc::default(),
+            shared: Arc::new(Shared::new(sentinels, primary, timeout)),
+            finding: Mutex::default(),
             watch: Mutex::default(),
         })
     }
 
     /// The current primary, as `host:port`, once found.
     pub(crate) fn primary(&self) -> Option<String> {
-        self.known().map(|primary| primary.address.to_string())
+        self.shared
+            .known()
+            .map(|primary| primary.address.to_string())
     }
 
-    /// The primary last found, stale or not.
-    fn known(&self) -> Option<Arc<Primary>> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The primary last found, unless it is stale.
-    fn trusted(&self) -> Option<Arc<Primary>> {
-        self.known().filter(|primary| !self.is_stale(primary))
-    }
-
-    fn is_stale(&self, primary: &Primary) -> bool {
-        primary.stale.load(Ordering::Acquire)
-            || primary.switches != self.switches.load(Ordering::Acquire)
-    }
-
-    /// Finds the primary again (see the module docs) and returns `call`'s connection to it,
-    /// checked with `ROLE`.
+    /// Waits for a lookup of the primary that ends after this call began (starting one
+    /// unless one is under way), then gives `call`'s connection to what it found.
     async fn rediscover(&self, call: &Call) -> Result<SentinelConn, NodeError> {
-        let _setup = self.setup.lock().await;
-        if let Some(primary) = self.trusted() {
-            let conn = connection_to(&primary, call).await?;
-            return Ok(SentinelConn { conn, primary });
+        let mut ended = self.shared.watch_ended();
+        ended.borrow_and_update();
+        if self.shared.trusted().is_none() {
+            self.start_finding();
+            // The sender lives in `shared`, which outlives this call.
+            let _ = ended.changed().await;
         }
-        self.ensure_watch();
-        let switches = self.switches.load(Ordering::Acquire);
-        let address = self.sentinels.primary().await?;
-        let link = match self.known() {
-            Some(known) if known.address == address => Arc::clone(&known.link),
-            _ => Arc::new(RedisLink::at(
-                &address.info(&self.template),
-                self.timeout,
-                ONE_LANE,
-                self.sentinels_tls_root(),
-            )?),
+        let Some(primary) = self.shared.trusted() else {
+            let failure = ended.borrow().failure();
+            return Err(failure.unwrap_or(NodeError::Reply(
+                "the Sentinel primary moved during the lookup",
+            )));
         };
-        let primary = Arc::new(Primary {
-            address,
-            link,
-            stale: AtomicBool::new(false),
-            switches,
-        });
         let conn = connection_to(&primary, call).await?;
-        let role = Call::Command(redis::cmd("ROLE"));
-        let checked = conn.clone().send(&role).await.inspect_err(|_| {
-            primary.stale.store(true, Ordering::Release);
-        })?;
-        if !is_master(&checked) {
-            return Err(NodeError::Reply(
-                "the address the Sentinels gave is not a primary (a failover under way?)",
-            ));
-        }
-        tracing::debug!(
-            master = self.sentinels.master(),
-            primary = %primary.address,
-            "Sentinel primary found"
-        );
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&primary));
         Ok(SentinelConn { conn, primary })
     }
 
-    fn sentinels_tls_root(&self) -> Option<&[u8]> {
-        self.sentinels.tls_root()
+    /// Starts a lookup unless one is under way (and the `+switch-master` watch unless it
+    /// runs); outside a Tokio runtime, nothing.
+    fn start_finding(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut finding = self.finding.lock().unwrap_or_else(|e| e.into_inner());
+        if finding.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        self.ensure_watch();
+        *finding = Some(runtime.spawn(find::find(Arc::clone(&self.shared))));
     }
 
     /// Starts the `+switch-master` watch, or starts it again if its runtime went away.
@@ -175,14 +139,15 @@ impl SentinelLink {
         if watch.iter().any(|task| !task.is_finished()) {
             return;
         }
-        *watch = watch::spawn(&self.sentinels, &self.switches);
+        *watch = watch::spawn(&self.shared.sentinels, &self.shared.switches);
     }
 }
 
 impl Drop for SentinelLink {
     fn drop(&mut self) {
+        let finding = self.finding.get_mut().unwrap_or_else(|e| e.into_inner());
         let watch = self.watch.get_mut().unwrap_or_else(|e| e.into_inner());
-        for task in watch.drain(..) {
+        for task in finding.take().into_iter().chain(watch.drain(..)) {
             task.abort();
         }
     }
@@ -199,7 +164,7 @@ impl Transport for SentinelLink {
     type Conn = SentinelConn;
 
     async fn connection(&self, call: &Call) -> Result<SentinelConn, NodeError> {
-        match self.trusted() {
+        match self.shared.trusted() {
             Some(primary) => {
                 let conn = connection_to(&primary, call).await?;
                 Ok(SentinelConn { conn, primary })
@@ -210,7 +175,7 @@ impl Transport for SentinelLink {
     }
 
     fn current(&self, call: &Call) -> Option<SentinelConn> {
-        let primary = self.known()?;
+        let primary = self.shared.known()?;
         let conn = primary.link.current(call)?;
         Some(SentinelConn { conn, primary })
     }
@@ -220,7 +185,7 @@ impl Transport for SentinelLink {
     }
 
     fn is_current(&self, conn: &SentinelConn) -> bool {
-        self.known().is_some_and(|primary| {
+        self.shared.known().is_some_and(|primary| {
             Arc::ptr_eq(&primary.link, &conn.primary.link) && primary.link.is_current(&conn.conn)
         })
     }

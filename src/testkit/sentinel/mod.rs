@@ -1,21 +1,17 @@
 //! [`SentinelGroup`]: a Sentinel-managed primary, its replica and three Sentinels, on
 //! loopback ports.
 
-use std::{
-    fs::{self, File},
-    net::SocketAddr,
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use redis::Value;
 
-use super::cluster::{
-    LOG_FILE, Proc, START_ATTEMPTS, TempDir, free_port, kill_and_reap, loopback, reset_dir,
-    send_signal, wait_proc_stopped, wait_ready,
-};
+use self::process::launch_sentinel;
+use self::query::{ask, field, info_says, is_master, offset, wait_for};
+use super::cluster::{Proc, TempDir, loopback, send_signal, wait_proc_stopped};
 use super::{ClusterOptions, FaultProxy, LocalCluster, TestkitError, find_redis_server};
+
+mod process;
+mod query;
 
 /// How many Sentinels a group runs; two of them make the quorum.
 const SENTINELS: usize = 3;
@@ -301,144 +297,6 @@ impl SentinelGroup {
     }
 }
 
-/// Starts one Sentinel monitoring `master` at `primary_port`, on a fresh port (retried a
-/// few times when the port was taken meanwhile).
-async fn launch_sentinel(
-    bin: &Path,
-    dir: &Path,
-    master: &str,
-    primary_port: u16,
-) -> Result<Sentinel, TestkitError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        reset_dir(dir)?;
-        let port = free_port()?;
-        let config = dir.join("sentinel.conf");
-        let ms = |d: Duration| d.as_millis().to_string();
-        fs::write(
-            &config,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
-                 sentinel resolve-hostnames no\n\
-                 sentinel monitor {master} 127.0.0.1 {primary_port} 2\n\
-                 sentinel down-after-milliseconds {master} {down}\n\
-                 sentinel failover-timeout {master} {failover}\n\
-                 sentinel parallel-syncs {master} 1\n",
-                dir = dir.display(),
-                down = ms(DOWN_AFTER),
-                failover = ms(FAILOVER_TIMEOUT),
-            ),
-        )?;
-        let log = File::create(dir.join(LOG_FILE))?;
-        let mut cmd = Command::new(bin);
-        cmd.arg(&config)
-            .arg("--sentinel")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let mut proc = Proc(cmd.spawn().map_err(TestkitError::Spawn)?);
-        match wait_ready(&mut proc, port, Duration::from_secs(10), dir).await {
-            Ok(()) => return Ok(Sentinel { port, proc }),
-            Err(TestkitError::Exited { .. }) if attempt < START_ATTEMPTS => {
-                kill_and_reap(proc).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 fn failed(what: &str) -> TestkitError {
     TestkitError::Sentinel(what.to_owned())
-}
-
-/// Polls `check` every 50 ms until it holds: at most 1 000 times and within `deadline`.
-async fn wait_for<F, Fut>(deadline: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    for _ in 0..1_000 {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-/// Sends `cmd` to the server at `addr` on a fresh connection, bounded by [`ASK`]; `None`
-/// on any failure or error reply.
-async fn ask(addr: SocketAddr, cmd: &redis::Cmd) -> Option<Value> {
-    let run = async {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(ASK))
-            .set_response_timeout(Some(ASK));
-        let client = redis::Client::open(format!("redis://{addr}")).ok()?;
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .ok()?;
-        cmd.query_async::<Value>(&mut conn).await.ok()
-    };
-    tokio::time::timeout(2 * ASK, run).await.ok().flatten()
-}
-
-/// Field `name` of `INFO replication` on the server at `addr`, as a number.
-async fn offset(addr: SocketAddr, name: &str) -> Option<u64> {
-    let text = info(addr, "replication").await?;
-    let prefix = format!("{name}:");
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-        .and_then(|v| v.parse().ok())
-}
-
-/// `INFO section` of the server at `addr`.
-async fn info(addr: SocketAddr, section: &str) -> Option<String> {
-    match ask(addr, redis::cmd("INFO").arg(section)).await? {
-        Value::BulkString(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-        Value::VerbatimString { text, .. } => Some(text),
-        _ => None,
-    }
-}
-
-/// Whether `INFO section` of the server at `addr` holds the line `line`.
-async fn info_says(addr: SocketAddr, section: &str, line: &str) -> bool {
-    info(addr, section)
-        .await
-        .is_some_and(|text| text.lines().any(|l| l.trim() == line))
-}
-
-/// Whether the server at `addr` says `ROLE` `master`.
-async fn is_master(addr: SocketAddr) -> bool {
-    match ask(addr, &redis::cmd("ROLE")).await {
-        Some(Value::Array(parts)) => {
-            matches!(parts.first(), Some(Value::BulkString(role)) if role == b"master")
-        }
-        _ => false,
-    }
-}
-
-/// Field `name` of a Sentinel instance reply (a flat key/value array, or a map).
-fn field(instance: &Value, name: &str) -> Option<String> {
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    match instance {
-        Value::Array(items) => items
-            .chunks(2)
-            .find(|pair| text(&pair[0]).as_deref() == Some(name))
-            .and_then(|pair| pair.get(1).and_then(text)),
-        Value::Map(pairs) => pairs
-            .iter()
-            .find(|(k, _)| text(k).as_deref() == Some(name))
-            .and_then(|(_, v)| text(v)),
-        _ => None,
-    }
 }
