@@ -209,3 +209,44 @@ async fn fencing_is_refused_for_readers_and_given_to_writers() {
         .unwrap();
     assert_eq!(r.fencing_token(), None);
 }
+
+/// Waiters whose retry pauses are 20 s get in soon after the holder leaves: a finished
+/// writer wakes a waiting reader, and the last reader out wakes a waiting writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_writer_or_last_reader_wakes_waiters() {
+    let cluster = cluster(3).await;
+    let redlock = redlock(&cluster).await;
+    let slow = || {
+        LockOptions::new().retry(
+            tower_redlock::RetryPolicy::until(Duration::from_secs(60))
+                .base_delay(Duration::from_secs(20))
+                .max_delay(Duration::from_secs(20)),
+        )
+    };
+    for writer_first in [true, false] {
+        let held = if writer_first {
+            redlock.acquire_write("wake").await.unwrap()
+        } else {
+            redlock.acquire_read("wake").await.unwrap()
+        };
+        let waiter = tokio::spawn({
+            let (redlock, options) = (redlock.clone(), slow());
+            async move {
+                if writer_first {
+                    redlock.acquire_read_with("wake", options).await
+                } else {
+                    redlock.acquire_write_with("wake", options).await
+                }
+            }
+        });
+        // Let it try, be refused, subscribe and mark the key.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiter.is_finished());
+        let freed = Instant::now();
+        held.release().await.unwrap();
+        let lock = within("the waiter", waiter).await.unwrap().unwrap();
+        let took = freed.elapsed();
+        assert!(took < Duration::from_secs(10), "woken after {took:?}");
+        lock.release().await.unwrap();
+    }
+}
