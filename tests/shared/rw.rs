@@ -71,7 +71,11 @@ async fn readers_are_extended_one_by_one() {
     assert!(eventually(NO_HANG, || async { r1.valid_until() > before }).await);
     assert!(r1.is_held());
     assert!(contended(redlock.acquire_write_with("ext", once()).await));
-    r1.release().await.unwrap();
+    // A user's extension of a reader: its own member only.
+    r1.extend(4 * SHORT_TTL).await.unwrap();
+    assert!(r1.remaining() > 2 * SHORT_TTL);
+    r1.clone().release().await.unwrap();
+    assert!(r1.extend(SHORT_TTL).await.is_err());
     let _w = redlock.acquire_write_with("ext", once()).await.unwrap();
 }
 
