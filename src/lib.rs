@@ -10,6 +10,8 @@
 //!   request, holds the lease while the inner service runs and answers `423 Locked` / `503`
 //!   with `Retry-After` when it cannot.
 //! - With the `axum` feature: [`HeldLock`] and `Locked<K>` extractors ([`extract`]).
+//! - Shared leases: read/write leases ([`Redlock::acquire_read`], [`Redlock::acquire_write`])
+//!   and `N` permits per key ([`Redlock::acquire_permit`]), in quorum form too ([`LeaseMode`]).
 //!
 //! ```no_run
 //! use std::time::Duration;

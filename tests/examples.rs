@@ -118,6 +118,19 @@ fn websocket_self_test() {
     );
 }
 
+/// With `EXAMPLE_SELF_TEST=1` the `reports` server, on a free port, runs two GETs of one
+/// report together and refuses a rebuild meanwhile (`423`), rebuilds after them (`200`), and
+/// lets 2 exports of a tenant in at once: the third gets `429` with `Retry-After`.
+#[test]
+#[cfg(feature = "axum")]
+fn reports_self_test() {
+    run_example(
+        "reports",
+        &[("EXAMPLE_SELF_TEST", "1"), ("PORT", "0")],
+        "self-test passed",
+    );
+}
+
 /// `target/<profile>/deps/examples-HASH` → `target/<profile>/examples/NAME`.
 fn example_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test binary");

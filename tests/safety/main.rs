@@ -8,6 +8,8 @@
 //! - `chaos`: a seeded fault schedule over a minority of the nodes (crash + delayed empty
 //!   restart, pause/resume, proxy latency).
 //! - `harness`: one run: nodes, workers, faults, history, verdict.
+//! - `shared`: shared-lease runs (read/write: no writer overlaps anything; permits: never
+//!   more than `N` at once) and the broken majority-quorum permit counter they must catch.
 //!
 //! CI runs bounded versions (a clean run, a faulty run, a run with a Redis Cluster as one of
 //! the five nodes, and a deliberately broken lock that the checker must catch). The soak is ignored by default:

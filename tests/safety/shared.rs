@@ -280,3 +280,40 @@ impl BrokenPermits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(acquired: u64, end: u64, kind: u64) -> Section {
+        section("c", acquired, end, end, kind)
+    }
+
+    #[test]
+    fn a_writer_overlapping_a_reader_is_caught() {
+        let readers = [s(0, 10, 0), s(5, 15, 0)];
+        assert!(check(&readers, Lease::ReadWrite).is_safe());
+        let mut history = readers.to_vec();
+        history.push(s(20, 30, WRITER));
+        assert!(check(&history, Lease::ReadWrite).is_safe());
+        history.push(s(14, 16, WRITER));
+        let verdict = check(&history, Lease::ReadWrite);
+        assert_eq!(verdict.writer_overlaps, 1, "{verdict}");
+        history.push(s(29, 40, 0));
+        assert_eq!(check(&history, Lease::ReadWrite).writer_overlaps, 2);
+    }
+
+    #[test]
+    fn more_holders_than_permits_are_caught() {
+        let two = [s(0, 10, 0), s(5, 15, 0), s(10, 20, 0)];
+        let verdict = check(&two, Lease::Permits(2));
+        assert!(verdict.is_safe() && verdict.most_at_once == 2, "{verdict}");
+        let three = [s(0, 10, 0), s(5, 15, 0), s(9, 20, 0)];
+        let verdict = check(&three, Lease::Permits(2));
+        assert_eq!(
+            (verdict.most_at_once, verdict.over_capacity),
+            (3, 1),
+            "{verdict}"
+        );
+    }
+}

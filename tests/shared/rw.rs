@@ -71,7 +71,11 @@ async fn readers_are_extended_one_by_one() {
     assert!(eventually(NO_HANG, || async { r1.valid_until() > before }).await);
     assert!(r1.is_held());
     assert!(contended(redlock.acquire_write_with("ext", once()).await));
-    r1.release().await.unwrap();
+    // A user's extension of a reader: its own member only.
+    r1.extend(4 * SHORT_TTL).await.unwrap();
+    assert!(r1.remaining() > 2 * SHORT_TTL);
+    r1.clone().release().await.unwrap();
+    assert!(r1.extend(SHORT_TTL).await.is_err());
     let _w = redlock.acquire_write_with("ext", once()).await.unwrap();
 }
 
@@ -208,4 +212,45 @@ async fn fencing_is_refused_for_readers_and_given_to_writers() {
         .await
         .unwrap();
     assert_eq!(r.fencing_token(), None);
+}
+
+/// Waiters whose retry pauses are 20 s get in soon after the holder leaves: a finished
+/// writer wakes a waiting reader, and the last reader out wakes a waiting writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_writer_or_last_reader_wakes_waiters() {
+    let cluster = cluster(3).await;
+    let redlock = redlock(&cluster).await;
+    let slow = || {
+        LockOptions::new().retry(
+            tower_redlock::RetryPolicy::until(Duration::from_secs(60))
+                .base_delay(Duration::from_secs(20))
+                .max_delay(Duration::from_secs(20)),
+        )
+    };
+    for writer_first in [true, false] {
+        let held = if writer_first {
+            redlock.acquire_write("wake").await.unwrap()
+        } else {
+            redlock.acquire_read("wake").await.unwrap()
+        };
+        let waiter = tokio::spawn({
+            let (redlock, options) = (redlock.clone(), slow());
+            async move {
+                if writer_first {
+                    redlock.acquire_read_with("wake", options).await
+                } else {
+                    redlock.acquire_write_with("wake", options).await
+                }
+            }
+        });
+        // Let it try, be refused, subscribe and mark the key.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiter.is_finished());
+        let freed = Instant::now();
+        held.release().await.unwrap();
+        let lock = within("the waiter", waiter).await.unwrap().unwrap();
+        let took = freed.elapsed();
+        assert!(took < Duration::from_secs(10), "woken after {took:?}");
+        lock.release().await.unwrap();
+    }
 }

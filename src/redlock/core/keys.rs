@@ -83,53 +83,21 @@ impl LockKeys {
         })
     }
 
-    /// The key set of a read (`write == false`) or write lease on the single key `key`:
-    /// its lock key is the exclusive one (`{prefix}{key}:lock`), so exclusive leases and
-    /// writers exclude each other, and the readers' marker there excludes both.
-    pub(crate) fn read_write(prefix: &str, key: &str, write: bool) -> Result<LockKeys, LockError> {
-        let mut keys = LockKeys::new(prefix, [key])?;
-        let intent = redis_name(prefix, key, "rw.intent");
-        keys.shape = if write {
-            Shape::Write {
-                intent,
-                waiter: super::token::Token::generate(),
-            }
-        } else {
-            Shape::Read {
-                readers: redis_name(prefix, key, "rw.readers"),
-                intent,
-            }
-        };
-        Ok(keys)
-    }
-
-    /// The key set of `permits` permits of `key`: slot `i` is an exclusive lease on
-    /// `{prefix}{key}:permit{i}:lock` (fence `...:permit{i}:fence`); every slot announces
-    /// its release on one channel, `{prefix}{key}:permits:released`.
-    pub(crate) fn permits(prefix: &str, key: &str, permits: u32) -> Result<LockKeys, LockError> {
-        validate(key)?;
-        let channel: Box<[String]> = [redis_name(prefix, key, "permits:released")].into();
-        let slots: Box<[std::sync::Arc<LockKeys>]> = (0..permits)
-            .map(|i| {
-                let named = |kind: &str| -> Box<[String]> {
-                    [redis_name(prefix, key, &format!("permit{i}:{kind}"))].into()
-                };
-                std::sync::Arc::new(LockKeys {
-                    lock: named("lock"),
-                    fence: named("fence"),
-                    channel: channel.clone(),
-                    user: [key.to_owned()].into(),
-                    shape: Shape::Exclusive,
-                })
-            })
-            .collect();
-        Ok(LockKeys {
-            lock: slots.iter().map(|s| s.lock[0].clone()).collect(),
-            fence: slots.iter().map(|s| s.fence[0].clone()).collect(),
+    /// A key set from its parts (the shared kinds build theirs in `shared/keys.rs`).
+    pub(crate) fn from_parts(
+        user: Box<[String]>,
+        lock: Box<[String]>,
+        fence: Box<[String]>,
+        channel: Box<[String]>,
+        shape: Shape,
+    ) -> LockKeys {
+        LockKeys {
+            user,
+            lock,
+            fence,
             channel,
-            user: [key.to_owned()].into(),
-            shape: Shape::Permits { slots },
-        })
+            shape,
+        }
     }
 
     /// Whether this is an ordinary (exclusive) lease's key set.
@@ -387,25 +355,6 @@ mod tests {
             unchecked("p:", &["ab", "c"]).queue_id(),
             unchecked("p:", &["a", "bc"]).queue_id()
         );
-    }
-
-    #[test]
-    fn shared_names_share_the_key_tag() {
-        let rw = LockKeys::read_write("p:", "r:{7}:x", false).unwrap();
-        assert_eq!(rw.lock_keys(), ["p:{7}:lock:r:%7B7%7D:x"]);
-        let Shape::Read { readers, intent } = &rw.shape else {
-            panic!("not a reader");
-        };
-        assert_eq!(readers, "p:{7}:rw.readers:r:%7B7%7D:x");
-        assert_eq!(intent, "p:{7}:rw.intent:r:%7B7%7D:x");
-        let permits = LockKeys::permits("p:", "export", 3).unwrap();
-        assert_eq!(permits.lock_keys()[2], "p:{export}:permit2:lock");
-        assert_eq!(permits.channels(), ["p:{export}:permits:released"]);
-        let Shape::Permits { slots } = &permits.shape else {
-            panic!("not permits");
-        };
-        assert_eq!(slots[1].fence_keys(), ["p:{export}:permit1:fence"]);
-        assert_eq!(slots[1].channels(), permits.channels());
     }
 
     #[test]

@@ -69,6 +69,7 @@
 //! before it takes part again (the README's *Node restarts*).
 
 pub(crate) mod calls;
+mod keys;
 mod mode;
 
 pub(crate) use self::mode::check_shape;

@@ -1,5 +1,6 @@
 //! [`LeaseMode`]: which kind of lease an acquisition takes.
 
+use super::keys;
 use crate::redlock::core::error::LockError;
 use crate::redlock::core::keys::{LockKeys, Shape};
 
@@ -26,12 +27,12 @@ impl LeaseMode {
     pub(crate) fn keys(self, prefix: &str, key: &str) -> Result<LockKeys, LockError> {
         match self {
             LeaseMode::Exclusive => LockKeys::new(prefix, [key]),
-            LeaseMode::Read => LockKeys::read_write(prefix, key, false),
-            LeaseMode::Write => LockKeys::read_write(prefix, key, true),
+            LeaseMode::Read => keys::read_write(prefix, key, false),
+            LeaseMode::Write => keys::read_write(prefix, key, true),
             LeaseMode::Permit(n) if n == 0 || n > MAX_PERMITS => Err(LockError::InvalidOptions {
                 reason: format!("{n} permits: between 1 and {MAX_PERMITS} are allowed"),
             }),
-            LeaseMode::Permit(n) => LockKeys::permits(prefix, key, n),
+            LeaseMode::Permit(n) => keys::permits(prefix, key, n),
         }
     }
 }
