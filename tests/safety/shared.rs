@@ -239,7 +239,7 @@ return 1";
 impl BrokenPermits {
     async fn connect(process: usize, n: u32) -> BrokenPermits {
         let urls = std::env::var(crate::worker::NODES_VAR).unwrap();
-        let urls: Vec<&str> = urls.split(',').collect();
+        let urls: Vec<&str> = urls.split_whitespace().collect();
         assert_eq!(urls.len(), 5, "the broken permits need the 5 nodes");
         let mut nodes = Vec::new();
         for &i in &REACHES[process % 3] {
