@@ -107,16 +107,20 @@ async fn subscribers(cluster: &LocalCluster, channel: &str) -> Vec<i64> {
     counts
 }
 
-/// Whether lock key `key` is marked as awaited (its value ends in `+`) on every node.
+/// Whether lock key `key` is marked as awaited (its value ends in `+`) on a quorum of
+/// nodes: a refused APPEND marks none, while one
+/// node whose mark timed out on a loaded machine stays unmarked for the waiter's whole
+/// retry pause (the release still publishes from the others).
 async fn marked(cluster: &LocalCluster, key: &str) -> bool {
+    let mut marked = 0;
     for i in 0..cluster.len() {
         let mut conn = raw(cluster, i).await;
         let value: Option<String> = conn.get(lock_key(key)).await.unwrap();
-        if !value.is_some_and(|v| v.ends_with('+')) {
-            return false;
+        if value.is_some_and(|v| v.ends_with('+')) {
+            marked += 1;
         }
     }
-    true
+    marked > cluster.len() / 2
 }
 
 /// Runs every engine feature as the lock user; `texts` collects every `Debug`/`Display`
