@@ -167,7 +167,9 @@ async fn the_extractor_takes_its_keys_mode() {
                 let read = read.clone();
                 async move {
                     let done = read.enter().await;
-                    drop(lock);
+                    // Released before the response: the last `/write` below must not race
+                    // a background release.
+                    lock.into_inner().release().await.unwrap();
                     done
                 }
             }),
@@ -179,7 +181,7 @@ async fn the_extractor_takes_its_keys_mode() {
                 let export = export.clone();
                 async move {
                     let done = export.enter().await;
-                    drop(lock);
+                    lock.into_inner().release().await.unwrap();
                     done
                 }
             }),
