@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tower_redlock::testkit::LocalCluster;
 use tower_redlock::{LockOptions, Redlock, RetryPolicy};
 
 use crate::support::*;
@@ -93,21 +92,6 @@ fn polling_waiter(waiter: Redlock, key: &'static str, every: Duration) -> JoinHa
     })
 }
 
-/// How many connections of node `i` subscribe to `key`'s release channel (0 when the node
-/// does not answer within [`RAW_BOUND`]).
-async fn subscribers(cluster: &LocalCluster, i: usize, key: &str) -> i64 {
-    let Some(mut conn) = try_raw(cluster, i).await else {
-        return 0;
-    };
-    let subs: Vec<(String, i64)> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(released_channel(key))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    subs.first().map_or(0, |(_, n)| *n)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_in_another_process_is_woken_by_the_release() {
     let cluster = cluster(5).await;
@@ -127,7 +111,7 @@ async fn a_waiter_in_another_process_is_woken_by_the_release() {
         let marked = lock_value(&cluster, 0, "handoff")
             .await
             .is_some_and(|v| v.ends_with('+'));
-        subscribers(&cluster, 0, "handoff").await > 0 && marked
+        subscribers(&cluster, 0, &released_channel("handoff")).await > 0 && marked
     })
     .await;
     assert!(subscribed, "the waiter never subscribed and marked the key");
@@ -158,7 +142,7 @@ async fn a_subscription_that_failed_is_made_again() {
     cluster.resume(0).unwrap();
     // One of the waiter's next waits subscribes on node 0 again.
     let again = eventually(NO_HANG, || async {
-        subscribers(&cluster, 0, "repair").await > 0
+        subscribers(&cluster, 0, &released_channel("repair")).await > 0
     })
     .await;
     assert!(again, "node 0's subscription was never made again");
@@ -177,14 +161,14 @@ async fn subscriptions_lost_with_a_restarted_node_are_made_again() {
     let lock = holder.acquire("restart").await.unwrap();
     let task = polling_waiter(waiter, "restart", Duration::from_millis(300));
     let subscribed = eventually(NO_HANG, || async {
-        subscribers(&cluster, 0, "restart").await > 0
+        subscribers(&cluster, 0, &released_channel("restart")).await > 0
     })
     .await;
     assert!(subscribed, "the waiter never subscribed on node 0");
     // The restart takes the waiter's subscriptions there with it.
     cluster.restart(0).await.unwrap();
     let again = eventually(NO_HANG, || async {
-        subscribers(&cluster, 0, "restart").await > 0
+        subscribers(&cluster, 0, &released_channel("restart")).await > 0
     })
     .await;
     assert!(

@@ -17,7 +17,9 @@ use tower_redlock::testkit::{ClusterOptions, LocalCluster};
 use tower_redlock::{LockError, LockOptions, Redlock, ReleaseOutcome, RetryPolicy};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::support::{NO_HANG, PREFIX, connect_url, eventually, lock_key, raw, released_channel};
+use crate::support::{
+    NO_HANG, PREFIX, connect_url, eventually, lock_key, raw, released_channel, subscribers,
+};
 
 const USER: &str = "locker";
 const PASSWORD: &str = "s3cret-Pa55-acl-7Qx";
@@ -92,17 +94,10 @@ async fn engine(cluster: &LocalCluster, password: &str, prefix: &str) -> Redlock
 }
 
 /// Subscribers of `channel` on every node, asked as the (unrestricted) default user.
-async fn subscribers(cluster: &LocalCluster, channel: &str) -> Vec<i64> {
+async fn subscribers_everywhere(cluster: &LocalCluster, channel: &str) -> Vec<i64> {
     let mut counts = Vec::new();
     for i in 0..cluster.len() {
-        let mut conn = raw(cluster, i).await;
-        let reply: (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        counts.push(reply.1);
+        counts.push(subscribers(cluster, i, channel).await);
     }
     counts
 }
@@ -232,7 +227,10 @@ async fn exercise(
     });
     let channel = released_channel("wake");
     let subscribed = eventually(NO_HANG, || async {
-        subscribers(cluster, &channel).await.iter().all(|&n| n > 0)
+        subscribers_everywhere(cluster, &channel)
+            .await
+            .iter()
+            .all(|&n| n > 0)
     })
     .await;
     if !subscribed {
@@ -257,7 +255,10 @@ async fn exercise(
         .map_err(|e| format!("release (waiter): {e}"))?;
     // Nobody waits any more: the subscription goes away (UNSUBSCRIBE, in the background).
     let unsubscribed = eventually(NO_HANG, || async {
-        subscribers(cluster, &channel).await.iter().all(|&n| n == 0)
+        subscribers_everywhere(cluster, &channel)
+            .await
+            .iter()
+            .all(|&n| n == 0)
     })
     .await;
     if !unsubscribed {

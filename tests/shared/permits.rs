@@ -89,8 +89,12 @@ async fn a_freed_permit_wakes_a_waiter() {
                 .await
         }
     });
-    // Let it try, be refused and subscribe.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It tried, was refused, subscribed and marked the permits it found held.
+    let (lock, channel) = (
+        redis_name("wake", "permit0:lock"),
+        redis_name("wake", "permits:released"),
+    );
+    assert!(eventually(NO_HANG, || awaited(&cluster, &lock, &channel)).await);
     assert!(!waiter.is_finished());
     let freed = Instant::now();
     a.release().await.unwrap();

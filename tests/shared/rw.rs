@@ -243,8 +243,9 @@ async fn a_finished_writer_or_last_reader_wakes_waiters() {
                 }
             }
         });
-        // Let it try, be refused, subscribe and mark the key.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // It tried, was refused, subscribed and marked the key.
+        let (lock, channel) = (lock_key("wake"), released_channel("wake"));
+        assert!(eventually(NO_HANG, || awaited(&cluster, &lock, &channel)).await);
         assert!(!waiter.is_finished());
         let freed = Instant::now();
         held.release().await.unwrap();

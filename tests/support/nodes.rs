@@ -12,19 +12,25 @@ use tower_redlock::testkit::LocalCluster;
 
 use super::{NO_HANG, PREFIX, eventually};
 
+/// The Redis name of user key `key`'s object `kind` (`lock`, `fence`, `released`,
+/// `permit0:lock`, `permits:released`, `rw.readers`, ...), for keys without `{}`.
+pub fn redis_name(key: &str, kind: &str) -> String {
+    format!("{PREFIX}{{{key}}}:{kind}")
+}
+
 /// The Redis key of `key`'s lock (holds the holder's token, with the lease as its PTTL).
 pub fn lock_key(key: &str) -> String {
-    format!("{PREFIX}{{{key}}}:lock")
+    redis_name(key, "lock")
 }
 
 /// The Redis key of `key`'s fencing counter.
 pub fn fence_key(key: &str) -> String {
-    format!("{PREFIX}{{{key}}}:fence")
+    redis_name(key, "fence")
 }
 
 /// The channel a release of `key` is published on (wakes waiters).
 pub fn released_channel(key: &str) -> String {
-    format!("{PREFIX}{{{key}}}:released")
+    redis_name(key, "released")
 }
 
 /// How long a direct question to a node that may be paused, cut off or down may take
@@ -94,4 +100,37 @@ pub async fn holders(cluster: &LocalCluster, key: &str) -> usize {
 /// hang).
 pub async fn released_everywhere(cluster: &LocalCluster, key: &str) -> bool {
     eventually(NO_HANG, || async { holders(cluster, key).await == 0 }).await
+}
+
+/// How many connections of node `i` subscribe to `channel` (0 when the node does not
+/// answer within [`RAW_BOUND`]).
+pub async fn subscribers(cluster: &LocalCluster, i: usize, channel: &str) -> i64 {
+    let Some(mut conn) = try_raw(cluster, i).await else {
+        return 0;
+    };
+    let numsub = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).to_owned();
+    let subs: Vec<(String, i64)> = tokio::time::timeout(RAW_BOUND, numsub.query_async(&mut conn))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    subs.first().map_or(0, |(_, n)| *n)
+}
+
+/// Whether a waiter awaits the release of Redis lock key `lock` on some node: there it
+/// subscribes to `channel` and has marked the lock (its value ends in `+`; only a marked
+/// release publishes), so a release wakes it. A test waits for this before it releases,
+/// instead of sleeping and hoping the waiter got that far.
+pub async fn awaited(cluster: &LocalCluster, lock: &str, channel: &str) -> bool {
+    for i in 0..cluster.len() {
+        let Some(mut conn) = try_raw(cluster, i).await else {
+            continue;
+        };
+        let value = tokio::time::timeout(RAW_BOUND, conn.get::<_, Option<String>>(lock)).await;
+        let marked = matches!(value, Ok(Ok(Some(v))) if v.ends_with('+'));
+        if marked && subscribers(cluster, i, channel).await > 0 {
+            return true;
+        }
+    }
+    false
 }
