@@ -10,9 +10,7 @@ use tokio::time::Instant;
 use super::{Member, Outcome, retry_pause, settle};
 use crate::redlock::core::keys::Shape;
 use crate::redlock::core::validity;
-use crate::redlock::lease::extend::extend_call;
-use crate::redlock::node::reply::ExtendReply;
-use crate::redlock::node::{Tally, broadcast, node_failed, warn_node};
+use crate::redlock::lease::extend::{extend_call, extension_round};
 
 /// Whether the batch can carry `member` (else it is extended alone).
 pub(super) fn batched(member: &Member) -> bool {
@@ -22,48 +20,18 @@ pub(super) fn batched(member: &Member) -> bool {
 /// Extends `member` alone (the batch that took it started at `start`).
 pub(super) async fn extend_alone(member: Member, start: Instant) {
     let Member { core, turn } = member;
-    let nodes = core.leases.nodes.clone();
-    let mut fanout = broadcast(
-        &nodes,
-        extend_call(&core.claim, validity::millis_ceil(core.ttl)),
-    );
-    let mut tally = Tally::new(&nodes);
-    let mut outcome = Outcome::Unavailable;
-    while let Some((index, reply)) = fanout.next().await {
-        match reply.and_then(|v| ExtendReply::parse(&v)) {
-            Ok(ExtendReply::Extended) => tally.yes(),
-            Ok(ExtendReply::NotOwner) => tally.no(),
-            Err(error) => {
-                tally.failed();
-                warn_node(&nodes, index, "extend", &error);
-            }
-        }
-        if tally.won() {
-            outcome = Outcome::Extended;
-            break;
-        }
-        if tally.refused() {
-            outcome = Outcome::Refused;
-            break;
-        }
-        if tally.lost() {
-            break;
-        }
-    }
-    let jitter = rand::rng().random_range(1.0..1.5);
-    let retry_at = Instant::now() + retry_pause(core.ttl).mul_f64(jitter);
-    settle(&core, outcome, start, retry_at);
-    let engine = nodes.clone();
-    let rest = fanout.drain(&nodes, move |(index, reply)| {
-        if let Err(error) = reply {
-            node_failed(&engine, index, &error);
-        }
-    });
-    match rest {
-        Some(rest) => nodes.janitor.run(async move {
-            rest.await;
-            drop(turn);
-        }),
-        None => drop(turn),
-    }
+    let call = extend_call(&core.claim, validity::millis_ceil(core.ttl));
+    extension_round(&core.leases.nodes, call, turn, |tally| {
+        let outcome = if tally.won() {
+            Outcome::Extended
+        } else if tally.refused() {
+            Outcome::Refused
+        } else {
+            Outcome::Unavailable
+        };
+        let jitter = rand::rng().random_range(1.0..1.5);
+        let retry_at = Instant::now() + retry_pause(core.ttl).mul_f64(jitter);
+        settle(&core, outcome, start, retry_at);
+    })
+    .await;
 }
