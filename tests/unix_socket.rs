@@ -9,8 +9,8 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tower_redlock::NodeKind;
 use tower_redlock::testkit::{ClusterOptions, LocalCluster};
-use tower_redlock::{LockError, LockOptions, NodeKind};
 
 use support::*;
 
@@ -47,11 +47,7 @@ async fn nodes_on_unix_sockets_lock_extend_release_and_fence() {
     let token = lock.fencing_token().expect("fencing is on");
     // Written through the sockets: every node holds it (read back over TCP).
     assert_eq!(holders(&nodes, "unix:a").await, 3);
-    let busy = redlock
-        .acquire_with("unix:a", LockOptions::new().no_retry())
-        .await
-        .unwrap_err();
-    assert!(matches!(busy, LockError::Contended { .. }), "{busy:?}");
+    assert_contended(&redlock, "unix:a").await;
     lock.extend(Duration::from_secs(5)).await.expect("extend");
     lock.release().await.expect("release");
     assert!(released_everywhere(&nodes, "unix:a").await);

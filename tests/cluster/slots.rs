@@ -47,11 +47,7 @@ async fn locks_on_keys_in_every_shard_work_through_one_cluster_node() {
             stored(&cluster, &lock_key(key)).await.is_some(),
             "at the slot owner"
         );
-        let busy = rival
-            .acquire_with(key, LockOptions::new().no_retry())
-            .await
-            .unwrap_err();
-        assert!(matches!(busy, LockError::Contended { .. }), "{busy:?}");
+        assert_contended(&rival, key).await;
         lock.extend(Duration::from_secs(5)).await.expect("extend");
         lock.release().await.expect("release");
         assert_eq!(stored(&cluster, &lock_key(key)).await, None, "released");
@@ -82,11 +78,7 @@ async fn a_multi_key_lock_needs_one_slot_on_a_cluster_node() {
         .acquire_many(["order:{42}:debit", "order:{42}:credit"])
         .await
         .expect("keys with a common tag share a slot");
-    let one = redlock
-        .acquire_with("order:{42}:credit", LockOptions::new().no_retry())
-        .await
-        .unwrap_err();
-    assert!(matches!(one, LockError::Contended { .. }), "{one:?}");
+    assert_contended(&redlock, "order:{42}:credit").await;
     both.release().await.unwrap();
 
     let spread = redlock
@@ -133,11 +125,7 @@ async fn leases_in_many_slots_are_extended_in_batches() {
     tokio::time::sleep_until(first_end + SHORT_TTL).await;
     for (i, lease) in leases.iter().enumerate() {
         assert!(lease.is_held(), "lease {i}");
-        let busy = rival
-            .acquire_with(&format!("batch:{i}"), LockOptions::new().no_retry())
-            .await
-            .unwrap_err();
-        assert!(matches!(busy, LockError::Contended { .. }), "{busy:?}");
+        assert_contended(&rival, &format!("batch:{i}")).await;
     }
     for lease in leases {
         lease.release().await.unwrap();

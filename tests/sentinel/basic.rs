@@ -21,11 +21,7 @@ async fn a_sentinel_node_locks_extends_releases_and_fences() {
 
     let lock = redlock.acquire("sentinel:a").await.expect("free");
     let token = lock.fencing_token().expect("fencing is on");
-    let busy = redlock
-        .acquire_with("sentinel:a", LockOptions::new().no_retry())
-        .await
-        .unwrap_err();
-    assert!(matches!(busy, LockError::Contended { .. }), "{busy:?}");
+    assert_contended(&redlock, "sentinel:a").await;
     lock.extend(Duration::from_secs(5)).await.expect("extend");
 
     // The lock is on the primary the Sentinels name, and nowhere else was written to.

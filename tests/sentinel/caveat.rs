@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use tower_redlock::LockOptions;
 use tower_redlock::testkit::SentinelGroup;
-use tower_redlock::{LockError, LockOptions};
 
 use crate::support::*;
 
@@ -65,26 +65,12 @@ async fn among_three_votes_the_promoted_replica_gives_a_rival_no_quorum() {
 
     group.failover().await.expect("a failover");
     let rival = builder(urls).build().await.unwrap();
-    let refused = rival
-        .acquire_with("caveat:b", LockOptions::new().no_retry())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(refused, LockError::Contended { .. }),
-        "{refused:?}"
-    );
+    assert_contended(&rival, "caveat:b").await;
     // The holder keeps two votes of three.
     lock.extend(Duration::from_secs(5))
         .await
         .expect("two standalone votes");
     assert!(lock.is_held());
-    let refused = rival
-        .acquire_with("caveat:b", LockOptions::new().no_retry())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(refused, LockError::Contended { .. }),
-        "{refused:?}"
-    );
+    assert_contended(&rival, "caveat:b").await;
     lock.release().await.unwrap();
 }

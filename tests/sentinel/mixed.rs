@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tower_redlock::testkit::SentinelGroup;
-use tower_redlock::{LockError, LockOptions, NodeKind};
+use tower_redlock::{LockOptions, NodeKind};
 
 use crate::support::*;
 
@@ -37,14 +37,7 @@ async fn five_votes_from_standalone_and_sentinel_nodes_keep_a_lease_through_two_
         .await
         .expect("a promotes its replica");
 
-    let refused = rival
-        .acquire_with("mixed:a", LockOptions::new().no_retry())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(refused, LockError::Contended { .. }),
-        "{refused:?}"
-    );
+    assert_contended(&rival, "mixed:a").await;
     lock.extend(Duration::from_secs(5))
         .await
         .expect("a majority of the five votes");

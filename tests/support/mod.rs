@@ -26,7 +26,7 @@ pub use proxied::*;
 pub use sync::*;
 use tower_redlock::testkit::LocalCluster;
 pub use tower_redlock::testkit::eventually;
-use tower_redlock::{Redlock, RedlockBuilder, RetryPolicy};
+use tower_redlock::{LockError, LockOptions, Redlock, RedlockBuilder, RetryPolicy};
 #[cfg(feature = "axum")]
 pub use web::*;
 
@@ -66,6 +66,19 @@ pub async fn redlock(cluster: &LocalCluster) -> Redlock {
         .build()
         .await
         .expect("build redlock")
+}
+
+/// Asserts that `redlock` is refused `key` at once (`Contended`, one attempt): someone
+/// holds it.
+pub async fn assert_contended(redlock: &Redlock, key: &str) {
+    match redlock
+        .acquire_with(key, LockOptions::new().no_retry())
+        .await
+    {
+        Err(LockError::Contended { .. }) => {}
+        Err(other) => panic!("{key}: refused with {other:?}, not as contended"),
+        Ok(_) => panic!("{key}: a second holder got it"),
+    }
 }
 
 /// Retry for up to `deadline` with short, fast-growing pauses.

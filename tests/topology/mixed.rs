@@ -78,14 +78,7 @@ async fn five_mixed_nodes_are_five_votes() {
     let mut tokens = Vec::new();
     for key in ["mixed:a", "mixed:b", "mixed:c", "mixed:d"] {
         let lock = holder.acquire(key).await.expect("free");
-        let refused = rival
-            .acquire_with(key, LockOptions::new().no_retry())
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(refused, LockError::Contended { .. }),
-            "{refused:?}"
-        );
+        assert_contended(&rival, key).await;
         tokens.push(lock.fencing_token().expect("fencing is on"));
         lock.release().await.expect("release");
         let after = rival.acquire(key).await.expect("free after the release");

@@ -30,11 +30,7 @@ async fn one_node_is_a_quorum_of_one_and_every_engine_feature_works() {
 
     let first = redlock.acquire("single:a").await.expect("free");
     let token = first.fencing_token().expect("fencing is on");
-    let busy = redlock
-        .acquire_with("single:a", LockOptions::new().no_retry())
-        .await
-        .unwrap_err();
-    assert!(matches!(busy, LockError::Contended { .. }), "{busy:?}");
+    assert_contended(&redlock, "single:a").await;
     first.extend(Duration::from_secs(5)).await.expect("extend");
     first.release().await.expect("release");
 
@@ -46,11 +42,7 @@ async fn one_node_is_a_quorum_of_one_and_every_engine_feature_works() {
         .acquire_many(["single:b", "single:c"])
         .await
         .expect("a multi-key lock");
-    let one = redlock
-        .acquire_with("single:c", LockOptions::new().no_retry())
-        .await
-        .unwrap_err();
-    assert!(matches!(one, LockError::Contended { .. }), "{one:?}");
+    assert_contended(&redlock, "single:c").await;
     both.release().await.unwrap();
     let value = redlock
         .with_lock("single:c", |_lock| async { 42 })
