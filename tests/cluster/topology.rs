@@ -4,7 +4,7 @@
 
 use redis::Value;
 use tower_redlock::testkit::{CLUSTER_NODE_TIMEOUT, RedisCluster};
-use tower_redlock::{HeldLock, LockError, LockOptions, Redlock};
+use tower_redlock::{HeldLock, LockError, LockOptions, Redlock, ReleaseOutcome};
 
 use crate::redis_cluster;
 use crate::support::*;
@@ -61,6 +61,9 @@ async fn a_slot_moved_while_a_lease_is_held_keeps_the_lease() {
     let redis_key = tagged_lock_key("m", key);
     let slot = cluster.slot_of(&redis_key).await.unwrap();
     let lease = holder.acquire(key).await.unwrap();
+    // Another lease in the slot, to be released while the slot migrates.
+    let early_key = "move:{m}:c";
+    let early = holder.acquire(early_key).await.unwrap();
     let from = cluster.owner(slot).await.unwrap();
     let to = *cluster
         .primaries()
@@ -71,10 +74,18 @@ async fn a_slot_moved_while_a_lease_is_held_keeps_the_lease() {
         .unwrap();
 
     // Mid-migration: the key is still at `from` (served there); a new key of the slot
-    // goes to `to` by ASK. (A release in the slot waits until the migration ends: its
-    // wake-up channel is declared as a key and never stored, and Redis answers TRYAGAIN to
-    // a script with some of its keys missing in a migrating slot.)
+    // goes to `to` by ASK. A release is served too: it declares only the lock key (Redis
+    // answers TRYAGAIN to a script with a declared key missing in a migrating slot, and a
+    // wake-up channel is never stored, so it is an argument).
     cluster.begin_migration(slot, to).await.unwrap();
+    assert_eq!(
+        early.release().await.expect("released mid-migration"),
+        ReleaseOutcome::Released
+    );
+    assert_eq!(
+        stored_at(&cluster, from, &tagged_lock_key("m", early_key)).await,
+        None
+    );
     rival_is_refused(&rival, key, &lease).await;
     lease
         .extend(SHORT_TTL)
@@ -88,9 +99,17 @@ async fn a_slot_moved_while_a_lease_is_held_keeps_the_lease() {
     count.arg("COUNTKEYSINSLOT").arg(slot);
     let at_to = cluster.command(to, &count).await.unwrap();
     assert_eq!(at_to, Value::Int(1), "created at the importing node");
+    // Released mid-migration too, by ASK.
+    assert_eq!(
+        other
+            .release()
+            .await
+            .expect("released at the importing node"),
+        ReleaseOutcome::Released
+    );
+    assert_eq!(cluster.command(to, &count).await.unwrap(), Value::Int(0));
 
     cluster.finish_migration(slot, to).await.unwrap();
-    other.release().await.expect("released at the new owner");
     assert!(
         stored_at(&cluster, to, &redis_key).await.is_some(),
         "the key moved"

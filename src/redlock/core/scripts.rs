@@ -90,8 +90,12 @@ return out",
     )
 });
 
-/// Release: `KEYS[1..n]` lock keys, `KEYS[n+1..2n]` wake-up channels;
-/// `ARGV = [token, n, announce, next_token?, ttl_ms?, carried?]`.
+/// Release: `KEYS[1..n]` lock keys;
+/// `ARGV = [token, n, announce, channel_1..channel_n, next_token?, ttl_ms?, carried?]`.
+///
+/// The wake-up channels are arguments, not keys: a channel is never stored, and a Redis
+/// Cluster node answers `TRYAGAIN` to a script with a declared key it does not have while
+/// the slot migrates (a release would fail there until the migration ends).
 ///
 /// With `next_token` (a local hand-off, see `handoff.rs`): when every key holds our unmarked
 /// token, each becomes `next_token` with a fresh `ttl_ms` expiry — the next holder in this
@@ -111,8 +115,9 @@ return out",
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::must_reach(
         r"local n = tonumber(ARGV[2])
-if ARGV[4] then
-  local carried = ARGV[6] == '1'
+local h = 3 + n
+if ARGV[h + 1] then
+  local carried = ARGV[h + 3] == '1'
   local whole, marked = true, false
   for i = 1, n do
     local v = redis.call('GET', KEYS[i])
@@ -121,10 +126,10 @@ if ARGV[4] then
     end
   end
   if whole then
-    local next = ARGV[4]
+    local next = ARGV[h + 1]
     if marked then next = next .. '+' end
     for i = 1, n do
-      redis.call('SET', KEYS[i], next, 'PX', ARGV[5])
+      redis.call('SET', KEYS[i], next, 'PX', ARGV[h + 2])
     end
     if marked then return 3 end
     return 2
@@ -140,7 +145,7 @@ for i = 1, n do
   end
   if v == ARGV[1] then
     redis.call('DEL', KEYS[i])
-    if awaited and ARGV[3] == '1' then redis.call('PUBLISH', KEYS[n + i], '1') end
+    if awaited and ARGV[3] == '1' then redis.call('PUBLISH', ARGV[3 + i], '1') end
     released = released + 1
   elseif v then
     foreign = foreign + 1
@@ -154,7 +159,7 @@ return 0",
 
 /// Release of one key (the common case), always announced: [`RELEASE`] with `n = 1` and
 /// `announce = 1`, with as little work for the node as the classic compare-and-delete when
-/// nobody waits. `KEYS = [lock key, channel]`; `ARGV = [token]`.
+/// nobody waits. `KEYS = [lock key]`; `ARGV = [token, channel]`.
 pub(crate) static RELEASE_ONE: LazyLock<Script> = LazyLock::new(|| {
     Script::must_reach(
         r"local v = redis.call('GET', KEYS[1])
@@ -162,7 +167,7 @@ if v == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 if not v then return 0 end
 if v ~= ARGV[1] .. '+' then return -1 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', KEYS[2], '1')
+redis.call('PUBLISH', ARGV[2], '1')
 return 1",
     )
 });

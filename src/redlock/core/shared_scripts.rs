@@ -59,7 +59,7 @@ return 1",
     )
 });
 
-/// Read release: `KEYS = [lock, readers, channel]`; `ARGV = [token, announce]`. Removes our
+/// Read release: `KEYS = [lock, readers]`; `ARGV = [token, announce, channel]`. Removes our
 /// member only; the last reader out deletes the marker and, when `announce` is `1` and a
 /// waiter marked it, publishes on the channel. Returns 1 (removed), 0 (not there:
 /// expired) or -1 (not there, and a writer holds the lock key).
@@ -73,7 +73,7 @@ local v = redis.call('GET', KEYS[1])
 local marker = v == 'readers' or v == 'readers+'
 if marker and redis.call('ZCARD', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[1])
-  if v == 'readers+' and ARGV[2] == '1' then redis.call('PUBLISH', KEYS[3], '1') end
+  if v == 'readers+' and ARGV[2] == '1' then redis.call('PUBLISH', ARGV[3], '1') end
 end
 if removed == 1 then return 1 end
 if v and not marker then return -1 end

@@ -50,18 +50,18 @@ fn release_script(claim: &Claim, announce: bool, next: Option<(&Claim, u64, bool
         return call;
     }
     if announce && next.is_none() && keys.len() == 1 {
-        return Call::script(&RELEASE_ONE, 2, |cmd| {
+        return Call::script(&RELEASE_ONE, 1, |cmd| {
             cmd.arg(&keys.lock_keys()[0])
-                .arg(&keys.channels()[0])
-                .arg(claim.token.as_bytes());
+                .arg(claim.token.as_bytes())
+                .arg(&keys.channels()[0]);
         });
     }
-    Call::script(&RELEASE, 2 * keys.len(), |cmd| {
+    Call::script(&RELEASE, keys.len(), |cmd| {
         cmd.arg(keys.lock_keys())
-            .arg(keys.channels())
             .arg(claim.token.as_bytes())
             .arg(keys.len())
-            .arg(if announce { "1" } else { "0" });
+            .arg(if announce { "1" } else { "0" })
+            .arg(keys.channels());
         if let Some((next, ttl_ms, carried)) = next {
             cmd.arg(next.token.as_bytes())
                 .arg(ttl_ms)

@@ -54,11 +54,12 @@
 //! # While a slot migrates
 //!
 //! Redis answers `TRYAGAIN` to a script some of whose keys are missing on the node asked
-//! (the client retries within the node timeout, then it is a "no" vote). A release declares
-//! its wake-up channels as keys, which are never stored: in a migrating slot it fails on
-//! this node and the lock key expires by its ttl; an acquisition whose fencing counter
-//! exists while its lock key does not fails likewise. Extensions and fresh keys work
-//! (`ASK`).
+//! (the client retries within the node timeout, then it is a "no" vote). The engine's
+//! scripts declare only stored keys (wake-up channels are arguments), so releases,
+//! extensions and fresh keys work (`ASK` for a key already moved); an acquisition whose
+//! fencing counter exists while its lock key does not (one moved, the other not yet) fails
+//! on this node until the migration ends, and so does a reader's call while its keys are
+//! split.
 //!
 //! The client, like the multiplexed connection, drops a queued request whose caller went
 //! away; the engine's cleanups run in tasks of their own (see [`super`]), and the unanswered
@@ -326,8 +327,8 @@ mod tests {
 
     #[test]
     fn an_unanswered_script_call_has_its_eval_form() {
-        let call = Call::script(&RELEASE_ONE, 2, |cmd| {
-            cmd.arg("p:{a}:lock").arg("p:{a}:released").arg("token");
+        let call = Call::script(&RELEASE_ONE, 1, |cmd| {
+            cmd.arg("p:{a}:lock").arg("token").arg("p:{a}:released");
         });
         let Call::Command(unanswered) = call.unanswered().expect("a release must reach") else {
             panic!("a command")

@@ -58,12 +58,12 @@ pub(crate) fn release(keys: &LockKeys, token: &[u8], announce: bool) -> Option<C
     let Shape::Read { readers, .. } = &keys.shape else {
         return None;
     };
-    Some(Call::script(&READ_RELEASE, 3, |cmd| {
+    Some(Call::script(&READ_RELEASE, 2, |cmd| {
         cmd.arg(&keys.lock_keys()[0])
             .arg(readers)
-            .arg(&keys.channels()[0])
             .arg(token)
-            .arg(if announce { "1" } else { "0" });
+            .arg(if announce { "1" } else { "0" })
+            .arg(&keys.channels()[0]);
     }))
 }
 

@@ -277,8 +277,10 @@ impl Run<'_> {
     fn release(&mut self) -> Reply {
         let n = self.number(2)?;
         let token = self.required(1)?.to_vec();
-        if let Some(next) = self.arg(4).map(<[u8]>::to_vec) {
-            let carried = self.arg(6) == Some(b"1");
+        // ARGV[4..3+n] are the channels; the hand-off's arguments follow them.
+        let h = 3 + loop_count(n);
+        if let Some(next) = self.arg(h + 1).map(<[u8]>::to_vec) {
+            let carried = self.arg(h + 3) == Some(b"1");
             let (mut whole, mut marked) = (true, false);
             for i in 1..=loop_count(n) {
                 let key = self.key(i as f64)?.to_vec();
@@ -298,7 +300,7 @@ impl Run<'_> {
                 }
                 for i in 1..=loop_count(n) {
                     let key = self.key(i as f64)?.to_vec();
-                    let ttl = self.required(5)?.to_vec();
+                    let ttl = self.required(h + 2)?.to_vec();
                     self.set_px(&key, &next, &ttl)?;
                 }
                 return Ok(Value::Int(if marked { 3 } else { 2 }));
@@ -316,7 +318,7 @@ impl Run<'_> {
             if awaited || v.as_deref() == Some(&token) {
                 self.store.del(&key, self.now);
                 if awaited && announce {
-                    let channel = self.key(n + i as f64)?.to_vec();
+                    let channel = self.required(3 + i)?.to_vec();
                     self.store.publish(&channel);
                 }
                 released += 1;
@@ -347,7 +349,7 @@ impl Run<'_> {
             return Ok(Value::Int(-1));
         }
         self.store.del(&key, self.now);
-        let channel = self.key(2.0)?.to_vec();
+        let channel = self.required(2)?.to_vec();
         self.store.publish(&channel);
         Ok(Value::Int(1))
     }

@@ -253,8 +253,8 @@ async fn releasing_a_marked_key_wakes_subscribers() {
     let node = SimNode::new();
     let conn = node.connect();
     let mut wakes = conn.subscribe("ch");
-    let release_one = Call::script(&scripts::RELEASE_ONE, 2, |c| {
-        c.arg("k").arg("ch").arg("t");
+    let release_one = Call::script(&scripts::RELEASE_ONE, 1, |c| {
+        c.arg("k").arg("t").arg("ch");
     });
     ok(&conn, &set_nx_px("k", "t", 1000)).await;
     assert_eq!(ok(&conn, &release_one).await, Value::Int(1));

@@ -50,12 +50,12 @@ fn extend(keys: &[&str], token: &str, ttl: u64) -> Call {
 
 /// A release; with `next` = `(token, carried)`, a hand-off to `token` for [`TTL`].
 fn release(keys: &[&str], token: &str, announce: bool, next: Option<(&str, bool)>) -> Call {
-    Call::script(&scripts::RELEASE, 2 * keys.len(), |cmd| {
+    Call::script(&scripts::RELEASE, keys.len(), |cmd| {
         cmd.arg(keys)
-            .arg(channels(keys))
             .arg(token)
             .arg(keys.len())
-            .arg(if announce { "1" } else { "0" });
+            .arg(if announce { "1" } else { "0" })
+            .arg(channels(keys));
         if let Some((next, carried)) = next {
             cmd.arg(next).arg(TTL).arg(if carried { "1" } else { "0" });
         }
@@ -63,8 +63,8 @@ fn release(keys: &[&str], token: &str, announce: bool, next: Option<(&str, bool)
 }
 
 fn release_one(key: &str, token: &str) -> Call {
-    Call::script(&scripts::RELEASE_ONE, 2, |cmd| {
-        cmd.arg(key).arg(format!("ch:{key}")).arg(token);
+    Call::script(&scripts::RELEASE_ONE, 1, |cmd| {
+        cmd.arg(key).arg(token).arg(format!("ch:{key}"));
     })
 }
 
