@@ -4,12 +4,14 @@
 //! whole process, computed against the subscriber of whichever thread reaches it first. A
 //! parallel test hitting the same log line with no subscriber (as the extractors' unit
 //! tests do) can cache "never" and hide the events from the subscriber installed here.
+#![cfg(feature = "testkit")]
 
-use std::io;
-use std::sync::{Arc, Mutex};
+#[path = "support/mod.rs"]
+mod support;
 
 use http::Method;
 use http::request::Parts;
+use support::Captured;
 use tower_redlock::layer::key::{KeyExtractor, constant, methods, path};
 
 fn head(method: Method, uri: &str) -> Parts {
@@ -17,34 +19,11 @@ fn head(method: Method, uri: &str) -> Parts {
     request.body(()).unwrap().into_parts().0
 }
 
-/// Collects what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(needle)
-            .count()
-    }
-}
-
 #[test]
 fn misconfiguration_is_logged_once_per_extractor() {
     let captured = Captured::default();
-    let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
+        .with_writer(captured.clone())
         .with_ansi(false)
         .finish();
     let parts = head(Method::GET, "/orders/5");

@@ -108,10 +108,13 @@ async fn a_waiter_in_another_process_is_woken_by_the_release() {
     // Let the waiter fail once, subscribe, and mark the held key (only a marked release
     // publishes).
     let subscribed = eventually(NO_HANG, || async {
-        let marked = lock_value(&cluster, 0, "handoff")
-            .await
-            .is_some_and(|v| v.ends_with('+'));
-        subscribers(&cluster, 0, &released_channel("handoff")).await > 0 && marked
+        awaited_on(
+            &cluster,
+            0,
+            &lock_key("handoff"),
+            &released_channel("handoff"),
+        )
+        .await
     })
     .await;
     assert!(subscribed, "the waiter never subscribed and marked the key");

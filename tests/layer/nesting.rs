@@ -1,9 +1,6 @@
 //! Nested layers: every layer's lease is reachable (`HeldLocks`), `HeldLock` is the innermost,
 //! and two layers on one key are a clear `500`, logged once, not a request waiting for itself.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::Router;
 use axum::routing::post;
 use http::{Method, StatusCode};
@@ -45,35 +42,11 @@ async fn nested_layers_reach_every_lease() {
     assert!(!is_held(&n.redlock, "inner").await);
 }
 
-/// Collects what the `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(needle)
-            .count()
-    }
-}
-
 #[tokio::test]
 async fn nested_layers_on_one_key_are_a_misconfiguration() {
-    let logs = Logs::default();
-    let writer = logs.clone();
+    let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
+        .with_writer(logs.clone())
         .with_max_level(tracing::Level::ERROR)
         .finish();
     // The test runs on one thread: every task logs here.

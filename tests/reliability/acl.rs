@@ -8,17 +8,15 @@
 //! no `Debug`/`Display` text, error or log line.
 
 use std::fmt::Write as _;
-use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use tower_redlock::testkit::{ClusterOptions, LocalCluster};
 use tower_redlock::{LockError, LockOptions, Redlock, ReleaseOutcome, RetryPolicy};
-use tracing_subscriber::fmt::MakeWriter;
 
 use crate::support::{
-    NO_HANG, PREFIX, connect_url, eventually, lock_key, raw, released_channel, subscribers,
+    Captured, NO_HANG, PREFIX, connect_url, eventually, lock_key, marked_on, raw, released_channel,
+    subscribers,
 };
 
 const USER: &str = "locker";
@@ -109,9 +107,7 @@ async fn subscribers_everywhere(cluster: &LocalCluster, channel: &str) -> Vec<i6
 async fn marked(cluster: &LocalCluster, key: &str) -> bool {
     let mut marked = 0;
     for i in 0..cluster.len() {
-        let mut conn = raw(cluster, i).await;
-        let value: Option<String> = conn.get(lock_key(key)).await.unwrap();
-        if value.is_some_and(|v| v.ends_with('+')) {
+        if marked_on(cluster, i, &lock_key(key)).await {
             marked += 1;
         }
     }
@@ -265,38 +261,6 @@ async fn exercise(
         return Err("the subscription stayed after the wait (UNSUBSCRIBE refused?)".to_owned());
     }
     Ok(())
-}
-
-/// A `MakeWriter` into a shared buffer, to capture log output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 fn assert_no_secret(texts: &[String]) {

@@ -6,12 +6,14 @@
 //! - [`sync`]: gates, signals and drop flags between a test and its handlers;
 //! - [`web`] (`axum`): requests through a router or a real server, read replies;
 //! - [`proxied`]: nodes behind fault proxies;
-//! - [`child`]: child processes of a test binary, always killed.
+//! - [`child`]: child processes of a test binary, always killed;
+//! - [`logs`]: log output captured for a test to read.
 // Each test crate uses a subset of these helpers; in that crate the rest is unused, which is
 // expected here (and only here).
 #![allow(dead_code, unused_imports)]
 
 pub mod child;
+pub mod logs;
 pub mod nodes;
 pub mod proxied;
 pub mod sync;
@@ -21,6 +23,7 @@ pub mod web;
 use std::time::Duration;
 
 pub use child::*;
+pub use logs::*;
 pub use nodes::*;
 pub use proxied::*;
 pub use sync::*;

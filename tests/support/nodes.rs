@@ -74,14 +74,28 @@ pub async fn connect_url(url: &str, bound: Duration) -> redis::RedisResult<Multi
         .await
 }
 
-/// The value (token) of `key`'s lock on node `i`; `None` when absent or when the node does
-/// not answer within [`RAW_BOUND`].
-pub async fn lock_value(cluster: &LocalCluster, i: usize, key: &str) -> Option<String> {
+/// The value of Redis key `name` on node `i`; `None` when absent or when the node does not
+/// answer within [`RAW_BOUND`].
+pub async fn stored_value(cluster: &LocalCluster, i: usize, name: &str) -> Option<String> {
     let mut conn = try_raw(cluster, i).await?;
-    tokio::time::timeout(RAW_BOUND, conn.get(lock_key(key)))
+    tokio::time::timeout(RAW_BOUND, conn.get(name))
         .await
         .ok()?
         .ok()?
+}
+
+/// The value (token) of `key`'s lock on node `i`; `None` when absent or when the node does
+/// not answer within [`RAW_BOUND`].
+pub async fn lock_value(cluster: &LocalCluster, i: usize, key: &str) -> Option<String> {
+    stored_value(cluster, i, &lock_key(key)).await
+}
+
+/// Whether Redis lock key `lock` is marked as awaited on node `i`: a waiter appended `+`
+/// to its value, so that its release publishes a wake-up.
+pub async fn marked_on(cluster: &LocalCluster, i: usize, lock: &str) -> bool {
+    stored_value(cluster, i, lock)
+        .await
+        .is_some_and(|v| v.ends_with('+'))
 }
 
 /// On how many nodes `key`'s lock exists (nodes that do not answer count as 0).
@@ -117,18 +131,19 @@ pub async fn subscribers(cluster: &LocalCluster, i: usize, channel: &str) -> i64
     subs.first().map_or(0, |(_, n)| *n)
 }
 
-/// Whether a waiter awaits the release of Redis lock key `lock` on some node: there it
-/// subscribes to `channel` and has marked the lock (its value ends in `+`; only a marked
-/// release publishes), so a release wakes it. A test waits for this before it releases,
-/// instead of sleeping and hoping the waiter got that far.
+/// Whether a waiter awaits the release of Redis lock key `lock` on node `i`: it subscribes
+/// to `channel` there and has marked the lock (only a marked release publishes), so a
+/// release there wakes it.
+pub async fn awaited_on(cluster: &LocalCluster, i: usize, lock: &str, channel: &str) -> bool {
+    marked_on(cluster, i, lock).await && subscribers(cluster, i, channel).await > 0
+}
+
+/// Whether a waiter awaits the release of `lock` on some node ([`awaited_on`]). A test
+/// waits for this before it releases, instead of sleeping and hoping the waiter got that
+/// far.
 pub async fn awaited(cluster: &LocalCluster, lock: &str, channel: &str) -> bool {
     for i in 0..cluster.len() {
-        let Some(mut conn) = try_raw(cluster, i).await else {
-            continue;
-        };
-        let value = tokio::time::timeout(RAW_BOUND, conn.get::<_, Option<String>>(lock)).await;
-        let marked = matches!(value, Ok(Ok(Some(v))) if v.ends_with('+'));
-        if marked && subscribers(cluster, i, channel).await > 0 {
+        if awaited_on(cluster, i, lock, channel).await {
             return true;
         }
     }
